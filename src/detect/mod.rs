@@ -1,0 +1,1 @@
+//! Detector stages: VFE, scatter, BEV backbone, heads, box coding, rotated IoU, NMS.

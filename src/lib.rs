@@ -1,0 +1,10 @@
+//! pruneview: prune trained LiDAR 3D object detectors after training, and see and steer it.
+//!
+//! Data flows one way: files -> model + scans -> engine -> head outputs -> curves -> frontier
+//! -> allocation -> masks -> exports / detections -> views. Each stage is a module with a small
+//! public surface (see DESIGN.md).
+
+pub mod detect;
+pub mod model;
+pub mod nn;
+pub mod pointcloud;

@@ -1,0 +1,1 @@
+//! The model: its OpenPCDet config, its weights and its prunable-layer table.

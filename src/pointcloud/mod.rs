@@ -1,0 +1,1 @@
+//! Scans and their companions: readers, KITTI labels and calibration, the voxelizer.
