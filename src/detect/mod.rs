@@ -1,1 +1,20 @@
 //! Detector stages: VFE, scatter, BEV backbone, heads, box coding, rotated IoU, NMS.
+//!
+//! A [`Detector`] is an OpenPCDet config plus weights plus these stages. It knows nothing of
+//! pruning: the pruning core swaps unit weights through [`layers::Unit::set_weight`].
+
+pub mod anchors;
+pub mod backbone;
+pub mod box_coder;
+pub mod detector;
+pub mod heads;
+pub mod input;
+pub mod iou;
+pub mod layers;
+pub mod nms;
+pub mod torch_order;
+pub mod vfe;
+
+pub use detector::{Detector, DetectorError, ForwardOutput, StageTimes};
+pub use heads::{Detection, RawOutputs};
+pub use input::{FovFilter, PreparedScan, prepare_scan};

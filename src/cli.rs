@@ -1,0 +1,344 @@
+//! Command-line subcommands. `pruneview` with no subcommand prints help (the desktop app
+//! will open there once it exists).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use pruneview::detect::{Detection, Detector, FovFilter, ForwardOutput, PreparedScan, prepare_scan};
+use pruneview::io::{OutTensor, write_safetensors};
+use pruneview::pointcloud::{Calib, ImageSize, ScanFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pruneview",
+    version,
+    about = "Prune trained LiDAR 3D object detectors (OpenPCDet PointPillars / CenterPoint) after training",
+    long_about = "pruneview runs OpenPCDet-compatible LiDAR detectors on the CPU and finds which \
+weights can be removed after training without losing accuracy (DM3D).\n\n\
+Models are an OpenPCDet YAML config plus a safetensors export of the checkpoint's \
+`model_state` (or one safetensors file with the config in its metadata).",
+    after_help = "Examples:\n  pruneview detect --config cfgs/kitti_models/pointpillar.yaml \\\n      --weights pointpillar.safetensors --scan 000008.bin \\\n      --fov-calib calib/000008.txt --image-size 375x1242\n  pruneview bench --config pointpillar.yaml --weights pointpillar.safetensors --scan 000008.bin"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the detector on one scan and print its boxes.
+    #[command(after_help = "Examples:\n  pruneview detect --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242\n  pruneview detect --weights demo.safetensors --scan scan.pcd --json\n  pruneview detect --config cp.yaml --weights cp.safetensors --scan x.pcd.bin --dump out.safetensors")]
+    Detect(DetectArgs),
+    /// Time each stage of the pipeline on one scan and report GFLOP/s.
+    #[command(after_help = "Example:\n  pruneview bench --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242 --runs 10")]
+    Bench(BenchArgs),
+}
+
+/// Which model to load.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// OpenPCDet model YAML (`_BASE_CONFIG_` resolved against the folder holding `cfgs/`).
+    /// Optional when the weights carry `pruneview.config` in their metadata.
+    #[arg(long, value_name = "C.yaml")]
+    pub config: Option<PathBuf>,
+    /// Weights: safetensors with OpenPCDet `state_dict` names (f32, f16 or bf16).
+    #[arg(long, value_name = "W.safetensors")]
+    pub weights: PathBuf,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Detector> {
+        let det = Detector::load(self.config.as_deref(), &self.weights)?;
+        if !det.unused_keys.is_empty() {
+            let shown: Vec<&str> = det.unused_keys.iter().take(8).map(String::as_str).collect();
+            eprintln!(
+                "warning: {}: {} tensors are not used by the model: {}{}",
+                self.weights.display(),
+                det.unused_keys.len(),
+                shown.join(", "),
+                if det.unused_keys.len() > 8 { ", ..." } else { "" }
+            );
+        }
+        Ok(det)
+    }
+
+    pub fn inputs(&self) -> Vec<&Path> {
+        let mut v = vec![self.weights.as_path()];
+        v.extend(self.config.as_deref());
+        v
+    }
+}
+
+/// How to read a scan.
+#[derive(Args, Debug, Clone)]
+pub struct ScanArgs {
+    /// Scan format; by default from the extension (.bin kitti, .pcd.bin nuscenes, .pcd).
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<ScanFormat>,
+    /// KITTI calib file: keep only points inside camera 2's field of view (as OpenPCDet's
+    /// FOV_POINTS_ONLY). Needs --image-size.
+    #[arg(long, value_name = "calib.txt", requires = "image_size")]
+    pub fov_calib: Option<PathBuf>,
+    /// Image size HxW for the FOV filter and KITTI output, e.g. 375x1242.
+    #[arg(long, value_name = "HxW", value_parser = parse_image_size)]
+    pub image_size: Option<ImageSize>,
+}
+
+impl ScanArgs {
+    pub fn fov(&self) -> Option<FovFilter> {
+        Some(FovFilter {
+            calib: self.fov_calib.clone()?,
+            image: self.image_size?,
+        })
+    }
+
+    pub fn prepare(&self, det: &Detector, scan: &Path) -> Result<PreparedScan> {
+        let prepared = prepare_scan(scan, self.format, self.fov().as_ref(), &det.config.data.used_features)?;
+        let report = prepared.scan.report();
+        if report.non_finite_dropped > 0 {
+            eprintln!(
+                "warning: {}: dropped {} points with NaN or infinite values",
+                scan.display(),
+                report.non_finite_dropped
+            );
+        }
+        if det.config.data.fov_points_only && self.fov_calib.is_none() {
+            eprintln!(
+                "note: the config sets FOV_POINTS_ONLY; pass --fov-calib and --image-size to reproduce OpenPCDet's evaluation input"
+            );
+        }
+        Ok(prepared)
+    }
+}
+
+fn parse_format(s: &str) -> Result<ScanFormat, String> {
+    s.parse::<ScanFormat>().map_err(|e| e.to_string())
+}
+
+fn parse_image_size(s: &str) -> Result<ImageSize, String> {
+    s.parse::<ImageSize>().map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The scan to run on.
+    #[arg(long, value_name = "S.bin")]
+    pub scan: PathBuf,
+    #[command(flatten)]
+    pub scan_args: ScanArgs,
+    /// Print JSON instead of text lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Write voxels, pillar features, raw head outputs (`raw.*`) and the final boxes
+    /// (`pred_boxes`, `pred_scores`, `pred_labels`) to a safetensors file, with the same
+    /// names and layouts as OpenPCDet reference dumps.
+    #[arg(long, value_name = "OUT.safetensors")]
+    pub dump: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, value_name = "S.bin")]
+    pub scan: PathBuf,
+    #[command(flatten)]
+    pub scan_args: ScanArgs,
+    /// Timed runs (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            println!();
+            Ok(())
+        }
+        Some(Command::Detect(a)) => detect(a),
+        Some(Command::Bench(a)) => bench(a),
+    }
+}
+
+fn detect(a: DetectArgs) -> Result<()> {
+    let det = a.model.load()?;
+    let scan = a.scan_args.prepare(&det, &a.scan)?;
+    let out = det.forward(&scan.points)?;
+    let dets = det.decode(&out.raw);
+    if let Some(path) = &a.dump {
+        let mut inputs = a.model.inputs();
+        inputs.push(&a.scan);
+        dump(path, &out, &dets, &inputs)?;
+    }
+    let names = &det.config.class_names;
+    let class = |d: &Detection| names.get(d.label - 1).map(String::as_str).unwrap_or("?");
+    if a.json {
+        let list: Vec<_> = dets
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "class": class(d), "label": d.label, "score": d.score,
+                    "box": d.bbox, "velocity": d.velocity,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "scan": a.scan, "points": scan.len(), "pillars": out.pillars.len(),
+            "frame": "lidar", "box_format": "[x, y, z, dx, dy, dz, heading], z at the box centre",
+            "detections": list,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    match (&a.scan_args.fov_calib, a.scan_args.image_size) {
+        (Some(calib_path), Some(image)) => {
+            // KITTI result-file lines in the camera frame.
+            let calib = Calib::load(calib_path)?;
+            for d in &dets {
+                let obj = calib.lidar_box_to_prediction(&d.bbox, class(d), d.score, image);
+                println!("{}", obj.to_kitti_line());
+            }
+        }
+        _ => {
+            println!("# class x y z dx dy dz heading score (LiDAR frame, z at the box centre)");
+            for d in &dets {
+                let b = d.bbox;
+                println!(
+                    "{} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4}",
+                    class(d), b[0], b[1], b[2], b[3], b[4], b[5], b[6], d.score
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{}: {} points, {} pillars, {} boxes",
+        a.scan.display(),
+        scan.len(),
+        out.pillars.len(),
+        dets.len()
+    );
+    Ok(())
+}
+
+/// Writes a reference-style dump: same tensor names and layouts as OpenPCDet golden files.
+fn dump(path: &Path, out: &ForwardOutput, dets: &[Detection], inputs: &[&Path]) -> Result<()> {
+    let mut t = Vec::new();
+    if let Some(v) = &out.voxels {
+        let p = v.len();
+        t.push(OutTensor::f32("voxels", &[p, v.max_points, v.num_features], &v.voxels));
+        let n: Vec<f32> = v.num_points.iter().map(|&x| x as f32).collect();
+        t.push(OutTensor::f32("voxel_num_points", &[p], &n));
+        let c: Vec<f32> = (0..p)
+            .flat_map(|i| {
+                let [z, y, x] = v.coord(i);
+                [0.0, z as f32, y as f32, x as f32]
+            })
+            .collect();
+        t.push(OutTensor::f32("voxel_coords", &[p, 4], &c));
+    }
+    let pf = &out.pillars;
+    t.push(OutTensor::f32("pillar_features", &[pf.len(), pf.channels], &pf.features));
+    let bev = &out.bev_features;
+    let (c, h, w) = (bev.shape[0], bev.shape[1], bev.shape[2]);
+    let (hs, ws) = (h.div_ceil(8), w.div_ceil(8));
+    let mut sub = Vec::with_capacity(c * hs * ws);
+    for ch in 0..c {
+        for y in (0..h).step_by(8) {
+            for x in (0..w).step_by(8) {
+                sub.push(bev.data[(ch * h + y) * w + x]);
+            }
+        }
+    }
+    t.push(OutTensor::f32("spatial_features_2d.sub8", &[1, c, hs, ws], &sub));
+    for (name, tensor) in &out.raw.tensors {
+        t.push(OutTensor::f32(format!("raw.{name}"), &tensor.shape, &tensor.data));
+    }
+    let dim = if dets.iter().any(|d| d.velocity.is_some()) { 9 } else { 7 };
+    let boxes: Vec<f32> = dets
+        .iter()
+        .flat_map(|d| {
+            let mut b = d.bbox.to_vec();
+            if dim == 9 {
+                b.extend(d.velocity.unwrap_or([0.0, 0.0]));
+            }
+            b
+        })
+        .collect();
+    t.push(OutTensor::f32("pred_boxes", &[dets.len(), dim], &boxes));
+    let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+    t.push(OutTensor::f32("pred_scores", &[dets.len()], &scores));
+    let labels: Vec<i64> = dets.iter().map(|d| d.label as i64).collect();
+    t.push(OutTensor::i64("pred_labels", &[dets.len()], &labels));
+    let meta = HashMap::from([("producer".to_string(), "pruneview detect".to_string())]);
+    write_safetensors(path, &t, Some(meta), inputs).with_context(|| "writing --dump")?;
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let det = a.model.load()?;
+    let scan = a.scan_args.prepare(&det, &a.scan)?;
+    // Warm-up: first-touch page faults and rayon start-up are not part of steady state.
+    let warm = det.forward(&scan.points)?;
+    let gflops = det.conv_flops(&warm) / 1e9;
+    let mut runs = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs {
+        let mut times = pruneview::detect::StageTimes::default();
+        let t0 = Instant::now();
+        let out = det.forward_timed(&scan.points, &mut times)?;
+        let t = Instant::now();
+        let dets = det.decode(&out.raw);
+        times.stages.push(("decode+nms", t.elapsed()));
+        let total = t0.elapsed();
+        std::hint::black_box(dets);
+        runs.push((times, total));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "{}: {} points, {} pillars, {:.2} GFLOPs (conv/linear, 2 x MACs)",
+        a.scan.display(),
+        scan.len(),
+        warm.pillars.len(),
+        gflops
+    );
+    println!("{:<12} {:>10}", "stage", "median ms");
+    let stages: Vec<&str> = runs[0].0.stages.iter().map(|(n, _)| *n).collect();
+    for (i, name) in stages.iter().enumerate() {
+        let ms = median(runs.iter().map(|(t, _)| t.stages[i].1.as_secs_f64() * 1e3).collect());
+        println!("{name:<12} {ms:>10.1}");
+    }
+    let total = median(runs.iter().map(|(_, t)| t.as_secs_f64()).collect());
+    let network = median(
+        runs.iter()
+            .map(|(t, _)| {
+                t.stages
+                    .iter()
+                    .filter(|(n, _)| matches!(*n, "vfe" | "backbone" | "head"))
+                    .map(|(_, d)| d.as_secs_f64())
+                    .sum()
+            })
+            .collect(),
+    );
+    println!("{:<12} {:>10.1}", "total", total * 1e3);
+    println!(
+        "effective: {:.1} GFLOP/s over the whole pipeline, {:.1} GFLOP/s in the network stages ({} runs, {} threads)",
+        gflops / total,
+        gflops / network,
+        a.runs,
+        rayon::current_num_threads()
+    );
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! Dense heads: OpenPCDet's `AnchorHeadSingle` and `CenterHead`, their raw outputs (named and
+//! laid out as OpenPCDet stores them) and their decoding into boxes.
+
+use crate::model::config::{AnchorHeadConfig, CenterHeadConfig, DataConfig, PostProcessing};
+use crate::model::Weights;
+use crate::nn::{NnError, Tensor};
+
+use super::anchors::{self, Anchors};
+use super::box_coder;
+use super::layers::{Unit, UnitError, UnitKind, UnitSpec};
+use super::nms;
+use super::torch_order;
+
+/// Raw dense-head outputs, pre-decoding, with OpenPCDet's names (`cls_preds`,
+/// `head0.hm`, ...) and shapes (NHWC for anchor heads, NCHW for CenterPoint; batch 1).
+#[derive(Clone, Debug, Default)]
+pub struct RawOutputs {
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl RawOutputs {
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// One detected box in the LiDAR frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detection {
+    /// `[x, y, z, dx, dy, dz, heading]`, z at the gravity centre.
+    pub bbox: [f32; 7],
+    /// `[vx, vy]` for heads that predict velocity.
+    pub velocity: Option<[f32; 2]>,
+    pub score: f32,
+    /// 1-based class label (index into CLASS_NAMES + 1), as OpenPCDet reports it.
+    pub label: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+    #[error("anchor config: {0}")]
+    Anchors(#[from] anchors::AnchorError),
+    #[error("{0}")]
+    Config(String),
+}
+
+#[derive(Clone, Debug)]
+pub enum DenseHead {
+    Anchor(AnchorHead),
+    Center(CenterHead),
+}
+
+impl DenseHead {
+    pub fn units(&self) -> Vec<&Unit> {
+        match self {
+            DenseHead::Anchor(h) => {
+                let mut v = vec![&h.conv_cls, &h.conv_box];
+                v.extend(h.conv_dir.as_ref());
+                v
+            }
+            DenseHead::Center(h) => {
+                let mut v = vec![&h.shared];
+                for head in &h.heads {
+                    for (_, branch) in head {
+                        v.extend(branch.iter());
+                    }
+                }
+                v
+            }
+        }
+    }
+
+    pub fn units_mut(&mut self) -> Vec<&mut Unit> {
+        match self {
+            DenseHead::Anchor(h) => {
+                let mut v = vec![&mut h.conv_cls, &mut h.conv_box];
+                v.extend(h.conv_dir.as_mut());
+                v
+            }
+            DenseHead::Center(h) => {
+                let mut v = vec![&mut h.shared];
+                for head in &mut h.heads {
+                    for (_, branch) in head {
+                        v.extend(branch.iter_mut());
+                    }
+                }
+                v
+            }
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<RawOutputs, NnError> {
+        match self {
+            DenseHead::Anchor(h) => h.forward(x),
+            DenseHead::Center(h) => h.forward(x),
+        }
+    }
+
+    pub fn decode(&self, raw: &RawOutputs) -> Vec<Detection> {
+        match self {
+            DenseHead::Anchor(h) => h.decode(raw),
+            DenseHead::Center(h) => h.decode(raw),
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Anchor head
+
+#[derive(Clone, Debug)]
+pub struct AnchorHead {
+    pub conv_cls: Unit,
+    pub conv_box: Unit,
+    pub conv_dir: Option<Unit>,
+    pub anchors: Anchors,
+    pub num_class: usize,
+    coder: box_coder::ResidualCoder,
+    cfg: AnchorHeadConfig,
+}
+
+const CODE_SIZE: usize = 7;
+
+fn conv1x1(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Unit, UnitError> {
+    Unit::load(
+        w,
+        UnitSpec {
+            prefix,
+            kind: UnitKind::Conv { stride: 1, padding: 0 },
+            in_channels: cin,
+            out_channels: cout,
+            kernel: 1,
+            bias: true,
+            bn: None,
+            relu: false,
+        },
+    )
+}
+
+/// `[C, H, W]` -> `[1, H, W, C]` (OpenPCDet permutes head outputs to NHWC).
+fn to_nhwc(x: &Tensor) -> Tensor {
+    let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2]);
+    let plane = h * w;
+    let mut out = vec![0f32; x.numel()];
+    for ch in 0..c {
+        let src = &x.data[ch * plane..(ch + 1) * plane];
+        for (p, v) in src.iter().enumerate() {
+            out[p * c + ch] = *v;
+        }
+    }
+    Tensor::from_vec(&[1, h, w, c], out)
+}
+
+fn with_batch(mut x: Tensor) -> Tensor {
+    x.shape.insert(0, 1);
+    x
+}
+
+use torch_order::sigmoid;
+
+impl AnchorHead {
+    pub fn load(
+        w: &Weights,
+        cfg: &AnchorHeadConfig,
+        data: &DataConfig,
+        num_classes: usize,
+        in_channels: usize,
+    ) -> Result<Self, HeadError> {
+        let anchors = anchors::generate(&cfg.anchors, &data.point_cloud_range, data.grid_size)?;
+        let a = anchors.per_location;
+        let num_class = if cfg.class_agnostic { 1 } else { num_classes };
+        let conv_cls = conv1x1(w, "dense_head.conv_cls", in_channels, a * num_class)?;
+        let conv_box = conv1x1(w, "dense_head.conv_box", in_channels, a * CODE_SIZE)?;
+        let conv_dir = if cfg.use_direction_classifier {
+            Some(conv1x1(w, "dense_head.conv_dir_cls", in_channels, a * cfg.num_dir_bins)?)
+        } else {
+            None
+        };
+        Ok(AnchorHead {
+            conv_cls,
+            conv_box,
+            conv_dir,
+            anchors,
+            num_class,
+            coder: box_coder::ResidualCoder::new(CODE_SIZE, false)
+                .map_err(|e| HeadError::Config(e.to_string()))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The three 1x1 convs, permuted to NHWC (the detector checks at load time that the
+    /// feature map matches the anchors).
+    fn forward(&self, x: &Tensor) -> Result<RawOutputs, NnError> {
+        let mut tensors = vec![
+            ("cls_preds".to_string(), to_nhwc(&self.conv_cls.forward_map(x)?)),
+            ("box_preds".to_string(), to_nhwc(&self.conv_box.forward_map(x)?)),
+        ];
+        if let Some(d) = &self.conv_dir {
+            tensors.push(("dir_cls_preds".to_string(), to_nhwc(&d.forward_map(x)?)));
+        }
+        Ok(RawOutputs { tensors })
+    }
+
+    /// Decoding and post-processing as `generate_predicted_boxes` + `post_processing`
+    /// (class-agnostic NMS on the max class score).
+    fn decode(&self, raw: &RawOutputs) -> Vec<Detection> {
+        let (Some(cls), Some(boxes)) = (raw.get("cls_preds"), raw.get("box_preds")) else {
+            return Vec::new();
+        };
+        let k = self.num_class;
+        let post = &self.cfg.post;
+        let n = self.anchors.boxes.len();
+        // Max class score per anchor, kept if >= threshold.
+        let mut cand = Vec::new();
+        let mut cand_scores = Vec::new();
+        let mut cand_labels = Vec::new();
+        for a in 0..n {
+            let logits = &cls.data[a * k..(a + 1) * k];
+            let (mut best, mut label) = (f32::NEG_INFINITY, 0);
+            for (c, &l) in logits.iter().enumerate() {
+                let s = sigmoid(l);
+                if s > best {
+                    best = s;
+                    label = c;
+                }
+            }
+            if best >= post.score_thresh {
+                cand.push(a);
+                cand_scores.push(best);
+                cand_labels.push(label + 1);
+            }
+        }
+        let dir = raw.get("dir_cls_preds");
+        let bins = self.cfg.num_dir_bins;
+        let classifier = box_coder::DirClassifier {
+            offset: self.cfg.dir_offset,
+            limit_offset: self.cfg.dir_limit_offset,
+            num_bins: bins,
+        };
+        let mut decoded = vec![0f32; cand.len() * CODE_SIZE];
+        for (&a, b) in cand.iter().zip(decoded.chunks_mut(CODE_SIZE)) {
+            self.coder.decode_one(
+                &boxes.data[a * CODE_SIZE..(a + 1) * CODE_SIZE],
+                &self.anchors.boxes[a],
+                b,
+            );
+            if let Some(dir) = dir {
+                b[6] = classifier.apply(b[6], &dir.data[a * bins..(a + 1) * bins]);
+            }
+        }
+        let keep = run_nms(&decoded, CODE_SIZE, &cand_scores, post);
+        keep.into_iter()
+            .map(|i| {
+                let mut bbox = [0f32; 7];
+                bbox.copy_from_slice(&decoded[i * 7..i * 7 + 7]);
+                Detection {
+                    bbox,
+                    velocity: None,
+                    score: cand_scores[i],
+                    label: cand_labels[i],
+                }
+            })
+            .collect()
+    }
+}
+
+/// OpenPCDet's `class_agnostic_nms` on candidates that passed the score filter: the top
+/// `NMS_PRE_MAXSIZE` by `torch.topk`, ordered by `torch.sort` for `nms_gpu`, greedy rotated
+/// NMS, the first `NMS_POST_MAXSIZE` survivors. PyTorch's tie order is reproduced (see
+/// [`torch_order`]) so that equal scores keep the same boxes as OpenPCDet.
+fn run_nms(boxes: &[f32], cols: usize, scores: &[f32], post: &PostProcessing) -> Vec<usize> {
+    let top = torch_order::topk(scores, post.nms.pre_max_size);
+    let top_scores: Vec<f32> = top.iter().map(|&i| scores[i]).collect();
+    let order: Vec<usize> = torch_order::sort_descending(&top_scores)
+        .into_iter()
+        .map(|i| top[i])
+        .collect();
+    // The boxes and the order are built here, so the shape checks cannot fail.
+    nms::nms_bev_ordered(boxes, cols, &order, post.nms.thresh, Some(post.nms.post_max_size))
+        .unwrap_or_default()
+}
+
+// ----------------------------------------------------------------------------------------
+// CenterPoint head
+
+#[derive(Clone, Debug)]
+pub struct CenterHead {
+    pub shared: Unit,
+    /// Per head, its branches in order (`center`, ..., `hm`), each a list of convs.
+    pub heads: Vec<Vec<(String, Vec<Unit>)>>,
+    /// Global class index of each head's classes.
+    class_ids: Vec<Vec<usize>>,
+    cfg: CenterHeadConfig,
+    point_cloud_range: [f32; 6],
+    voxel_size: [f32; 3],
+}
+
+impl CenterHead {
+    pub fn load(
+        w: &Weights,
+        cfg: &CenterHeadConfig,
+        data: &DataConfig,
+        class_names: &[String],
+        in_channels: usize,
+    ) -> Result<Self, HeadError> {
+        let c = cfg.shared_conv_channel;
+        let shared = Unit::load(
+            w,
+            UnitSpec {
+                prefix: "dense_head.shared_conv.0",
+                kind: UnitKind::Conv { stride: 1, padding: 1 },
+                in_channels,
+                out_channels: c,
+                kernel: 3,
+                bias: cfg.use_bias_before_norm,
+                bn: Some(("dense_head.shared_conv.1", cfg.bn_eps)),
+                relu: true,
+            },
+        )?;
+        let mut heads = Vec::new();
+        let mut class_ids = Vec::new();
+        for (h, names) in cfg.class_names_each_head.iter().enumerate() {
+            let mut branches = Vec::new();
+            for (name, out, num_conv) in &cfg.head_order {
+                let out = if name == "hm" { names.len() } else { *out };
+                let mut units = Vec::new();
+                for k in 0..num_conv.saturating_sub(1) {
+                    let prefix = format!("dense_head.heads_list.{h}.{name}.{k}.0");
+                    let bn = format!("dense_head.heads_list.{h}.{name}.{k}.1");
+                    units.push(Unit::load(
+                        w,
+                        UnitSpec {
+                            prefix: &prefix,
+                            kind: UnitKind::Conv { stride: 1, padding: 1 },
+                            in_channels: c,
+                            out_channels: c,
+                            kernel: 3,
+                            bias: cfg.use_bias_before_norm,
+                            bn: Some((&bn, cfg.bn_eps)),
+                            relu: true,
+                        },
+                    )?);
+                }
+                let prefix = format!("dense_head.heads_list.{h}.{name}.{}", num_conv.saturating_sub(1));
+                units.push(Unit::load(
+                    w,
+                    UnitSpec {
+                        prefix: &prefix,
+                        kind: UnitKind::Conv { stride: 1, padding: 1 },
+                        in_channels: c,
+                        out_channels: out,
+                        kernel: 3,
+                        bias: true,
+                        bn: None,
+                        relu: false,
+                    },
+                )?);
+                branches.push((name.clone(), units));
+            }
+            heads.push(branches);
+            class_ids.push(
+                names
+                    .iter()
+                    .map(|n| class_names.iter().position(|c| c == n).unwrap_or(0))
+                    .collect(),
+            );
+        }
+        for required in ["center", "center_z", "dim", "rot"] {
+            if !cfg.head_order.iter().any(|(n, _, _)| n == required) {
+                return Err(HeadError::Config(format!(
+                    "CenterHead SEPARATE_HEAD_CFG lacks the `{required}` branch needed to decode boxes"
+                )));
+            }
+        }
+        Ok(CenterHead {
+            shared,
+            heads,
+            class_ids,
+            cfg: cfg.clone(),
+            point_cloud_range: data.point_cloud_range,
+            voxel_size: data.voxel_size,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<RawOutputs, NnError> {
+        let shared = self.shared.forward_map(x)?;
+        let mut tensors = Vec::new();
+        for (h, branches) in self.heads.iter().enumerate() {
+            for (name, units) in branches {
+                let mut y = units[0].forward_map(&shared)?;
+                for u in &units[1..] {
+                    y = u.forward_map(&y)?;
+                }
+                tensors.push((format!("head{h}.{name}"), with_batch(y)));
+            }
+        }
+        Ok(RawOutputs { tensors })
+    }
+
+    /// `decode_bbox_from_heatmap` per head (top-k per class, then top-k overall, no max-pool),
+    /// then class-agnostic NMS per head; heads concatenated.
+    fn decode(&self, raw: &RawOutputs) -> Vec<Detection> {
+        let post = &self.cfg.post;
+        let k = post.max_obj_per_sample;
+        let stride = self.cfg.feature_map_stride as f32;
+        let limit = post.post_center_limit_range.unwrap_or([
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::INFINITY,
+            f32::INFINITY,
+        ]);
+        let mut out = Vec::new();
+        for h in 0..self.heads.len() {
+            let get = |b: &str| raw.get(&format!("head{h}.{b}"));
+            let (Some(hm), Some(center), Some(cz), Some(dim), Some(rot)) =
+                (get("hm"), get("center"), get("center_z"), get("dim"), get("rot"))
+            else {
+                continue;
+            };
+            let vel = get("vel");
+            let (nc, hh, ww) = (hm.shape[1], hm.shape[2], hm.shape[3]);
+            let plane = hh * ww;
+            // `_topk`: top-k per class over H*W, then top-k over all classes, with
+            // PyTorch's tie order.
+            let sig: Vec<f32> = hm.data.iter().map(|&v| sigmoid(v)).collect();
+            let kk = k.min(plane);
+            let mut cand_scores = Vec::with_capacity(nc * kk);
+            let mut cand_pixels = Vec::with_capacity(nc * kk);
+            for c in 0..nc {
+                let s = &sig[c * plane..(c + 1) * plane];
+                for p in torch_order::topk(s, kk) {
+                    cand_scores.push(s[p]);
+                    cand_pixels.push(p);
+                }
+            }
+            let all: Vec<(f32, usize, usize)> = torch_order::topk(&cand_scores, k)
+                .into_iter()
+                .map(|i| (cand_scores[i], i / kk, cand_pixels[i]))
+                .collect();
+            let mut boxes = Vec::new();
+            let mut scores = Vec::new();
+            let mut labels = Vec::new();
+            let mut vels = Vec::new();
+            for (score, c, p) in all {
+                let (iy, ix) = (p / ww, p % ww);
+                let at = |t: &Tensor, ch: usize| t.data[ch * plane + p];
+                let x = (ix as f32 + at(center, 0)) * stride * self.voxel_size[0]
+                    + self.point_cloud_range[0];
+                let y = (iy as f32 + at(center, 1)) * stride * self.voxel_size[1]
+                    + self.point_cloud_range[1];
+                let z = at(cz, 0);
+                let b = [
+                    x,
+                    y,
+                    z,
+                    at(dim, 0).exp(),
+                    at(dim, 1).exp(),
+                    at(dim, 2).exp(),
+                    at(rot, 1).atan2(at(rot, 0)),
+                ];
+                let inside = b[0] >= limit[0]
+                    && b[1] >= limit[1]
+                    && b[2] >= limit[2]
+                    && b[0] <= limit[3]
+                    && b[1] <= limit[4]
+                    && b[2] <= limit[5];
+                if !inside || score <= post.score_thresh {
+                    continue;
+                }
+                boxes.extend_from_slice(&b);
+                scores.push(score);
+                labels.push(self.class_ids[h][c] + 1);
+                vels.push(vel.map(|v| [at(v, 0), at(v, 1)]));
+            }
+            for i in run_nms(&boxes, 7, &scores, post) {
+                let mut bbox = [0f32; 7];
+                bbox.copy_from_slice(&boxes[i * 7..i * 7 + 7]);
+                out.push(Detection {
+                    bbox,
+                    velocity: vels[i],
+                    score: scores[i],
+                    label: labels[i],
+                });
+            }
+        }
+        out
+    }
+}

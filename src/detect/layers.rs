@@ -1,0 +1,216 @@
+//! The detector's parameterised units: a conv / transposed conv / linear, optionally followed
+//! by an eval-mode BatchNorm and a ReLU.
+//!
+//! A unit keeps the weights exactly as the checkpoint stores them (pruning acts on those) and
+//! a BatchNorm-folded copy that the forward pass runs.
+
+use crate::model::{Weights, WeightsError};
+use crate::nn::{self, Conv2dParams, NnError, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitKind {
+    /// `Conv2d`, weight `[Cout, Cin, k, k]`, zero padding on all sides.
+    Conv { stride: usize, padding: usize },
+    /// `ConvTranspose2d`, weight `[Cin, Cout, k, k]`, padding 0.
+    ConvTranspose { stride: usize },
+    /// `Linear`, weight `[out, in]`, applied to rows.
+    Linear,
+}
+
+/// An eval-mode BatchNorm and its state-dict prefix (e.g. `backbone_2d.blocks.0.2`).
+#[derive(Clone, Debug)]
+pub struct NamedBatchNorm {
+    pub prefix: String,
+    pub bn: nn::BatchNorm,
+}
+
+impl NamedBatchNorm {
+    pub fn load(w: &Weights, prefix: &str, channels: usize, eps: f32) -> Result<Self, WeightsError> {
+        let get = |k: &str| w.tensor(&format!("{prefix}.{k}"), &[channels]).map(|t| t.data);
+        Ok(NamedBatchNorm {
+            prefix: prefix.to_string(),
+            bn: nn::BatchNorm {
+                gamma: get("weight")?,
+                beta: get("bias")?,
+                mean: get("running_mean")?,
+                var: get("running_var")?,
+                eps,
+            },
+        })
+    }
+}
+
+/// One parameterised unit of the network.
+#[derive(Clone, Debug)]
+pub struct Unit {
+    /// State-dict prefix of the weight, e.g. `backbone_2d.blocks.0.1` (weight at `.weight`).
+    pub prefix: String,
+    pub kind: UnitKind,
+    /// The checkpoint's weight (unfolded).
+    pub weight: Tensor,
+    pub bias: Option<Vec<f32>>,
+    pub bn: Option<NamedBatchNorm>,
+    pub relu: bool,
+    /// The BN-folded layer the forward pass runs (prepacked by `nn`).
+    op: FoldedOp,
+}
+
+/// A unit's BN-folded kernel, ready to run.
+#[derive(Clone, Debug)]
+enum FoldedOp {
+    Conv(nn::Conv2d),
+    ConvTranspose(nn::ConvTranspose2d),
+    Linear { weight: Tensor, bias: Option<Vec<f32>> },
+}
+
+/// What a unit's weight must look like, for loading.
+pub struct UnitSpec<'a> {
+    pub prefix: &'a str,
+    pub kind: UnitKind,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub bias: bool,
+    /// BatchNorm prefix and eps.
+    pub bn: Option<(&'a str, f32)>,
+    pub relu: bool,
+}
+
+impl Unit {
+    pub fn load(w: &Weights, spec: UnitSpec) -> Result<Self, UnitError> {
+        let shape: Vec<usize> = match spec.kind {
+            UnitKind::Conv { .. } => vec![spec.out_channels, spec.in_channels, spec.kernel, spec.kernel],
+            UnitKind::ConvTranspose { .. } => vec![spec.in_channels, spec.out_channels, spec.kernel, spec.kernel],
+            UnitKind::Linear => vec![spec.out_channels, spec.in_channels],
+        };
+        let weight = w.tensor(&format!("{}.weight", spec.prefix), &shape)?;
+        let bias = if spec.bias {
+            Some(w.tensor(&format!("{}.bias", spec.prefix), &[spec.out_channels])?.data)
+        } else {
+            None
+        };
+        let bn = match spec.bn {
+            Some((prefix, eps)) => Some(NamedBatchNorm::load(w, prefix, spec.out_channels, eps)?),
+            None => None,
+        };
+        Ok(Unit::new(spec.prefix.to_string(), spec.kind, weight, bias, bn, spec.relu)?)
+    }
+
+    pub fn new(
+        prefix: String,
+        kind: UnitKind,
+        weight: Tensor,
+        bias: Option<Vec<f32>>,
+        bn: Option<NamedBatchNorm>,
+        relu: bool,
+    ) -> Result<Self, NnError> {
+        let op = fold(kind, &weight, bias.as_deref(), bn.as_ref(), relu)?;
+        Ok(Unit {
+            prefix,
+            kind,
+            weight,
+            bias,
+            bn,
+            relu,
+            op,
+        })
+    }
+
+    /// The weight's state-dict name.
+    pub fn weight_name(&self) -> String {
+        format!("{}.weight", self.prefix)
+    }
+
+    pub fn out_channels(&self) -> usize {
+        match self.kind {
+            UnitKind::ConvTranspose { .. } => self.weight.shape[1],
+            _ => self.weight.shape[0],
+        }
+    }
+
+    /// Replaces the checkpoint weight (e.g. with a pruned copy) and refolds.
+    pub fn set_weight(&mut self, weight: Tensor) -> Result<(), NnError> {
+        if weight.shape != self.weight.shape {
+            return Err(nn::NnError::Invalid {
+                op: "set_weight",
+                msg: format!(
+                    "{}: new weight has shape {:?}, expected {:?}",
+                    self.weight_name(),
+                    weight.shape,
+                    self.weight.shape
+                ),
+            });
+        }
+        self.op = fold(self.kind, &weight, self.bias.as_deref(), self.bn.as_ref(), self.relu)?;
+        self.weight = weight;
+        Ok(())
+    }
+
+    /// Runs the unit (conv + folded BN + ReLU) on a `[C, H, W]` map.
+    pub fn forward_map(&self, x: &Tensor) -> Result<Tensor, NnError> {
+        match &self.op {
+            FoldedOp::Conv(c) => c.forward(x),
+            FoldedOp::ConvTranspose(c) => c.forward(x),
+            FoldedOp::Linear { .. } => Err(NnError::Invalid {
+                op: "forward_map",
+                msg: format!("{} is a linear layer", self.weight_name()),
+            }),
+        }
+    }
+
+    /// Runs a linear unit on `rows x in` features: returns `rows x out`.
+    pub fn forward_rows(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>, NnError> {
+        let FoldedOp::Linear { weight, bias } = &self.op else {
+            return Err(NnError::Invalid {
+                op: "forward_rows",
+                msg: format!("{} is not a linear layer", self.weight_name()),
+            });
+        };
+        let cols = if rows == 0 { weight.shape[1] } else { x.len() / rows };
+        let mut y = nn::linear(&Tensor::from_vec(&[rows, cols], x), weight, bias.as_deref())?;
+        if self.relu {
+            nn::relu_inplace(&mut y.data);
+        }
+        Ok(y.data)
+    }
+}
+
+/// Folds an eval-mode BatchNorm into the weight and bias and builds the kernel.
+fn fold(
+    kind: UnitKind,
+    weight: &Tensor,
+    bias: Option<&[f32]>,
+    bn: Option<&NamedBatchNorm>,
+    relu: bool,
+) -> Result<FoldedOp, NnError> {
+    let (w, b) = match bn {
+        None => (weight.clone(), bias.map(<[f32]>::to_vec)),
+        Some(bn) => {
+            let out_axis = usize::from(matches!(kind, UnitKind::ConvTranspose { .. }));
+            let (w, b) = nn::fold_batchnorm(weight, bias, &bn.bn, out_axis)?;
+            (w, Some(b))
+        }
+    };
+    Ok(match kind {
+        UnitKind::Conv { stride, padding } => FoldedOp::Conv(nn::Conv2d::new(
+            &w,
+            b.as_deref(),
+            Conv2dParams::new(stride, padding).with_relu(relu),
+        )?),
+        UnitKind::ConvTranspose { stride } => FoldedOp::ConvTranspose(nn::ConvTranspose2d::new(
+            &w,
+            b.as_deref(),
+            Conv2dParams::new(stride, 0).with_relu(relu),
+        )?),
+        UnitKind::Linear => FoldedOp::Linear { weight: w, bias: b },
+    })
+}
+
+/// Why a unit could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Nn(#[from] NnError),
+}

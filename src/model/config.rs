@@ -1,0 +1,859 @@
+//! The detector's configuration, read from an OpenPCDet model YAML (with `_BASE_CONFIG_`
+//! resolved the way OpenPCDet does) or from the JSON a safetensors file carries in its
+//! `__metadata__["pruneview.config"]`.
+//!
+//! Both are first merged into one JSON value, then turned into typed structs here, so every
+//! missing or malformed field becomes an error that names the file and the field's path.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Metadata key under which a safetensors file may carry its config as JSON.
+pub const CONFIG_METADATA_KEY: &str = "pruneview.config";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("{path}: not valid JSON config: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: _BASE_CONFIG_ `{base}` not found relative to any ancestor folder of the config (OpenPCDet resolves it against the folder that holds `cfgs/`)"
+    )]
+    BaseNotFound { path: PathBuf, base: String },
+    #[error("{path}: _BASE_CONFIG_ chain is too deep (a cycle?) at `{base}`")]
+    BaseCycle { path: PathBuf, base: String },
+    #[error("{path}: {field}: {problem}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+    #[error("{path}: has no `{key}` in its safetensors metadata; pass --config with the model's YAML")]
+    NoEmbeddedConfig { path: PathBuf, key: &'static str },
+}
+
+/// Everything the engine needs to build and run a detector.
+#[derive(Clone, Debug, Serialize)]
+pub struct DetectorConfig {
+    /// Where the config came from (for messages).
+    pub source: PathBuf,
+    /// `MODEL.NAME`, e.g. `PointPillar` or `CenterPoint`.
+    pub model_name: String,
+    pub class_names: Vec<String>,
+    pub data: DataConfig,
+    pub vfe: VfeConfig,
+    pub num_bev_features: usize,
+    pub backbone: BackboneConfig,
+    pub head: HeadConfig,
+    /// The merged config as JSON (embedded into exported safetensors files).
+    #[serde(skip)]
+    pub raw: Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DataConfig {
+    /// `[x_min, y_min, z_min, x_max, y_max, z_max]`, float32 as OpenPCDet keeps it.
+    pub point_cloud_range: [f32; 6],
+    /// `POINT_FEATURE_ENCODING.used_feature_list`, e.g. `[x, y, z, intensity]`.
+    pub used_features: Vec<String>,
+    pub voxel_size: [f32; 3],
+    /// `[nx, ny, nz]` = round((max - min) / voxel).
+    pub grid_size: [usize; 3],
+    /// Static voxelization (`transform_points_to_voxels`), or `None` for the placeholder used
+    /// by dynamic VFEs.
+    pub voxelizer: Option<VoxelizerConfig>,
+    /// `FOV_POINTS_ONLY` from the dataset config (KITTI): the camera-FOV filter applies.
+    pub fov_points_only: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VoxelizerConfig {
+    pub max_points_per_voxel: usize,
+    /// Test-time `MAX_NUMBER_OF_VOXELS`.
+    pub max_voxels: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum VfeKind {
+    /// `PillarVFE`: static voxels, padded slots (see the notes on the padding gotcha).
+    Pillar,
+    /// `DynPillarVFE`: per-point features, scatter max over pillars.
+    DynPillar,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VfeConfig {
+    pub kind: VfeKind,
+    pub with_distance: bool,
+    pub use_absolute_xyz: bool,
+    pub use_norm: bool,
+    pub num_filters: Vec<usize>,
+}
+
+impl VfeConfig {
+    /// Channels of the per-point feature vector that enters the first PFN layer.
+    pub fn input_channels(&self, num_point_features: usize) -> usize {
+        num_point_features
+            + if self.use_absolute_xyz { 6 } else { 3 }
+            + usize::from(self.with_distance)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackboneConfig {
+    pub layer_nums: Vec<usize>,
+    pub layer_strides: Vec<usize>,
+    pub num_filters: Vec<usize>,
+    pub upsample_strides: Vec<f64>,
+    pub num_upsample_filters: Vec<usize>,
+    pub use_conv_for_no_stride: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub enum HeadConfig {
+    Anchor(AnchorHeadConfig),
+    Center(CenterHeadConfig),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AnchorHeadConfig {
+    pub class_agnostic: bool,
+    pub use_direction_classifier: bool,
+    pub dir_offset: f32,
+    pub dir_limit_offset: f32,
+    pub num_dir_bins: usize,
+    pub anchors: Vec<AnchorClassConfig>,
+    pub post: PostProcessing,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AnchorClassConfig {
+    pub class_name: String,
+    pub sizes: Vec<[f32; 3]>,
+    pub rotations: Vec<f32>,
+    pub bottom_heights: Vec<f32>,
+    pub align_center: bool,
+    pub feature_map_stride: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PostProcessing {
+    pub score_thresh: f32,
+    pub output_raw_score: bool,
+    pub nms: NmsConfig,
+    /// CenterPoint only: `POST_CENTER_LIMIT_RANGE`.
+    pub post_center_limit_range: Option<[f32; 6]>,
+    /// CenterPoint only: `MAX_OBJ_PER_SAMPLE` (top-k per head).
+    pub max_obj_per_sample: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NmsConfig {
+    pub multi_classes_nms: bool,
+    pub nms_type: String,
+    pub thresh: f32,
+    pub pre_max_size: usize,
+    pub post_max_size: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CenterHeadConfig {
+    pub class_names_each_head: Vec<Vec<String>>,
+    pub shared_conv_channel: usize,
+    pub use_bias_before_norm: bool,
+    pub num_hm_conv: usize,
+    /// Branches in order, `hm` last, as `(name, out_channels, num_conv)`.
+    pub head_order: Vec<(String, usize, usize)>,
+    pub feature_map_stride: usize,
+    pub bn_eps: f32,
+    pub post: PostProcessing,
+}
+
+/// Reads the config for `weights_path`: from `config_path` when given (YAML, or JSON if the
+/// extension says so), else from the weights' embedded metadata.
+pub fn load_config(
+    config_path: Option<&Path>,
+    embedded: Option<(&Path, Option<&String>)>,
+) -> Result<DetectorConfig, ConfigError> {
+    if let Some(path) = config_path {
+        let value = if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?
+        } else {
+            load_yaml_merged(path)?
+        };
+        return DetectorConfig::from_value(value, path);
+    }
+    match embedded {
+        Some((path, Some(text))) => {
+            let value = serde_json::from_str(text).map_err(|source| ConfigError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            DetectorConfig::from_value(value, path)
+        }
+        Some((path, None)) => Err(ConfigError::NoEmbeddedConfig {
+            path: path.to_path_buf(),
+            key: CONFIG_METADATA_KEY,
+        }),
+        None => Err(ConfigError::NoEmbeddedConfig {
+            path: PathBuf::from("<no weights>"),
+            key: CONFIG_METADATA_KEY,
+        }),
+    }
+}
+
+/// Reads an OpenPCDet YAML and resolves every `_BASE_CONFIG_` the way OpenPCDet's
+/// `merge_new_config` does: keys are applied in file order; `_BASE_CONFIG_` loads the base
+/// file (relative to the folder that holds `cfgs/`) and merges all of it in; later keys
+/// override (dicts merge recursively, everything else is replaced).
+pub fn load_yaml_merged(path: &Path) -> Result<Value, ConfigError> {
+    let value = read_yaml(path)?;
+    let mut out = Value::Object(Map::new());
+    merge_new_config(&mut out, value, path, 0)?;
+    Ok(out)
+}
+
+fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|source| ConfigError::Yaml {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    serde_json::to_value(yaml).map_err(|e| ConfigError::Field {
+        path: path.to_path_buf(),
+        field: "<root>".into(),
+        problem: format!("cannot be represented as a config tree: {e}"),
+    })
+}
+
+fn merge_new_config(
+    config: &mut Value,
+    new: Value,
+    path: &Path,
+    depth: usize,
+) -> Result<(), ConfigError> {
+    let Value::Object(new) = new else {
+        *config = new;
+        return Ok(());
+    };
+    if !config.is_object() {
+        *config = Value::Object(Map::new());
+    }
+    for (key, val) in new {
+        if key == "_BASE_CONFIG_" {
+            let base = val.as_str().unwrap_or_default().to_string();
+            if depth > 16 {
+                return Err(ConfigError::BaseCycle {
+                    path: path.to_path_buf(),
+                    base,
+                });
+            }
+            let base_path = resolve_base(path, &base)?;
+            let mut base_cfg = Value::Object(Map::new());
+            merge_new_config(&mut base_cfg, read_yaml(&base_path)?, &base_path, depth + 1)?;
+            // OpenPCDet: `config.update(EasyDict(yaml_config))`: a shallow update.
+            if let (Value::Object(dst), Value::Object(src)) = (&mut *config, base_cfg) {
+                for (k, v) in src {
+                    dst.insert(k, v);
+                }
+            }
+            continue;
+        }
+        let Some(dst) = config.as_object_mut() else {
+            continue;
+        };
+        if val.is_object() {
+            let slot = dst
+                .entry(key)
+                .or_insert_with(|| Value::Object(Map::new()));
+            merge_new_config(slot, val, path, depth)?;
+        } else {
+            dst.insert(key, val);
+        }
+    }
+    Ok(())
+}
+
+/// `_BASE_CONFIG_: cfgs/dataset_configs/x.yaml` is relative to OpenPCDet's `tools/` folder:
+/// search the config's ancestors for a folder where it exists.
+fn resolve_base(config_path: &Path, base: &str) -> Result<PathBuf, ConfigError> {
+    let rel = Path::new(base);
+    if rel.is_absolute() && rel.exists() {
+        return Ok(rel.to_path_buf());
+    }
+    let abs = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    for dir in abs.ancestors().skip(1) {
+        let candidate = dir.join(rel);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    if rel.is_file() {
+        return Ok(rel.to_path_buf());
+    }
+    Err(ConfigError::BaseNotFound {
+        path: config_path.to_path_buf(),
+        base: base.to_string(),
+    })
+}
+
+/// Typed, path-aware access to the merged JSON tree.
+struct Reader<'a> {
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Field {
+            path: self.path.to_path_buf(),
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    fn get<'v>(&self, v: &'v Value, field: &str) -> Result<&'v Value, ConfigError> {
+        let mut cur = v;
+        for part in field.split('.') {
+            cur = cur
+                .get(part)
+                .ok_or_else(|| self.err(field, "missing"))?;
+        }
+        Ok(cur)
+    }
+
+    fn opt<'v>(&self, v: &'v Value, field: &str) -> Option<&'v Value> {
+        let mut cur = v;
+        for part in field.split('.') {
+            cur = cur.get(part)?;
+        }
+        (!cur.is_null()).then_some(cur)
+    }
+
+    fn f64(&self, v: &Value, field: &str) -> Result<f64, ConfigError> {
+        let x = self.get(v, field)?;
+        x.as_f64()
+            .ok_or_else(|| self.err(field, format!("expected a number, found {x}")))
+    }
+
+    fn f64_or(&self, v: &Value, field: &str, default: f64) -> Result<f64, ConfigError> {
+        match self.opt(v, field) {
+            Some(_) => self.f64(v, field),
+            None => Ok(default),
+        }
+    }
+
+    fn usize_of(&self, x: &Value, field: &str) -> Result<usize, ConfigError> {
+        x.as_u64()
+            .map(|u| u as usize)
+            .or_else(|| {
+                x.as_f64()
+                    .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                    .map(|f| f as usize)
+            })
+            .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {x}")))
+    }
+
+    fn usize(&self, v: &Value, field: &str) -> Result<usize, ConfigError> {
+        let x = self.get(v, field)?;
+        self.usize_of(x, field)
+    }
+
+    fn usize_or(&self, v: &Value, field: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.opt(v, field) {
+            Some(_) => self.usize(v, field),
+            None => Ok(default),
+        }
+    }
+
+    fn bool_or(&self, v: &Value, field: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.opt(v, field) {
+            Some(x) => x
+                .as_bool()
+                .ok_or_else(|| self.err(field, format!("expected true/false, found {x}"))),
+            None => Ok(default),
+        }
+    }
+
+    fn str(&self, v: &Value, field: &str) -> Result<String, ConfigError> {
+        let x = self.get(v, field)?;
+        x.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.err(field, format!("expected a string, found {x}")))
+    }
+
+    fn array<'v>(&self, v: &'v Value, field: &str) -> Result<&'v Vec<Value>, ConfigError> {
+        let x = self.get(v, field)?;
+        x.as_array()
+            .ok_or_else(|| self.err(field, format!("expected a list, found {x}")))
+    }
+
+    fn f64_list(&self, v: &Value, field: &str) -> Result<Vec<f64>, ConfigError> {
+        self.array(v, field)?
+            .iter()
+            .map(|x| {
+                x.as_f64()
+                    .ok_or_else(|| self.err(field, format!("expected numbers, found {x}")))
+            })
+            .collect()
+    }
+
+    fn usize_list(&self, v: &Value, field: &str) -> Result<Vec<usize>, ConfigError> {
+        self.array(v, field)?
+            .iter()
+            .map(|x| self.usize_of(x, field))
+            .collect()
+    }
+
+    fn str_list(&self, v: &Value, field: &str) -> Result<Vec<String>, ConfigError> {
+        self.array(v, field)?
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| self.err(field, format!("expected strings, found {x}")))
+            })
+            .collect()
+    }
+
+    fn f32_array<const N: usize>(&self, v: &Value, field: &str) -> Result<[f32; N], ConfigError> {
+        let list = self.f64_list(v, field)?;
+        let arr: [f64; N] = list
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.err(field, format!("expected {N} numbers, found {}", list.len())))?;
+        Ok(arr.map(|x| x as f32))
+    }
+
+    /// OpenPCDet writes test/train variants as `{'train': a, 'test': b}`: take `test`.
+    fn test_variant<'v>(&self, v: &'v Value) -> &'v Value {
+        v.get("test").unwrap_or(v)
+    }
+}
+
+impl DetectorConfig {
+    /// Builds the typed config from a merged OpenPCDet config tree.
+    pub fn from_value(raw: Value, path: &Path) -> Result<Self, ConfigError> {
+        let r = Reader { path };
+        let class_names = r.str_list(&raw, "CLASS_NAMES")?;
+        let data_v = r.get(&raw, "DATA_CONFIG")?;
+        let model = r.get(&raw, "MODEL")?;
+        let data = parse_data(&r, data_v)?;
+        let model_name = r.str(model, "NAME")?;
+
+        let vfe_name = r.str(model, "VFE.NAME")?;
+        let kind = match vfe_name.as_str() {
+            "PillarVFE" => VfeKind::Pillar,
+            "DynPillarVFE" | "DynamicPillarVFE" => VfeKind::DynPillar,
+            other => {
+                return Err(r.err(
+                    "MODEL.VFE.NAME",
+                    format!("unsupported VFE `{other}` (supported: PillarVFE, DynPillarVFE)"),
+                ));
+            }
+        };
+        let vfe = VfeConfig {
+            kind,
+            with_distance: r.bool_or(model, "VFE.WITH_DISTANCE", false)?,
+            use_absolute_xyz: r.bool_or(model, "VFE.USE_ABSLOTE_XYZ", true)?,
+            use_norm: r.bool_or(model, "VFE.USE_NORM", true)?,
+            num_filters: r.usize_list(model, "VFE.NUM_FILTERS")?,
+        };
+        if vfe.num_filters.is_empty() {
+            return Err(r.err("MODEL.VFE.NUM_FILTERS", "must list at least one layer"));
+        }
+        if kind == VfeKind::Pillar && data.voxelizer.is_none() {
+            return Err(r.err(
+                "DATA_CONFIG.DATA_PROCESSOR",
+                "PillarVFE needs `transform_points_to_voxels`",
+            ));
+        }
+
+        let scatter = r.str(model, "MAP_TO_BEV.NAME")?;
+        if scatter != "PointPillarScatter" {
+            return Err(r.err(
+                "MODEL.MAP_TO_BEV.NAME",
+                format!("unsupported `{scatter}` (supported: PointPillarScatter)"),
+            ));
+        }
+        if data.grid_size[2] != 1 {
+            return Err(r.err(
+                "DATA_CONFIG.VOXEL_SIZE",
+                format!(
+                    "PointPillarScatter needs one voxel in z, but the grid is {:?}",
+                    data.grid_size
+                ),
+            ));
+        }
+        let num_bev_features = r.usize(model, "MAP_TO_BEV.NUM_BEV_FEATURES")?;
+
+        let bb_name = r.str(model, "BACKBONE_2D.NAME")?;
+        if bb_name != "BaseBEVBackbone" {
+            return Err(r.err(
+                "MODEL.BACKBONE_2D.NAME",
+                format!("unsupported `{bb_name}` (supported: BaseBEVBackbone)"),
+            ));
+        }
+        let bb = r.get(model, "BACKBONE_2D")?;
+        let list_or_empty_usize = |f: &str| match r.opt(bb, f) {
+            Some(_) => r.usize_list(bb, f),
+            None => Ok(Vec::new()),
+        };
+        let backbone = BackboneConfig {
+            layer_nums: list_or_empty_usize("LAYER_NUMS")?,
+            layer_strides: list_or_empty_usize("LAYER_STRIDES")?,
+            num_filters: list_or_empty_usize("NUM_FILTERS")?,
+            upsample_strides: match r.opt(bb, "UPSAMPLE_STRIDES") {
+                Some(_) => r.f64_list(bb, "UPSAMPLE_STRIDES")?,
+                None => Vec::new(),
+            },
+            num_upsample_filters: list_or_empty_usize("NUM_UPSAMPLE_FILTERS")?,
+            use_conv_for_no_stride: r.bool_or(bb, "USE_CONV_FOR_NO_STRIDE", false)?,
+        };
+        let n = backbone.layer_nums.len();
+        if n == 0 || backbone.layer_strides.len() != n || backbone.num_filters.len() != n {
+            return Err(r.err(
+                "MODEL.BACKBONE_2D",
+                "LAYER_NUMS, LAYER_STRIDES and NUM_FILTERS must be non-empty lists of one length",
+            ));
+        }
+        if backbone.upsample_strides.len() != backbone.num_upsample_filters.len() {
+            return Err(r.err(
+                "MODEL.BACKBONE_2D",
+                "UPSAMPLE_STRIDES and NUM_UPSAMPLE_FILTERS must have one length",
+            ));
+        }
+        if let Some(s) = backbone.upsample_strides.iter().find(|s| **s <= 0.0) {
+            return Err(r.err(
+                "MODEL.BACKBONE_2D.UPSAMPLE_STRIDES",
+                format!("strides must be positive, found {s}"),
+            ));
+        }
+
+        let head_v = r.get(model, "DENSE_HEAD")?;
+        let head_name = r.str(head_v, "NAME")?;
+        let head = match head_name.as_str() {
+            "AnchorHeadSingle" => HeadConfig::Anchor(parse_anchor_head(&r, head_v, model)?),
+            "CenterHead" => HeadConfig::Center(parse_center_head(&r, head_v, &class_names)?),
+            other => {
+                return Err(r.err(
+                    "MODEL.DENSE_HEAD.NAME",
+                    format!(
+                        "unsupported head `{other}` (supported: AnchorHeadSingle, CenterHead)"
+                    ),
+                ));
+            }
+        };
+
+        Ok(DetectorConfig {
+            source: path.to_path_buf(),
+            model_name,
+            class_names,
+            data,
+            vfe,
+            num_bev_features,
+            backbone,
+            head,
+            raw,
+        })
+    }
+
+    /// The merged config as compact JSON, for `__metadata__["pruneview.config"]`.
+    pub fn to_json(&self) -> String {
+        self.raw.to_string()
+    }
+}
+
+fn parse_data(r: &Reader, data: &Value) -> Result<DataConfig, ConfigError> {
+    let point_cloud_range: [f32; 6] = r.f32_array(data, "POINT_CLOUD_RANGE")?;
+    let used_features = r.str_list(data, "POINT_FEATURE_ENCODING.used_feature_list")?;
+    let encoding = r.str(data, "POINT_FEATURE_ENCODING.encoding_type")?;
+    if encoding != "absolute_coordinates_encoding" {
+        return Err(r.err(
+            "DATA_CONFIG.POINT_FEATURE_ENCODING.encoding_type",
+            format!("unsupported `{encoding}` (supported: absolute_coordinates_encoding)"),
+        ));
+    }
+    let processors = r.array(data, "DATA_PROCESSOR")?;
+    let mut voxel_size = None;
+    let mut voxelizer = None;
+    for p in processors {
+        let name = r.str(p, "NAME")?;
+        match name.as_str() {
+            "transform_points_to_voxels" => {
+                voxel_size = Some(r.f32_array::<3>(p, "VOXEL_SIZE")?);
+                let max_voxels = r.test_variant(r.get(p, "MAX_NUMBER_OF_VOXELS")?);
+                voxelizer = Some(VoxelizerConfig {
+                    max_points_per_voxel: r.usize(p, "MAX_POINTS_PER_VOXEL")?,
+                    max_voxels: r.usize_of(max_voxels, "MAX_NUMBER_OF_VOXELS.test")?,
+                });
+            }
+            "transform_points_to_voxels_placeholder" => {
+                voxel_size = Some(r.f32_array::<3>(p, "VOXEL_SIZE")?);
+            }
+            // Test-time no-ops for us: the range mask is part of voxelization; shuffling is
+            // disabled at test time for KITTI and order-free for dynamic VFEs.
+            "mask_points_and_boxes_outside_range" | "shuffle_points" => {}
+            other => {
+                return Err(r.err(
+                    "DATA_CONFIG.DATA_PROCESSOR",
+                    format!("unsupported processor `{other}`"),
+                ));
+            }
+        }
+    }
+    let voxel_size = voxel_size.ok_or_else(|| {
+        r.err(
+            "DATA_CONFIG.DATA_PROCESSOR",
+            "no transform_points_to_voxels(_placeholder) with a VOXEL_SIZE",
+        )
+    })?;
+    let mut grid_size = [0usize; 3];
+    for i in 0..3 {
+        // OpenPCDet: np.round((range[3:] - range[:3]) / voxel_size) on float32 arrays.
+        let g = ((point_cloud_range[i + 3] - point_cloud_range[i]) / voxel_size[i]).round();
+        if !(g >= 1.0) || !g.is_finite() {
+            return Err(r.err(
+                "DATA_CONFIG.VOXEL_SIZE",
+                format!("gives an empty grid along axis {i} for the point cloud range"),
+            ));
+        }
+        grid_size[i] = g as usize;
+    }
+    Ok(DataConfig {
+        point_cloud_range,
+        used_features,
+        voxel_size,
+        grid_size,
+        voxelizer,
+        fov_points_only: r.bool_or(data, "FOV_POINTS_ONLY", false)?,
+    })
+}
+
+fn parse_nms(r: &Reader, v: &Value) -> Result<NmsConfig, ConfigError> {
+    Ok(NmsConfig {
+        multi_classes_nms: r.bool_or(v, "MULTI_CLASSES_NMS", false)?,
+        nms_type: r.str(v, "NMS_TYPE")?,
+        thresh: r.f64(v, "NMS_THRESH")? as f32,
+        pre_max_size: r.usize(v, "NMS_PRE_MAXSIZE")?,
+        post_max_size: r.usize(v, "NMS_POST_MAXSIZE")?,
+    })
+}
+
+fn check_nms(r: &Reader, nms: &NmsConfig, field: &str) -> Result<(), ConfigError> {
+    if nms.nms_type != "nms_gpu" {
+        return Err(r.err(
+            field,
+            format!("unsupported NMS_TYPE `{}` (supported: nms_gpu)", nms.nms_type),
+        ));
+    }
+    if nms.multi_classes_nms {
+        return Err(r.err(field, "MULTI_CLASSES_NMS: True is not supported"));
+    }
+    Ok(())
+}
+
+fn parse_anchor_head(
+    r: &Reader,
+    head: &Value,
+    model: &Value,
+) -> Result<AnchorHeadConfig, ConfigError> {
+    let mut anchors = Vec::new();
+    for a in r.array(head, "ANCHOR_GENERATOR_CONFIG")? {
+        let sizes = r
+            .array(a, "anchor_sizes")?
+            .iter()
+            .map(|s| {
+                let v: Option<Vec<f32>> = s
+                    .as_array()
+                    .map(|l| l.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect());
+                match v {
+                    Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
+                    _ => Err(r.err(
+                        "ANCHOR_GENERATOR_CONFIG.anchor_sizes",
+                        format!("expected [dx, dy, dz] lists, found {s}"),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let f32s = |f: &str| -> Result<Vec<f32>, ConfigError> {
+            Ok(r.f64_list(a, f)?.into_iter().map(|x| x as f32).collect())
+        };
+        anchors.push(AnchorClassConfig {
+            class_name: r.str(a, "class_name")?,
+            sizes,
+            rotations: f32s("anchor_rotations")?,
+            bottom_heights: f32s("anchor_bottom_heights")?,
+            align_center: r.bool_or(a, "align_center", false)?,
+            feature_map_stride: r.usize(a, "feature_map_stride")?,
+        });
+    }
+    if anchors.is_empty() {
+        return Err(r.err(
+            "MODEL.DENSE_HEAD.ANCHOR_GENERATOR_CONFIG",
+            "needs at least one anchor class",
+        ));
+    }
+    if let Some(name) = r.opt(head, "TARGET_ASSIGNER_CONFIG.BOX_CODER") {
+        if name.as_str() != Some("ResidualCoder") {
+            return Err(r.err(
+                "MODEL.DENSE_HEAD.TARGET_ASSIGNER_CONFIG.BOX_CODER",
+                format!("unsupported box coder {name} (supported: ResidualCoder)"),
+            ));
+        }
+    }
+    let post_v = r.get(model, "POST_PROCESSING")?;
+    let nms = parse_nms(r, r.get(post_v, "NMS_CONFIG")?)?;
+    check_nms(r, &nms, "MODEL.POST_PROCESSING.NMS_CONFIG")?;
+    Ok(AnchorHeadConfig {
+        class_agnostic: r.bool_or(head, "CLASS_AGNOSTIC", false)?,
+        use_direction_classifier: r.bool_or(head, "USE_DIRECTION_CLASSIFIER", false)?,
+        dir_offset: r.f64_or(head, "DIR_OFFSET", 0.0)? as f32,
+        dir_limit_offset: r.f64_or(head, "DIR_LIMIT_OFFSET", 0.0)? as f32,
+        num_dir_bins: r.usize_or(head, "NUM_DIR_BINS", 2)?,
+        anchors,
+        post: PostProcessing {
+            score_thresh: r.f64(post_v, "SCORE_THRESH")? as f32,
+            output_raw_score: r.bool_or(post_v, "OUTPUT_RAW_SCORE", false)?,
+            nms,
+            post_center_limit_range: None,
+            max_obj_per_sample: 0,
+        },
+    })
+}
+
+fn parse_center_head(
+    r: &Reader,
+    head: &Value,
+    class_names: &[String],
+) -> Result<CenterHeadConfig, ConfigError> {
+    let each = r
+        .array(head, "CLASS_NAMES_EACH_HEAD")?
+        .iter()
+        .map(|h| {
+            h.as_array()
+                .map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| r.err("CLASS_NAMES_EACH_HEAD", "expected lists of class names"))
+        })
+        .collect::<Result<Vec<Vec<String>>, _>>()?;
+    for name in each.iter().flatten() {
+        if !class_names.contains(name) {
+            return Err(r.err(
+                "MODEL.DENSE_HEAD.CLASS_NAMES_EACH_HEAD",
+                format!("class `{name}` is not in CLASS_NAMES"),
+            ));
+        }
+    }
+    let num_hm_conv = r.usize_or(head, "NUM_HM_CONV", 2)?;
+    let sep = r.get(head, "SEPARATE_HEAD_CFG")?;
+    let mut head_order = Vec::new();
+    for name in r.str_list(sep, "HEAD_ORDER")? {
+        let d = r.get(sep, &format!("HEAD_DICT.{name}"))?;
+        head_order.push((
+            name.clone(),
+            r.usize(d, "out_channels")?,
+            r.usize_or(d, "num_conv", 2)?,
+        ));
+    }
+    head_order.push(("hm".to_string(), 0, num_hm_conv));
+    let post_v = r.get(head, "POST_PROCESSING")?;
+    let nms = parse_nms(r, r.get(post_v, "NMS_CONFIG")?)?;
+    check_nms(r, &nms, "MODEL.DENSE_HEAD.POST_PROCESSING.NMS_CONFIG")?;
+    Ok(CenterHeadConfig {
+        class_names_each_head: each,
+        shared_conv_channel: r.usize(head, "SHARED_CONV_CHANNEL")?,
+        use_bias_before_norm: r.bool_or(head, "USE_BIAS_BEFORE_NORM", false)?,
+        num_hm_conv,
+        head_order,
+        feature_map_stride: r.usize(head, "TARGET_ASSIGNER_CONFIG.FEATURE_MAP_STRIDE")?,
+        bn_eps: r.f64_or(head, "BN_EPS", 1e-5)? as f32,
+        post: PostProcessing {
+            score_thresh: r.f64(post_v, "SCORE_THRESH")? as f32,
+            output_raw_score: false,
+            nms,
+            post_center_limit_range: Some(r.f32_array(post_v, "POST_CENTER_LIMIT_RANGE")?),
+            max_obj_per_sample: r.usize(post_v, "MAX_OBJ_PER_SAMPLE")?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference");
+
+    #[test]
+    fn kitti_pointpillars_config_resolves_base() {
+        let path = PathBuf::from(REF).join("cfgs/kitti_models/pointpillar.yaml");
+        let cfg = load_config(Some(&path), None).unwrap();
+        assert_eq!(cfg.class_names, ["Car", "Pedestrian", "Cyclist"]);
+        assert_eq!(cfg.data.grid_size, [432, 496, 1]);
+        assert_eq!(cfg.data.point_cloud_range[1], -39.68);
+        // From the base dataset config, not overridden by the model config.
+        assert_eq!(cfg.data.used_features, ["x", "y", "z", "intensity"]);
+        assert!(cfg.data.fov_points_only);
+        let vox = cfg.data.voxelizer.as_ref().unwrap();
+        assert_eq!((vox.max_points_per_voxel, vox.max_voxels), (32, 40000));
+        let HeadConfig::Anchor(h) = &cfg.head else {
+            panic!("expected an anchor head")
+        };
+        assert_eq!(h.anchors.len(), 3);
+        assert_eq!(h.anchors[2].sizes, vec![[1.76, 0.6, 1.73]]);
+        assert_eq!(h.post.nms.pre_max_size, 4096);
+    }
+
+    #[test]
+    fn nuscenes_centerpoint_config() {
+        let path = PathBuf::from(REF).join("cfgs/nuscenes_models/cbgs_dyn_pp_centerpoint.yaml");
+        let cfg = load_config(Some(&path), None).unwrap();
+        assert_eq!(cfg.class_names.len(), 10);
+        assert_eq!(cfg.data.grid_size, [512, 512, 1]);
+        assert!(cfg.data.voxelizer.is_none());
+        assert_eq!(cfg.vfe.kind, VfeKind::DynPillar);
+        assert_eq!(cfg.backbone.upsample_strides, vec![0.5, 1.0, 2.0]);
+        let HeadConfig::Center(h) = &cfg.head else {
+            panic!("expected a center head")
+        };
+        assert_eq!(h.class_names_each_head.len(), 6);
+        assert_eq!(h.head_order.last().unwrap().0, "hm");
+        assert_eq!(h.post.nms.post_max_size, 83);
+    }
+
+    #[test]
+    fn unknown_head_is_a_clear_error() {
+        let path = PathBuf::from(REF).join("cfgs/kitti_models/pointpillar.yaml");
+        let mut raw = load_yaml_merged(&path).unwrap();
+        raw["MODEL"]["DENSE_HEAD"]["NAME"] = Value::from("AnchorHeadMulti");
+        let err = DetectorConfig::from_value(raw, &path).unwrap_err().to_string();
+        assert!(err.contains("pointpillar.yaml"), "{err}");
+        assert!(err.contains("AnchorHeadMulti"), "{err}");
+    }
+}

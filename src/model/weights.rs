@@ -1,0 +1,260 @@
+//! Weights from a safetensors file, memory-mapped and checked before use.
+//!
+//! Every tensor is converted to f32 on request (f32, f16 and bf16 are accepted), and each
+//! problem a user's file can have (truncated, corrupt header, wrong dtype, missing key, wrong
+//! shape) becomes an error that names the file and the key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+
+use crate::nn::Tensor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{path}: cannot read weights: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: missing tensor `{key}`{hint}")]
+    Missing {
+        path: PathBuf,
+        key: String,
+        hint: String,
+    },
+    #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{path}: tensor `{key}` has dtype {dtype}; only F32, F16 and BF16 can be used as weights")]
+    Dtype {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
+    #[error("{path}: tensor `{key}` holds non-finite values (NaN or infinity)")]
+    NonFinite { path: PathBuf, key: String },
+}
+
+/// A memory-mapped safetensors file. Keys that the model reads are recorded so that unused
+/// keys can be reported afterwards.
+pub struct Weights {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+    tensors: HashMap<String, TensorInfo>,
+    metadata: BTreeMap<String, String>,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Weights {
+    /// Maps `path` and validates its header and every tensor's byte range.
+    pub fn open(path: &Path) -> Result<Self, WeightsError> {
+        let io = |source| WeightsError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the file is opened read-only; like every mmap reader we assume nobody
+        // truncates it while we hold the map.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let corrupt = |reason: String| WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if mmap.len() < 8 {
+            return Err(corrupt(format!(
+                "file is {} bytes, shorter than the 8-byte header length",
+                mmap.len()
+            )));
+        }
+        let (header_len, metadata): (usize, Metadata) = safetensors::SafeTensors::read_metadata(&mmap)
+            .map_err(|e| corrupt(describe_safetensors_error(&e, mmap.len())))?;
+        // read_metadata has checked that every tensor's byte range lies inside the file.
+        let data_start = 8 + header_len;
+        let tensors = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, info.clone()))
+            .collect();
+        let meta = metadata.metadata().clone().unwrap_or_default();
+        Ok(Weights {
+            path: path.to_path_buf(),
+            mmap,
+            data_start,
+            tensors,
+            metadata: meta.into_iter().collect(),
+            used: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's `__metadata__` map (e.g. `pruneview.config`).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// All keys, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.tensors.keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.tensors.get(key).map(|t| t.shape.as_slice())
+    }
+
+    /// Raw bytes and dtype of a tensor, as stored.
+    pub fn raw(&self, key: &str) -> Option<(Dtype, &[usize], &[u8])> {
+        let info = self.tensors.get(key)?;
+        let (s, e) = info.data_offsets;
+        Some((
+            info.dtype,
+            &info.shape,
+            &self.mmap[self.data_start + s..self.data_start + e],
+        ))
+    }
+
+    /// Reads `key` as f32, checking that its shape is `expected`.
+    pub fn tensor(&self, key: &str, expected: &[usize]) -> Result<Tensor, WeightsError> {
+        let t = self.tensor_any_shape(key)?;
+        if t.shape != expected {
+            return Err(WeightsError::Shape {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+                found: t.shape,
+            });
+        }
+        Ok(t)
+    }
+
+    /// Reads `key` as f32 whatever its shape.
+    pub fn tensor_any_shape(&self, key: &str) -> Result<Tensor, WeightsError> {
+        let Some((dtype, shape, bytes)) = self.raw(key) else {
+            return Err(WeightsError::Missing {
+                path: self.path.clone(),
+                key: key.to_string(),
+                hint: self.missing_hint(key),
+            });
+        };
+        let data = to_f32(dtype, bytes).ok_or_else(|| WeightsError::Dtype {
+            path: self.path.clone(),
+            key: key.to_string(),
+            dtype: format!("{dtype:?}"),
+        })?;
+        if data.iter().any(|v| !v.is_finite()) {
+            return Err(WeightsError::NonFinite {
+                path: self.path.clone(),
+                key: key.to_string(),
+            });
+        }
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(key.to_string());
+        }
+        Ok(Tensor::from_vec(shape, data))
+    }
+
+    /// Keys never read by the model, except bookkeeping buffers a checkpoint always carries
+    /// (`global_step`, BatchNorm `num_batches_tracked`).
+    pub fn unused_keys(&self) -> Vec<String> {
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        self.keys()
+            .into_iter()
+            .filter(|k| {
+                !used.contains(k) && k != "global_step" && !k.ends_with(".num_batches_tracked")
+            })
+            .collect()
+    }
+
+    fn missing_hint(&self, key: &str) -> String {
+        // A common cause: a checkpoint saved from a wrapped module (`module.` prefix) or a
+        // config that does not match the weights.
+        if self.tensors.contains_key(&format!("module.{key}")) {
+            return " (the file has `module.`-prefixed keys: export `model_state` without the DataParallel wrapper)".into();
+        }
+        let prefix = key.rsplit_once('.').map(|(p, _)| p).unwrap_or(key);
+        let parent = prefix.rsplit_once('.').map(|(p, _)| p).unwrap_or(prefix);
+        let mut near: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(parent))
+            .collect();
+        near.sort();
+        if near.is_empty() {
+            " (does the config match these weights?)".into()
+        } else {
+            let list: Vec<&str> = near.iter().take(4).map(|s| s.as_str()).collect();
+            format!(
+                " (does the config match these weights? nearby keys: {})",
+                list.join(", ")
+            )
+        }
+    }
+}
+
+/// Converts little-endian f32 / f16 / bf16 bytes to f32; `None` for other dtypes.
+pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    match dtype {
+        Dtype::F32 => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+        Dtype::F16 => Some(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        Dtype::BF16 => Some(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooLarge | E::HeaderTooSmall | E::InvalidHeaderLength => {
+            format!("header length field is invalid for a {file_len}-byte file ({e})")
+        }
+        E::MetadataIncompleteBuffer => {
+            format!("tensor data is incomplete: the file is {file_len} bytes but the header describes more (truncated file?)")
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,305 @@
+//! Cache-blocked GEMM driver over the micro-kernels in `kernel.rs`.
+//!
+//! `C = A * B` with `A` packed once (weights are packed when a layer is built) and `B` read in
+//! place through a row-offset table (see `kernel.rs`). The driver is single-threaded: callers
+//! parallelise over independent output blocks, which keeps every thread's working set in its
+//! own L2 and avoids nesting thread pools. Loop order (BLIS style): K in chunks of `kc`, then
+//! 48-column strips of B (a strip stays in L1 while every A panel passes over it), then A
+//! panels (the A chunk stays in L2).
+
+use rayon::prelude::*;
+
+use super::kernel::{Epilogue, Isa, KernFn, MR, NR, kernel, tail_mask};
+use super::scratch::{AlignedBuf, SendPtr};
+
+/// K-chunk length: a 48-wide B strip of this many rows is 24 KiB (half of L1).
+pub(crate) const KC: usize = 128;
+
+/// A left operand packed into `MR`-row panels (rows past `m` are zero).
+#[derive(Clone, Debug)]
+pub(crate) struct PackedA {
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    buf: AlignedBuf,
+}
+
+impl PackedA {
+    /// Packs `A[i][kk] = f(i, kk)` for `i < m`, `kk < k`.
+    pub(crate) fn from_fn(m: usize, k: usize, f: impl Fn(usize, usize) -> f32) -> PackedA {
+        let panels = m.div_ceil(MR);
+        let mut buf = AlignedBuf::zeros(panels * k * MR);
+        let d = buf.as_mut_slice();
+        for p in 0..panels {
+            let rows = MR.min(m - p * MR);
+            for kk in 0..k {
+                let dst = &mut d[(p * k + kk) * MR..][..MR];
+                for (i, x) in dst.iter_mut().enumerate().take(rows) {
+                    *x = f(p * MR + i, kk);
+                }
+            }
+        }
+        PackedA { m, k, buf }
+    }
+
+    /// Packs `A[i][kk] = src[i * rs + kk * cs]`.
+    pub(crate) fn from_strided(m: usize, k: usize, src: &[f32], rs: usize, cs: usize) -> PackedA {
+        Self::from_fn(m, k, |i, kk| src[i * rs + kk * cs])
+    }
+
+    pub(crate) fn panels(&self) -> usize {
+        self.m.div_ceil(MR)
+    }
+
+    fn panel_ptr(&self, p: usize, k0: usize) -> *const f32 {
+        self.buf.as_slice()[(p * self.k + k0) * MR..].as_ptr()
+    }
+}
+
+/// How a GEMM finishes its output: accumulate into `C`, add a per-row bias, apply ReLU.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Finish<'a> {
+    pub accumulate: bool,
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// `C[m x n] = A * B` for one block, on the calling thread.
+///
+/// # Safety
+/// `B` row `kk` (`kk < a.k`) is `b + offs[kk] .. + n` and must be readable; `c` must be
+/// writable for `a.m` rows of `n` columns with row stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_block(
+    isa: Isa,
+    a: &PackedA,
+    b: *const f32,
+    offs: &[isize],
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    fin: Finish<'_>,
+    kc: usize,
+) {
+    // SAFETY: forwarded contract, all panels.
+    unsafe { gemm_panels(isa, a, 0..a.panels(), b, offs, n, c, ldc, fin, kc) }
+}
+
+/// Like [`gemm_block`] for the row panels `panels` of `A` only; `c` points at row
+/// `panels.start * MR` and `fin.bias` (if any) is indexed from row 0 of `A`.
+///
+/// # Safety
+/// As for [`gemm_block`], for the selected rows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_panels(
+    isa: Isa,
+    a: &PackedA,
+    panels: std::ops::Range<usize>,
+    b: *const f32,
+    offs: &[isize],
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    fin: Finish<'_>,
+    kc: usize,
+) {
+    debug_assert!(offs.len() >= a.k);
+    let (m, k) = (a.m, a.k);
+    if n == 0 || m == 0 || panels.is_empty() {
+        return;
+    }
+    let p_first = panels.start;
+    let last_panel = a.panels() - 1;
+    let tail_rows = m - last_panel * MR;
+    let full_nv = kernel(isa, MR, 3);
+    let kc = kc.max(1);
+    if k == 0 {
+        // Degenerate: no inner dimension; C = bias (or C + bias).
+        // SAFETY: as documented; only the m x n block is written.
+        let rows = (panels.end * MR).min(m) - p_first * MR;
+        let fin = Finish { bias: fin.bias.map(|bb| &bb[p_first * MR..]), ..fin };
+        unsafe { fill_block(c, ldc, rows, n, fin) };
+        return;
+    }
+    let mut k0 = 0;
+    while k0 < k {
+        let kl = kc.min(k - k0);
+        let first = k0 == 0;
+        let last = k0 + kl == k;
+        let mut j0 = 0;
+        while j0 < n {
+            let w = NR.min(n - j0);
+            let (nv, mask) = tail_mask(w);
+            let kf: KernFn = if nv == 3 { full_nv } else { kernel(isa, MR, nv) };
+            for p in panels.clone() {
+                let mr = if p == last_panel { tail_rows } else { MR };
+                let kern = if mr == MR { kf } else { kernel(isa, mr, nv) };
+                let bias = match (last, fin.bias) {
+                    (true, Some(bb)) => bb[p * MR..].as_ptr(),
+                    _ => std::ptr::null(),
+                };
+                let epi = Epilogue {
+                    accumulate: fin.accumulate || !first,
+                    bias,
+                    relu: last && fin.relu,
+                };
+                // SAFETY: the caller guarantees the B rows and the C block; `panel_ptr` holds
+                // `kl * MR` floats from `k0`; `offs[k0..]` holds `kl` entries.
+                unsafe {
+                    kern(
+                        kl,
+                        a.panel_ptr(p, k0),
+                        b.add(j0),
+                        offs[k0..].as_ptr(),
+                        c.add((p - p_first) * MR * ldc + j0),
+                        ldc,
+                        mask,
+                        &epi,
+                    );
+                }
+            }
+            j0 += NR;
+        }
+        k0 += kl;
+    }
+}
+
+/// Writes `bias` (or adds it, when accumulating) into an `m x n` block; used when `k == 0`.
+unsafe fn fill_block(c: *mut f32, ldc: usize, m: usize, n: usize, fin: Finish<'_>) {
+    for i in 0..m {
+        let bias = fin.bias.map_or(0.0, |b| b[i]);
+        for j in 0..n {
+            // SAFETY: the caller guarantees the block is writable.
+            unsafe {
+                let p = c.add(i * ldc + j);
+                let mut x = if fin.accumulate { *p + bias } else { bias };
+                if fin.relu {
+                    x = super::kernel::relu1(x);
+                }
+                *p = x;
+            }
+        }
+    }
+}
+
+/// A strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `rows x cols` matrix.
+    pub(crate) fn row_major(data: &'a [f32], cols: usize) -> Self {
+        View { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major `rows x cols` matrix.
+    pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
+        View { data, rs: 1, cs: cols }
+    }
+}
+
+/// `C[m x n] (+)= A[m x k] * B[k x n]` for arbitrary strided views, parallel over output
+/// blocks. `c` is row-major with row stride `n`.
+pub(crate) fn matmul(isa: Isa, m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32], fin: Finish<'_>) {
+    assert!(c.len() >= m * n, "matmul: output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let pa = PackedA::from_strided(m, k, a.data, a.rs, a.cs);
+    // B rows must be contiguous for the kernel; otherwise make a row-major copy.
+    let copy;
+    let (bdata, ldb): (&[f32], usize) = if b.cs == 1 || n == 1 {
+        (b.data, b.rs)
+    } else {
+        let mut t = vec![0f32; k * n];
+        for kk in 0..k {
+            for j in 0..n {
+                t[kk * n + j] = b.data[kk * b.rs + j * b.cs];
+            }
+        }
+        copy = t;
+        (&copy, n)
+    };
+    if k > 0 {
+        assert!(bdata.len() >= (k - 1) * ldb + n, "matmul: B view out of bounds");
+    }
+    let offs: Vec<isize> = (0..k).map(|kk| (kk * ldb) as isize).collect();
+    gemm_parallel(isa, &pa, bdata.as_ptr(), &offs, n, c, n, fin);
+}
+
+/// Runs a whole `m x n` GEMM (B given by `b`/`offs`, row stride of C `ldc`) with rayon,
+/// splitting over columns when there are enough of them, else over row panels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_parallel(
+    isa: Isa,
+    a: &PackedA,
+    b: *const f32,
+    offs: &[isize],
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    fin: Finish<'_>,
+) {
+    let m = a.m;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
+    let threads = rayon::current_num_threads().max(1);
+    let cptr = SendPtr(c.as_mut_ptr());
+    let bptr = SendPtr(b as *mut f32);
+    let flops = m * n * a.k.max(1);
+    let strips = n.div_ceil(NR);
+    if flops < 1 << 18 || threads == 1 {
+        // SAFETY: the whole output is owned by this call.
+        unsafe { gemm_block(isa, a, b, offs, n, c.as_mut_ptr(), ldc, fin, KC) };
+    } else if strips >= 4 * threads || strips >= a.panels() {
+        // Column blocks: a multiple of NR, about 8 blocks per thread.
+        let per = strips.div_ceil(8 * threads).max(1) * NR;
+        let blocks = n.div_ceil(per);
+        (0..blocks).into_par_iter().for_each(|bi| {
+            let j0 = bi * per;
+            let w = per.min(n - j0);
+            let (cp, bp) = (cptr, bptr);
+            // SAFETY: blocks write disjoint column ranges of C; B rows are read-only.
+            unsafe { gemm_block(isa, a, bp.0.add(j0), offs, w, cp.0.add(j0), ldc, fin, KC) };
+        });
+    } else {
+        // Row blocks: split the packed panels.
+        let panels = a.panels();
+        let per = panels.div_ceil(4 * threads).max(1);
+        let chunks = panels.div_ceil(per);
+        (0..chunks).into_par_iter().for_each(|ci| {
+            let (cp, bp) = (cptr, bptr);
+            let p0 = ci * per;
+            let p1 = (p0 + per).min(panels);
+            // SAFETY: chunks write disjoint row ranges of C.
+            unsafe { gemm_panels(isa, a, p0..p1, bp.0, offs, n, cp.0.add(p0 * MR * ldc), ldc, fin, KC) };
+        });
+    }
+}
+
+/// [`matmul`] on the calling thread (for callers that already run in parallel).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_serial(isa: Isa, m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32], fin: Finish<'_>) {
+    assert!(c.len() >= m * n, "matmul: output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let pa = PackedA::from_strided(m, k, a.data, a.rs, a.cs);
+    let copy;
+    let (bdata, ldb): (&[f32], usize) = if b.cs == 1 || n == 1 {
+        (b.data, b.rs)
+    } else {
+        copy = (0..k * n).map(|i| b.data[(i / n) * b.rs + (i % n) * b.cs]).collect::<Vec<f32>>();
+        (&copy, n)
+    };
+    if k > 0 {
+        assert!(bdata.len() >= (k - 1) * ldb + n, "matmul: B view out of bounds");
+    }
+    let offs: Vec<isize> = (0..k).map(|kk| (kk * ldb) as isize).collect();
+    // SAFETY: B rows and C checked above.
+    unsafe { gemm_block(isa, &pa, bdata.as_ptr(), &offs, n, c.as_mut_ptr(), n, fin, KC) };
+}
