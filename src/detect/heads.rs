@@ -210,22 +210,21 @@ impl AnchorHead {
         };
         let k = self.num_class;
         let post = &self.cfg.post;
-        let n = self.anchors.boxes.len();
-        // Max class score per anchor, kept if >= threshold.
+        // `torch.max(sigmoid(cls), -1)`: the sigmoid is monotonic, so only the largest logit
+        // needs it, except that an earlier class wins a tie of equal sigmoid values.
         let mut cand = Vec::new();
         let mut cand_scores = Vec::new();
         let mut cand_labels = Vec::new();
-        for a in 0..n {
-            let logits = &cls.data[a * k..(a + 1) * k];
-            let (mut best, mut label) = (f32::NEG_INFINITY, 0);
+        for (a, logits) in cls.data.chunks_exact(k).enumerate() {
+            let mut top = 0;
             for (c, &l) in logits.iter().enumerate() {
-                let s = sigmoid(l);
-                if s > best {
-                    best = s;
-                    label = c;
+                if l > logits[top] {
+                    top = c;
                 }
             }
+            let best = sigmoid(logits[top]);
             if best >= post.score_thresh {
+                let label = (0..top).find(|&c| sigmoid(logits[c]) == best).unwrap_or(top);
                 cand.push(a);
                 cand_scores.push(best);
                 cand_labels.push(label + 1);

@@ -73,9 +73,10 @@ impl Winograd {
         debug_assert!(g.kh == 3 && g.kw == 3 && g.s == 1 && g.cin == self.cin && g.cout == self.cout);
         let th = g.ho.div_ceil(4);
         let tw = g.wo.div_ceil(4);
-        // Band height in tile rows: ~96 tiles per band, at least 4 bands per thread.
+        // Band height in tile rows: ~160 tiles per band (the GEMMs' N; measured best between
+        // 48 and 400 on the PointPillars shapes), at least 4 bands per thread.
         let threads = rayon::current_num_threads().max(1);
-        let mut rows = 96usize.div_ceil(tw).clamp(1, th);
+        let mut rows = 160usize.div_ceil(tw).clamp(1, th);
         while rows > 1 && th.div_ceil(rows) < 4 * threads {
             rows = rows.div_ceil(2);
         }
@@ -405,31 +406,48 @@ mod simd {
     }
 }
 
+/// Two passes per channel: every padded input row is split into tile columns and transformed
+/// horizontally once (rows shared by two tile rows are not redone) into a small L1 buffer, then
+/// each tile row's six buffered rows are combined vertically and stored to V. Keeping the passes
+/// apart keeps the live values within the 32 vector registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform_avx512(geo: &TileGeom, cin: usize, band: &[f32], v: &mut [f32]) {
     use simd::*;
     let ix = idx();
     let (tw, ldv, pitch) = (geo.tw, geo.ldv, geo.pitch);
+    let twr = tw.next_multiple_of(16);
+    let rows = 4 * geo.t_rows + 2;
+    let mut hb = vec![0f32; rows * 6 * twr];
+    let hp = hb.as_mut_ptr();
     let vp = v.as_mut_ptr();
     for ci in 0..cin {
         let plane = band[ci * geo.band_h * pitch..].as_ptr();
+        // SAFETY: rows < band_h; reads 4*tx0 .. 4*tx0+68 < pitch; hb holds rows x 6 x twr.
+        unsafe {
+            for y in 0..rows {
+                let mut tx0 = 0;
+                while tx0 < tw {
+                    let h = bt6v(deinterleave6(plane.add(y * pitch + 4 * tx0), &ix));
+                    for (k, &hk) in h.iter().enumerate() {
+                        _mm512_storeu_ps(hp.add((y * 6 + k) * twr + tx0), hk);
+                    }
+                    tx0 += 16;
+                }
+            }
+        }
         for tyl in 0..geo.t_rows {
             let mut tx0 = 0;
             while tx0 < tw {
                 let lanes = 16.min(tw - tx0);
                 let mask: u16 = if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 };
                 let t0 = tyl * tw + tx0;
-                // SAFETY: rows 4*tyl .. 4*tyl+6 < band_h; columns 4*tx0 .. 4*tx0+68 < pitch.
-                // Stores go to V[e][ci][t0 .. t0+lanes] with t0+lanes <= rows*tw < ldv.
+                // SAFETY: hb rows 4*tyl .. 4*tyl+6 < rows. Stores go to V[e][ci][t0 .. t0+lanes]
+                // with t0 + lanes <= rows*tw < ldv.
                 unsafe {
-                    let mut h = [[_mm512_setzero_ps(); 6]; 6];
-                    for (r, hr) in h.iter_mut().enumerate() {
-                        let p = plane.add((4 * tyl + r) * pitch + 4 * tx0);
-                        *hr = bt6v(deinterleave6(p, &ix));
-                    }
                     for k in 0..6 {
-                        let col = bt6v([h[0][k], h[1][k], h[2][k], h[3][k], h[4][k], h[5][k]]);
+                        let at = |r: usize| _mm512_loadu_ps(hp.add(((4 * tyl + r) * 6 + k) * twr + tx0));
+                        let col = bt6v([at(0), at(1), at(2), at(3), at(4), at(5)]);
                         for (i, &val) in col.iter().enumerate() {
                             _mm512_mask_storeu_ps(vp.add(((i * 6 + k) * cin + ci) * ldv + t0), mask, val);
                         }

@@ -1,0 +1,245 @@
+//! The `pruneview` command line: the `detect` contract (text, JSON, `--dump` in the
+//! reference layout) and clear errors for bad input, with nothing overwritten.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pruneview::io::{OutTensor, write_safetensors};
+use pruneview::model::Weights;
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+fn pp_config() -> PathBuf {
+    shared().join("reference/cfgs/kitti_models/pointpillar.yaml")
+}
+
+fn pp_weights() -> PathBuf {
+    shared().join("reference/pointpillar_kitti_000008/weights.safetensors")
+}
+
+fn kitti(rel: &str) -> PathBuf {
+    shared().join("data/kitti/training").join(rel)
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pruneview-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pruneview"))
+        .args(args)
+        .output()
+        .expect("run pruneview")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn detect_kitti(extra: &[&str]) -> Output {
+    let (c, w, scan, calib) = (pp_config(), pp_weights(), kitti("velodyne/000008.bin"), kitti("calib/000008.txt"));
+    let mut args = vec![
+        "detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&scan), "--fov-calib", s(&calib),
+        "--image-size", "375x1242",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn detect_prints_kitti_lines_json_and_dumps_reference_layout() {
+    let out = detect_kitti(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 300, "{} lines", lines.len());
+    // KITTI result lines: class, 14 numbers, score.
+    for l in &lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(f.len(), 16, "{l}");
+        assert!(["Car", "Pedestrian", "Cyclist"].contains(&f[0]), "{l}");
+    }
+
+    let out = detect_kitti(&["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["points"], 17_221);
+    assert_eq!(doc["pillars"], 3_941);
+    assert_eq!(doc["detections"].as_array().unwrap().len(), lines.len());
+
+    let dir = tempdir("dump");
+    let dump = dir.join("out.safetensors");
+    let out = detect_kitti(&["--dump", s(&dump)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = Weights::open(&dump).unwrap();
+    let golden = Weights::open(&shared().join("reference/pointpillar_kitti_000008/golden.safetensors")).unwrap();
+    for key in [
+        "voxels", "voxel_num_points", "voxel_coords", "pillar_features", "spatial_features_2d.sub8",
+        "raw.cls_preds", "raw.box_preds", "raw.dir_cls_preds",
+    ] {
+        assert_eq!(ours.shape(key), golden.shape(key), "{key}");
+    }
+    assert_eq!(ours.shape("pred_boxes").unwrap()[0], lines.len());
+    assert_eq!(ours.raw("pred_labels").unwrap().0, golden.raw("pred_labels").unwrap().0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_has_examples() {
+    for args in [&["--help"][..], &["detect", "--help"], &["bench", "--help"]] {
+        let out = run(args);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Example"), "{args:?}: {text}");
+    }
+}
+
+#[test]
+fn truncated_weights_name_the_file() {
+    let dir = tempdir("trunc");
+    let bytes = std::fs::read(pp_weights()).unwrap();
+    let bad = dir.join("truncated.safetensors");
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let out = detect_kitti_with_weights(&bad);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("truncated.safetensors") && err.contains("truncated"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn detect_kitti_with_weights(w: &Path) -> Output {
+    let (c, scan) = (pp_config(), kitti("velodyne/000008.bin"));
+    run(&["detect", "--config", s(&c), "--weights", s(w), "--scan", s(&scan)])
+}
+
+/// Rewrites the reference weights with `edit` applied to the tensor list.
+fn edited_weights(dir: &Path, name: &str, edit: impl Fn(&mut Vec<OutTensor>)) -> PathBuf {
+    let w = Weights::open(&pp_weights()).unwrap();
+    let mut tensors: Vec<OutTensor> = w
+        .keys()
+        .into_iter()
+        .map(|k| {
+            let (dtype, shape, bytes) = w.raw(&k).unwrap();
+            OutTensor { name: k, dtype, shape: shape.to_vec(), bytes: bytes.to_vec() }
+        })
+        .collect();
+    edit(&mut tensors);
+    let path = dir.join(name);
+    write_safetensors(&path, &tensors, None, &[]).unwrap();
+    path
+}
+
+#[test]
+fn wrong_shape_and_missing_key_are_named() {
+    let dir = tempdir("shape");
+    let key = "backbone_2d.blocks.1.4.weight";
+    let bad = edited_weights(&dir, "shape.safetensors", |t| {
+        let x = t.iter_mut().find(|x| x.name == key).unwrap();
+        x.shape = vec![128, 64, 3, 6];
+    });
+    let err = stderr(&detect_kitti_with_weights(&bad));
+    assert!(err.contains("shape.safetensors") && err.contains(key), "{err}");
+    assert!(err.contains("[128, 128, 3, 3]") && err.contains("[128, 64, 3, 6]"), "{err}");
+
+    let missing = edited_weights(&dir, "missing.safetensors", |t| t.retain(|x| x.name != key));
+    let err = stderr(&detect_kitti_with_weights(&missing));
+    assert!(err.contains("missing.safetensors") && err.contains("missing tensor") && err.contains(key), "{err}");
+
+    let extra = edited_weights(&dir, "extra.safetensors", |t| {
+        t.push(OutTensor::f32("roi_head.fc.weight", &[2], &[1.0, 2.0]))
+    });
+    let out = detect_kitti_with_weights(&extra);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not used by the model: roi_head.fc.weight"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn f16_weights_load() {
+    let dir = tempdir("f16");
+    let half = edited_weights(&dir, "half.safetensors", |t| {
+        for x in t.iter_mut().filter(|x| x.dtype == safetensors::Dtype::F32) {
+            x.bytes = x
+                .bytes
+                .chunks_exact(4)
+                .flat_map(|b| half::f16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes())
+                .collect();
+            x.dtype = safetensors::Dtype::F16;
+        }
+    });
+    let out = detect_kitti_with_weights(&half);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_scans_are_reported() {
+    let dir = tempdir("scans");
+    let (c, w) = (pp_config(), pp_weights());
+    // Not a whole number of 16-byte records.
+    let odd = dir.join("odd.bin");
+    std::fs::write(&odd, vec![0u8; 30]).unwrap();
+    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&odd)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("odd.bin"), "{}", stderr(&out));
+    // Empty.
+    let empty = dir.join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&empty)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("empty.bin") && err.contains("no points"), "{err}");
+    // NaN points are dropped and counted; the rest runs.
+    let mut bytes = std::fs::read(kitti("velodyne/000008.bin")).unwrap();
+    bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    bytes[16..20].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    let nan = dir.join("nan.bin");
+    std::fs::write(&nan, &bytes).unwrap();
+    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&nan)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dropped 2 points"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unknown_head_in_yaml_is_named() {
+    let dir = tempdir("yaml");
+    // Keep the OpenPCDet layout so _BASE_CONFIG_ still resolves.
+    let cfgs = dir.join("cfgs");
+    std::fs::create_dir_all(cfgs.join("kitti_models")).unwrap();
+    std::fs::create_dir_all(cfgs.join("dataset_configs")).unwrap();
+    let base = shared().join("reference/cfgs/dataset_configs/kitti_dataset.yaml");
+    std::fs::copy(&base, cfgs.join("dataset_configs/kitti_dataset.yaml")).unwrap();
+    let text = std::fs::read_to_string(pp_config()).unwrap().replace("AnchorHeadSingle", "PointHeadBox");
+    let cfg = cfgs.join("kitti_models/odd_head.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let (w, scan) = (pp_weights(), kitti("velodyne/000008.bin"));
+    let out = run(&["detect", "--config", s(&cfg), "--weights", s(&w), "--scan", s(&scan)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("odd_head.yaml") && err.contains("PointHeadBox"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dump_never_overwrites_an_input() {
+    let dir = tempdir("overwrite");
+    let scan = dir.join("scan.bin");
+    std::fs::copy(kitti("velodyne/000008.bin"), &scan).unwrap();
+    let before = std::fs::read(&scan).unwrap();
+    let (c, w) = (pp_config(), pp_weights());
+    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&scan), "--dump", s(&scan)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("refusing to overwrite"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&scan).unwrap(), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
