@@ -39,7 +39,17 @@ struct Layer {
     count: usize,
 }
 
-const fn conv(name: &'static str, cin: usize, cout: usize, h: usize, w: usize, k: usize, s: usize, count: usize) -> Layer {
+#[allow(clippy::too_many_arguments)]
+const fn conv(
+    name: &'static str,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    count: usize,
+) -> Layer {
     Layer {
         name,
         kind: Kind::Conv,
@@ -97,7 +107,9 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect()
@@ -106,8 +118,14 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 impl Layer {
     fn out_hw(&self) -> (usize, usize) {
         match self.kind {
-            Kind::Conv => ((self.h + 2 * self.p - self.k) / self.s + 1, (self.w + 2 * self.p - self.k) / self.s + 1),
-            Kind::ConvT => ((self.h - 1) * self.s + self.k, (self.w - 1) * self.s + self.k),
+            Kind::Conv => (
+                (self.h + 2 * self.p - self.k) / self.s + 1,
+                (self.w + 2 * self.p - self.k) / self.s + 1,
+            ),
+            Kind::ConvT => (
+                (self.h - 1) * self.s + self.k,
+                (self.w - 1) * self.s + self.k,
+            ),
         }
     }
 
@@ -122,7 +140,10 @@ impl Layer {
 
     /// A runnable instance: input, output buffer and the prepared layer.
     fn build(&self, algo: ConvAlgo) -> Option<Runner> {
-        let x = Tensor::from_vec(&[self.cin, self.h, self.w], data(self.cin * self.h * self.w, 1));
+        let x = Tensor::from_vec(
+            &[self.cin, self.h, self.w],
+            data(self.cin * self.h * self.w, 1),
+        );
         let nw = self.cin * self.cout * self.k * self.k;
         let bias = data(self.cout, 3);
         let bias = self.bias.then_some(&bias[..]);
@@ -194,7 +215,9 @@ fn criterion_benches(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for l in MODEL.iter().chain([&FUSED_HEAD]) {
-        let Some(mut r) = l.build(ConvAlgo::Auto) else { continue };
+        let Some(mut r) = l.build(ConvAlgo::Auto) else {
+            continue;
+        };
         g.throughput(Throughput::Elements(l.flops() as u64));
         g.bench_function(l.name, |b| b.iter(|| r.run()));
     }
@@ -209,7 +232,10 @@ fn criterion_benches(c: &mut Criterion) {
 }
 
 fn summary() {
-    println!("\nModel summary: KITTI PointPillars convs, {} rayon threads", rayon::current_num_threads());
+    println!(
+        "\nModel summary: KITTI PointPillars convs, {} rayon threads",
+        rayon::current_num_threads()
+    );
     println!(
         "{:32} {:>3} {:>12} {:>9} {:>8} {:>9}   alternatives (GFLOP/s)",
         "layer", "n", "algorithm", "median ms", "GFLOP/s", "total ms"

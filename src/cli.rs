@@ -8,7 +8,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use pruneview::detect::{Detection, Detector, FovFilter, ForwardOutput, PreparedScan, prepare_scan};
+use pruneview::detect::{
+    Detection, Detector, ForwardOutput, FovFilter, PreparedScan, prepare_scan,
+};
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::pointcloud::{Calib, ImageSize, ScanFormat};
 
@@ -31,10 +33,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the detector on one scan and print its boxes.
-    #[command(after_help = "Examples:\n  pruneview detect --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242\n  pruneview detect --weights demo.safetensors --scan scan.pcd --json\n  pruneview detect --config cp.yaml --weights cp.safetensors --scan x.pcd.bin --dump out.safetensors")]
+    #[command(
+        after_help = "Examples:\n  pruneview detect --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242\n  pruneview detect --weights demo.safetensors --scan scan.pcd --json\n  pruneview detect --config cp.yaml --weights cp.safetensors --scan x.pcd.bin --dump out.safetensors"
+    )]
     Detect(DetectArgs),
     /// Time each stage of the pipeline on one scan and report GFLOP/s.
-    #[command(after_help = "Example:\n  pruneview bench --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242 --runs 10")]
+    #[command(
+        after_help = "Example:\n  pruneview bench --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242 --runs 10"
+    )]
     Bench(BenchArgs),
 }
 
@@ -60,7 +66,11 @@ impl ModelArgs {
                 self.weights.display(),
                 det.unused_keys.len(),
                 shown.join(", "),
-                if det.unused_keys.len() > 8 { ", ..." } else { "" }
+                if det.unused_keys.len() > 8 {
+                    ", ..."
+                } else {
+                    ""
+                }
             );
         }
         Ok(det)
@@ -97,7 +107,12 @@ impl ScanArgs {
     }
 
     pub fn prepare(&self, det: &Detector, scan: &Path) -> Result<PreparedScan> {
-        let prepared = prepare_scan(scan, self.format, self.fov().as_ref(), &det.config.data.used_features)?;
+        let prepared = prepare_scan(
+            scan,
+            self.format,
+            self.fov().as_ref(),
+            &det.config.data.used_features,
+        )?;
         let report = prepared.scan.report();
         if report.non_finite_dropped > 0 {
             eprintln!(
@@ -213,7 +228,15 @@ fn detect(a: DetectArgs) -> Result<()> {
                 let b = d.bbox;
                 println!(
                     "{} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4}",
-                    class(d), b[0], b[1], b[2], b[3], b[4], b[5], b[6], d.score
+                    class(d),
+                    b[0],
+                    b[1],
+                    b[2],
+                    b[3],
+                    b[4],
+                    b[5],
+                    b[6],
+                    d.score
                 );
             }
         }
@@ -233,7 +256,11 @@ fn dump(path: &Path, out: &ForwardOutput, dets: &[Detection], inputs: &[&Path]) 
     let mut t = Vec::new();
     if let Some(v) = &out.voxels {
         let p = v.len();
-        t.push(OutTensor::f32("voxels", &[p, v.max_points, v.num_features], &v.voxels));
+        t.push(OutTensor::f32(
+            "voxels",
+            &[p, v.max_points, v.num_features],
+            &v.voxels,
+        ));
         let n: Vec<f32> = v.num_points.iter().map(|&x| x as f32).collect();
         t.push(OutTensor::f32("voxel_num_points", &[p], &n));
         let c: Vec<f32> = (0..p)
@@ -245,7 +272,11 @@ fn dump(path: &Path, out: &ForwardOutput, dets: &[Detection], inputs: &[&Path]) 
         t.push(OutTensor::f32("voxel_coords", &[p, 4], &c));
     }
     let pf = &out.pillars;
-    t.push(OutTensor::f32("pillar_features", &[pf.len(), pf.channels], &pf.features));
+    t.push(OutTensor::f32(
+        "pillar_features",
+        &[pf.len(), pf.channels],
+        &pf.features,
+    ));
     let bev = &out.bev_features;
     let (c, h, w) = (bev.shape[0], bev.shape[1], bev.shape[2]);
     let (hs, ws) = (h.div_ceil(8), w.div_ceil(8));
@@ -257,11 +288,23 @@ fn dump(path: &Path, out: &ForwardOutput, dets: &[Detection], inputs: &[&Path]) 
             }
         }
     }
-    t.push(OutTensor::f32("spatial_features_2d.sub8", &[1, c, hs, ws], &sub));
+    t.push(OutTensor::f32(
+        "spatial_features_2d.sub8",
+        &[1, c, hs, ws],
+        &sub,
+    ));
     for (name, tensor) in &out.raw.tensors {
-        t.push(OutTensor::f32(format!("raw.{name}"), &tensor.shape, &tensor.data));
+        t.push(OutTensor::f32(
+            format!("raw.{name}"),
+            &tensor.shape,
+            &tensor.data,
+        ));
     }
-    let dim = if dets.iter().any(|d| d.velocity.is_some()) { 9 } else { 7 };
+    let dim = if dets.iter().any(|d| d.velocity.is_some()) {
+        9
+    } else {
+        7
+    };
     let boxes: Vec<f32> = dets
         .iter()
         .flat_map(|d| {
@@ -317,7 +360,11 @@ fn bench(a: BenchArgs) -> Result<()> {
     println!("{:<12} {:>10}", "stage", "median ms");
     let stages: Vec<&str> = runs[0].0.stages.iter().map(|(n, _)| *n).collect();
     for (i, name) in stages.iter().enumerate() {
-        let ms = median(runs.iter().map(|(t, _)| t.stages[i].1.as_secs_f64() * 1e3).collect());
+        let ms = median(
+            runs.iter()
+                .map(|(t, _)| t.stages[i].1.as_secs_f64() * 1e3)
+                .collect(),
+        );
         println!("{name:<12} {ms:>10.1}");
     }
     let total = median(runs.iter().map(|(_, t)| t.as_secs_f64()).collect());

@@ -46,10 +46,24 @@ fn stderr(o: &Output) -> String {
 }
 
 fn detect_kitti(extra: &[&str]) -> Output {
-    let (c, w, scan, calib) = (pp_config(), pp_weights(), kitti("velodyne/000008.bin"), kitti("calib/000008.txt"));
+    let (c, w, scan, calib) = (
+        pp_config(),
+        pp_weights(),
+        kitti("velodyne/000008.bin"),
+        kitti("calib/000008.txt"),
+    );
     let mut args = vec![
-        "detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&scan), "--fov-calib", s(&calib),
-        "--image-size", "375x1242",
+        "detect",
+        "--config",
+        s(&c),
+        "--weights",
+        s(&w),
+        "--scan",
+        s(&scan),
+        "--fov-calib",
+        s(&calib),
+        "--image-size",
+        "375x1242",
     ];
     args.extend_from_slice(extra);
     run(&args)
@@ -81,15 +95,26 @@ fn detect_prints_kitti_lines_json_and_dumps_reference_layout() {
     let out = detect_kitti(&["--dump", s(&dump)]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ours = Weights::open(&dump).unwrap();
-    let golden = Weights::open(&shared().join("reference/pointpillar_kitti_000008/golden.safetensors")).unwrap();
+    let golden =
+        Weights::open(&shared().join("reference/pointpillar_kitti_000008/golden.safetensors"))
+            .unwrap();
     for key in [
-        "voxels", "voxel_num_points", "voxel_coords", "pillar_features", "spatial_features_2d.sub8",
-        "raw.cls_preds", "raw.box_preds", "raw.dir_cls_preds",
+        "voxels",
+        "voxel_num_points",
+        "voxel_coords",
+        "pillar_features",
+        "spatial_features_2d.sub8",
+        "raw.cls_preds",
+        "raw.box_preds",
+        "raw.dir_cls_preds",
     ] {
         assert_eq!(ours.shape(key), golden.shape(key), "{key}");
     }
     assert_eq!(ours.shape("pred_boxes").unwrap()[0], lines.len());
-    assert_eq!(ours.raw("pred_labels").unwrap().0, golden.raw("pred_labels").unwrap().0);
+    assert_eq!(
+        ours.raw("pred_labels").unwrap().0,
+        golden.raw("pred_labels").unwrap().0
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -112,13 +137,24 @@ fn truncated_weights_name_the_file() {
     let out = detect_kitti_with_weights(&bad);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("truncated.safetensors") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("truncated.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn detect_kitti_with_weights(w: &Path) -> Output {
     let (c, scan) = (pp_config(), kitti("velodyne/000008.bin"));
-    run(&["detect", "--config", s(&c), "--weights", s(w), "--scan", s(&scan)])
+    run(&[
+        "detect",
+        "--config",
+        s(&c),
+        "--weights",
+        s(w),
+        "--scan",
+        s(&scan),
+    ])
 }
 
 /// Rewrites the reference weights with `edit` applied to the tensor list.
@@ -129,7 +165,12 @@ fn edited_weights(dir: &Path, name: &str, edit: impl Fn(&mut Vec<OutTensor>)) ->
         .into_iter()
         .map(|k| {
             let (dtype, shape, bytes) = w.raw(&k).unwrap();
-            OutTensor { name: k, dtype, shape: shape.to_vec(), bytes: bytes.to_vec() }
+            OutTensor {
+                name: k,
+                dtype,
+                shape: shape.to_vec(),
+                bytes: bytes.to_vec(),
+            }
         })
         .collect();
     edit(&mut tensors);
@@ -147,19 +188,32 @@ fn wrong_shape_and_missing_key_are_named() {
         x.shape = vec![128, 64, 3, 6];
     });
     let err = stderr(&detect_kitti_with_weights(&bad));
-    assert!(err.contains("shape.safetensors") && err.contains(key), "{err}");
-    assert!(err.contains("[128, 128, 3, 3]") && err.contains("[128, 64, 3, 6]"), "{err}");
+    assert!(
+        err.contains("shape.safetensors") && err.contains(key),
+        "{err}"
+    );
+    assert!(
+        err.contains("[128, 128, 3, 3]") && err.contains("[128, 64, 3, 6]"),
+        "{err}"
+    );
 
     let missing = edited_weights(&dir, "missing.safetensors", |t| t.retain(|x| x.name != key));
     let err = stderr(&detect_kitti_with_weights(&missing));
-    assert!(err.contains("missing.safetensors") && err.contains("missing tensor") && err.contains(key), "{err}");
+    assert!(
+        err.contains("missing.safetensors") && err.contains("missing tensor") && err.contains(key),
+        "{err}"
+    );
 
     let extra = edited_weights(&dir, "extra.safetensors", |t| {
         t.push(OutTensor::f32("roi_head.fc.weight", &[2], &[1.0, 2.0]))
     });
     let out = detect_kitti_with_weights(&extra);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not used by the model: roi_head.fc.weight"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not used by the model: roi_head.fc.weight"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -171,7 +225,9 @@ fn f16_weights_load() {
             x.bytes = x
                 .bytes
                 .chunks_exact(4)
-                .flat_map(|b| half::f16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes())
+                .flat_map(|b| {
+                    half::f16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes()
+                })
                 .collect();
             x.dtype = safetensors::Dtype::F16;
         }
@@ -188,25 +244,56 @@ fn bad_scans_are_reported() {
     // Not a whole number of 16-byte records.
     let odd = dir.join("odd.bin");
     std::fs::write(&odd, vec![0u8; 30]).unwrap();
-    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&odd)]);
+    let out = run(&[
+        "detect",
+        "--config",
+        s(&c),
+        "--weights",
+        s(&w),
+        "--scan",
+        s(&odd),
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("odd.bin"), "{}", stderr(&out));
     // Empty.
     let empty = dir.join("empty.bin");
     std::fs::write(&empty, b"").unwrap();
-    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&empty)]);
+    let out = run(&[
+        "detect",
+        "--config",
+        s(&c),
+        "--weights",
+        s(&w),
+        "--scan",
+        s(&empty),
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("empty.bin") && err.contains("no points"), "{err}");
+    assert!(
+        err.contains("empty.bin") && err.contains("no points"),
+        "{err}"
+    );
     // NaN points are dropped and counted; the rest runs.
     let mut bytes = std::fs::read(kitti("velodyne/000008.bin")).unwrap();
     bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     bytes[16..20].copy_from_slice(&f32::INFINITY.to_le_bytes());
     let nan = dir.join("nan.bin");
     std::fs::write(&nan, &bytes).unwrap();
-    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&nan)]);
+    let out = run(&[
+        "detect",
+        "--config",
+        s(&c),
+        "--weights",
+        s(&w),
+        "--scan",
+        s(&nan),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("dropped 2 points"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dropped 2 points"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -219,14 +306,27 @@ fn unknown_head_in_yaml_is_named() {
     std::fs::create_dir_all(cfgs.join("dataset_configs")).unwrap();
     let base = shared().join("reference/cfgs/dataset_configs/kitti_dataset.yaml");
     std::fs::copy(&base, cfgs.join("dataset_configs/kitti_dataset.yaml")).unwrap();
-    let text = std::fs::read_to_string(pp_config()).unwrap().replace("AnchorHeadSingle", "PointHeadBox");
+    let text = std::fs::read_to_string(pp_config())
+        .unwrap()
+        .replace("AnchorHeadSingle", "PointHeadBox");
     let cfg = cfgs.join("kitti_models/odd_head.yaml");
     std::fs::write(&cfg, text).unwrap();
     let (w, scan) = (pp_weights(), kitti("velodyne/000008.bin"));
-    let out = run(&["detect", "--config", s(&cfg), "--weights", s(&w), "--scan", s(&scan)]);
+    let out = run(&[
+        "detect",
+        "--config",
+        s(&cfg),
+        "--weights",
+        s(&w),
+        "--scan",
+        s(&scan),
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("odd_head.yaml") && err.contains("PointHeadBox"), "{err}");
+    assert!(
+        err.contains("odd_head.yaml") && err.contains("PointHeadBox"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -237,9 +337,23 @@ fn dump_never_overwrites_an_input() {
     std::fs::copy(kitti("velodyne/000008.bin"), &scan).unwrap();
     let before = std::fs::read(&scan).unwrap();
     let (c, w) = (pp_config(), pp_weights());
-    let out = run(&["detect", "--config", s(&c), "--weights", s(&w), "--scan", s(&scan), "--dump", s(&scan)]);
+    let out = run(&[
+        "detect",
+        "--config",
+        s(&c),
+        "--weights",
+        s(&w),
+        "--scan",
+        s(&scan),
+        "--dump",
+        s(&scan),
+    ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("refusing to overwrite"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing to overwrite"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read(&scan).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }

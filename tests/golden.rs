@@ -26,7 +26,11 @@ fn run_case(folder: &str, config: &str, cols: usize) -> Case {
     let dir = root.join(folder);
     let det = Detector::load(Some(&root.join(config)), &dir.join("weights.safetensors"))
         .expect("load detector");
-    assert!(det.unused_keys.is_empty(), "unused keys: {:?}", det.unused_keys);
+    assert!(
+        det.unused_keys.is_empty(),
+        "unused keys: {:?}",
+        det.unused_keys
+    );
     let bytes = std::fs::read(dir.join("points_in.bin")).expect("points_in.bin");
     let points: Vec<f32> = bytes
         .chunks_exact(4)
@@ -126,7 +130,9 @@ fn assert_boxes_match(case: &Case, cols: usize, nms_thresh: f32) {
         .collect();
     let ours = &case.dets;
     let same = |a: &Detection, b: &Detection| {
-        a.label == b.label && (a.score - b.score).abs() <= 1e-4 && bev_iou(&bev(&a.bbox), &bev(&b.bbox)) >= 0.99
+        a.label == b.label
+            && (a.score - b.score).abs() <= 1e-4
+            && bev_iou(&bev(&a.bbox), &bev(&b.bbox)) >= 0.99
     };
     // Greedy one-to-one exact matching.
     let mut ref_match = vec![None; refs.len()];
@@ -136,14 +142,28 @@ fn assert_boxes_match(case: &Case, cols: usize, nms_thresh: f32) {
             our_used[j] = true;
             ref_match[i] = Some(j);
             let d = &ours[j];
-            assert!((d.bbox[2] - r.bbox[2]).abs() < 1e-3, "box {i}: z {} vs {}", d.bbox[2], r.bbox[2]);
+            assert!(
+                (d.bbox[2] - r.bbox[2]).abs() < 1e-3,
+                "box {i}: z {} vs {}",
+                d.bbox[2],
+                r.bbox[2]
+            );
             if let (Some(v), Some(rv)) = (d.velocity, r.velocity) {
-                assert!((v[0] - rv[0]).abs() < 1e-3 && (v[1] - rv[1]).abs() < 1e-3, "box {i}: velocity");
+                assert!(
+                    (v[0] - rv[0]).abs() < 1e-3 && (v[1] - rv[1]).abs() < 1e-3,
+                    "box {i}: velocity"
+                );
             }
         }
     }
-    let ref_unmatched: Vec<&Detection> = (0..refs.len()).filter(|&i| ref_match[i].is_none()).map(|i| &refs[i]).collect();
-    let our_unmatched: Vec<&Detection> = (0..ours.len()).filter(|&j| !our_used[j]).map(|j| &ours[j]).collect();
+    let ref_unmatched: Vec<&Detection> = (0..refs.len())
+        .filter(|&i| ref_match[i].is_none())
+        .map(|i| &refs[i])
+        .collect();
+    let our_unmatched: Vec<&Detection> = (0..ours.len())
+        .filter(|&j| !our_used[j])
+        .map(|j| &ours[j])
+        .collect();
     let explained = |b: &Detection, side: &[Detection], other_unmatched: &[&Detection]| {
         let tied = side.iter().filter(|o| o.score == b.score).count() > 1;
         let same_group = other_unmatched.iter().any(|o| {
@@ -151,16 +171,22 @@ fn assert_boxes_match(case: &Case, cols: usize, nms_thresh: f32) {
                 && (o.score - b.score).abs() <= 1e-4
                 && (3..7).all(|c| (o.bbox[c] - b.bbox[c]).abs() < 1e-3)
         });
-        let suppressed = other_unmatched
-            .iter()
-            .any(|o| o.score >= b.score - 1e-4 && bev_iou(&bev(&o.bbox), &bev(&b.bbox)) > nms_thresh);
+        let suppressed = other_unmatched.iter().any(|o| {
+            o.score >= b.score - 1e-4 && bev_iou(&bev(&o.bbox), &bev(&b.bbox)) > nms_thresh
+        });
         (tied && same_group) || suppressed
     };
     for b in &ref_unmatched {
-        assert!(explained(b, &refs, &our_unmatched), "reference box {b:?} has no match and no tie or NMS explanation");
+        assert!(
+            explained(b, &refs, &our_unmatched),
+            "reference box {b:?} has no match and no tie or NMS explanation"
+        );
     }
     for b in &our_unmatched {
-        assert!(explained(b, ours, &ref_unmatched), "our box {b:?} has no reference match and no tie or NMS explanation");
+        assert!(
+            explained(b, ours, &ref_unmatched),
+            "our box {b:?} has no reference match and no tie or NMS explanation"
+        );
     }
     eprintln!(
         "{} of {} reference boxes matched exactly; {} reference and {} of our {} boxes differ by exact-tie order",
@@ -195,11 +221,20 @@ fn pointpillars_voxels_are_exact() {
     assert_eq!(gv.shape, [v.len(), v.max_points, v.num_features]);
     assert!(gv.data == v.voxels, "voxels differ");
     let gn = g.tensor_any_shape("voxel_num_points").unwrap();
-    assert!(gn.data.iter().zip(&v.num_points).all(|(a, &b)| *a == b as f32));
+    assert!(
+        gn.data
+            .iter()
+            .zip(&v.num_points)
+            .all(|(a, &b)| *a == b as f32)
+    );
     let gc = g.tensor_any_shape("voxel_coords").unwrap();
     for i in 0..v.len() {
         let [z, y, x] = v.coord(i);
-        assert_eq!(&gc.data[4 * i..4 * i + 4], &[0.0, z as f32, y as f32, x as f32], "coord {i}");
+        assert_eq!(
+            &gc.data[4 * i..4 * i + 4],
+            &[0.0, z as f32, y as f32, x as f32],
+            "coord {i}"
+        );
     }
 }
 
@@ -207,7 +242,12 @@ fn pointpillars_voxels_are_exact() {
 fn pointpillars_features_and_raw_outputs_match() {
     let case = pointpillars();
     let p = &case.out.pillars;
-    assert_close("pillar_features", &p.features, &[p.len(), p.channels], &case.golden);
+    assert_close(
+        "pillar_features",
+        &p.features,
+        &[p.len(), p.channels],
+        &case.golden,
+    );
     let (sub, shape) = bev_sub8(&case.out);
     assert_close("spatial_features_2d.sub8", &sub, &shape, &case.golden);
     for name in ["cls_preds", "box_preds", "dir_cls_preds"] {
@@ -226,7 +266,12 @@ fn centerpoint_features_and_raw_outputs_match() {
     let case = centerpoint();
     let p = &case.out.pillars;
     assert_eq!(p.len(), 8945);
-    assert_close("pillar_features", &p.features, &[p.len(), p.channels], &case.golden);
+    assert_close(
+        "pillar_features",
+        &p.features,
+        &[p.len(), p.channels],
+        &case.golden,
+    );
     let (sub, shape) = bev_sub8(&case.out);
     assert_close("spatial_features_2d.sub8", &sub, &shape, &case.golden);
     assert_eq!(case.out.raw.tensors.len(), 36);
@@ -250,16 +295,19 @@ fn kitti_scan_through_fov_filter_equals_reference_input() {
     };
     let used: Vec<String> = ["x", "y", "z", "intensity"].map(String::from).to_vec();
     let prepared =
-        pruneview::detect::prepare_scan(&data.join("velodyne/000008.bin"), None, Some(&fov), &used).unwrap();
+        pruneview::detect::prepare_scan(&data.join("velodyne/000008.bin"), None, Some(&fov), &used)
+            .unwrap();
     let reference = Scan::load_as(
         reference().join("pointpillar_kitti_000008/points_in.bin"),
         pruneview::pointcloud::ScanFormat::Kitti,
     )
     .unwrap();
     assert_eq!(prepared.len(), 17_221);
-    assert!(prepared.points == reference.points(), "FOV-filtered points differ");
+    assert!(
+        prepared.points == reference.points(),
+        "FOV-filtered points differ"
+    );
 }
-
 
 /// Decoding alone, on OpenPCDet's own raw outputs, must give OpenPCDet's boxes exactly:
 /// same count, same order, same labels and scores (PyTorch's sigmoid and tie order are
@@ -268,16 +316,26 @@ fn kitti_scan_through_fov_filter_equals_reference_input() {
 fn decoding_reference_raw_outputs_gives_reference_boxes() {
     let root = reference();
     for (folder, config, cols) in [
-        ("pointpillar_kitti_000008", "cfgs/kitti_models/pointpillar.yaml", 7usize),
-        ("centerpoint_pp_nuscenes", "cfgs/nuscenes_models/cbgs_dyn_pp_centerpoint.yaml", 9),
+        (
+            "pointpillar_kitti_000008",
+            "cfgs/kitti_models/pointpillar.yaml",
+            7usize,
+        ),
+        (
+            "centerpoint_pp_nuscenes",
+            "cfgs/nuscenes_models/cbgs_dyn_pp_centerpoint.yaml",
+            9,
+        ),
     ] {
         let dir = root.join(folder);
-        let det = Detector::load(Some(&root.join(config)), &dir.join("weights.safetensors")).unwrap();
+        let det =
+            Detector::load(Some(&root.join(config)), &dir.join("weights.safetensors")).unwrap();
         let golden = Weights::open(&dir.join("golden.safetensors")).unwrap();
         let mut raw = pruneview::detect::RawOutputs::default();
         for k in golden.keys() {
             if let Some(name) = k.strip_prefix("raw.") {
-                raw.tensors.push((name.to_string(), golden.tensor_any_shape(&k).unwrap()));
+                raw.tensors
+                    .push((name.to_string(), golden.tensor_any_shape(&k).unwrap()));
             }
         }
         let dets = det.decode(&raw);
@@ -290,7 +348,11 @@ fn decoding_reference_raw_outputs_gives_reference_boxes() {
             assert_eq!(d.label as i64, g_labels[i], "{folder} box {i}: label");
             assert_eq!(d.score, g_scores.data[i], "{folder} box {i}: score");
             for c in 0..7 {
-                assert!((d.bbox[c] - g[c]).abs() <= 1e-4 * g[c].abs().max(1.0), "{folder} box {i}: {:?} vs {g:?}", d.bbox);
+                assert!(
+                    (d.bbox[c] - g[c]).abs() <= 1e-4 * g[c].abs().max(1.0),
+                    "{folder} box {i}: {:?} vs {g:?}",
+                    d.bbox
+                );
             }
             if cols == 9 {
                 let v = d.velocity.unwrap();

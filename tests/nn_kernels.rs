@@ -5,8 +5,8 @@
 
 use pruneview::nn::vjp::{conv_transpose2d_vjp, conv2d_vjp, linear_vjp, relu_vjp_inplace};
 use pruneview::nn::{
-    BatchNorm, Conv2d, Conv2dParams, ConvAlgo, ConvTranspose2d, Isa, Tensor, batchnorm_inplace, conv_transpose2d,
-    conv2d, fold_batchnorm, linear, relu_inplace,
+    BatchNorm, Conv2d, Conv2dParams, ConvAlgo, ConvTranspose2d, Isa, Tensor, batchnorm_inplace,
+    conv_transpose2d, conv2d, fold_batchnorm, linear, relu_inplace,
 };
 
 /// splitmix64: deterministic test data without a dependency.
@@ -135,7 +135,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
     let mut at = 0;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let e = (g as f64 - w).abs();
-        assert!(e.is_finite(), "{what}: non-finite value at {i}: got {g}, want {w}");
+        assert!(
+            e.is_finite(),
+            "{what}: non-finite value at {i}: got {g}, want {w}"
+        );
         if e > worst {
             worst = e;
             at = i;
@@ -205,8 +208,15 @@ fn conv2d_matches_reference_on_odd_shapes() {
                     let layer = Conv2d::with_algo_isa(&wt, bias, params, algo, isa).unwrap();
                     let y = layer.forward(&x).unwrap();
                     assert_eq!(y.shape, vec![cout, ho, wo]);
-                    let tol = if layer.algo() == ConvAlgo::Winograd { 2e-5 } else { 2e-6 };
-                    let what = format!("conv {cin}->{cout} {h}x{w} k{k} s{s} p{p} bias={with_bias} relu={relu} {algo:?}/{:?} {isa:?}", layer.algo());
+                    let tol = if layer.algo() == ConvAlgo::Winograd {
+                        2e-5
+                    } else {
+                        2e-6
+                    };
+                    let what = format!(
+                        "conv {cin}->{cout} {h}x{w} k{k} s{s} p{p} bias={with_bias} relu={relu} {algo:?}/{:?} {isa:?}",
+                        layer.algo()
+                    );
                     assert_close(&what, &y.data, &want, tol);
                 }
             }
@@ -218,16 +228,41 @@ fn conv2d_matches_reference_on_odd_shapes() {
 fn conv2d_large_maps_cross_band_boundaries() {
     // Shapes big enough for several bands per thread and partial Winograd tiles at both edges.
     let mut rng = Rng(2);
-    for &(cin, cout, h, w, s) in &[(24, 40, 45, 70, 1), (16, 24, 66, 38, 2), (64, 64, 30, 54, 1)] {
+    for &(cin, cout, h, w, s) in &[
+        (24, 40, 45, 70, 1),
+        (16, 24, 66, 38, 2),
+        (64, 64, 30, 54, 1),
+    ] {
         let x = rng.tensor(&[cin, h, w]);
         let wt = rng.tensor(&[cout, cin, 3, 3]);
         let b = rng.vec(cout);
-        let (want, _, _) = conv_ref(&f64v(&x.data), cin, h, w, &f64v(&wt.data), cout, 3, 3, s, 1, Some(&f64v(&b)));
+        let (want, _, _) = conv_ref(
+            &f64v(&x.data),
+            cin,
+            h,
+            w,
+            &f64v(&wt.data),
+            cout,
+            3,
+            3,
+            s,
+            1,
+            Some(&f64v(&b)),
+        );
         for algo in algos_for(3, s) {
             let layer = Conv2d::with_algo(&wt, Some(&b), Conv2dParams::new(s, 1), algo).unwrap();
             let y = layer.forward(&x).unwrap();
-            let tol = if layer.algo() == ConvAlgo::Winograd { 2e-5 } else { 2e-6 };
-            assert_close(&format!("conv {cin}->{cout} {h}x{w} s{s} {algo:?}"), &y.data, &want, tol);
+            let tol = if layer.algo() == ConvAlgo::Winograd {
+                2e-5
+            } else {
+                2e-6
+            };
+            assert_close(
+                &format!("conv {cin}->{cout} {h}x{w} s{s} {algo:?}"),
+                &y.data,
+                &want,
+                tol,
+            );
         }
     }
 }
@@ -251,16 +286,38 @@ fn conv2d_shape_errors_are_values() {
     let mut rng = Rng(4);
     let x = rng.tensor(&[5, 12, 9]);
     let wt = rng.tensor(&[7, 4, 3, 3]);
-    assert!(conv2d(&x, &wt, None, Conv2dParams::new(1, 1)).is_err(), "channel mismatch");
+    assert!(
+        conv2d(&x, &wt, None, Conv2dParams::new(1, 1)).is_err(),
+        "channel mismatch"
+    );
     let wt = rng.tensor(&[7, 5, 3, 3]);
-    assert!(conv2d(&x, &wt, Some(&[0.0; 3]), Conv2dParams::new(1, 1)).is_err(), "bias length");
-    assert!(conv2d(&x, &wt, None, Conv2dParams::new(0, 1)).is_err(), "stride 0");
+    assert!(
+        conv2d(&x, &wt, Some(&[0.0; 3]), Conv2dParams::new(1, 1)).is_err(),
+        "bias length"
+    );
+    assert!(
+        conv2d(&x, &wt, None, Conv2dParams::new(0, 1)).is_err(),
+        "stride 0"
+    );
     let tiny = rng.tensor(&[5, 1, 1]);
-    assert!(conv2d(&tiny, &wt, None, Conv2dParams::new(1, 0)).is_err(), "kernel larger than input");
+    assert!(
+        conv2d(&tiny, &wt, None, Conv2dParams::new(1, 0)).is_err(),
+        "kernel larger than input"
+    );
     let flat = rng.tensor(&[5, 9]);
-    assert!(conv2d(&flat, &wt, None, Conv2dParams::new(1, 1)).is_err(), "rank");
+    assert!(
+        conv2d(&flat, &wt, None, Conv2dParams::new(1, 1)).is_err(),
+        "rank"
+    );
     assert!(Conv2d::with_algo(&wt, None, Conv2dParams::new(2, 1), ConvAlgo::Winograd).is_err());
-    let msg = conv2d(&x, &rng.tensor(&[7, 4, 3, 3]), None, Conv2dParams::new(1, 1)).unwrap_err().to_string();
+    let msg = conv2d(
+        &x,
+        &rng.tensor(&[7, 4, 3, 3]),
+        None,
+        Conv2dParams::new(1, 1),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("input") && msg.contains("[5, 12, 9]"), "{msg}");
 }
 
@@ -275,7 +332,19 @@ fn winograd_accuracy_on_a_backbone_like_layer() {
     let mut wt = rng.tensor(&[c, c, 3, 3]);
     let he = (2.0 / (9.0 * c as f32)).sqrt() * 1.7;
     wt.data.iter_mut().for_each(|v| *v *= he);
-    let (want, _, _) = conv_ref(&f64v(&x.data), c, h, w, &f64v(&wt.data), c, 3, 3, 1, 1, None);
+    let (want, _, _) = conv_ref(
+        &f64v(&x.data),
+        c,
+        h,
+        w,
+        &f64v(&wt.data),
+        c,
+        3,
+        3,
+        1,
+        1,
+        None,
+    );
     let y = Conv2d::with_algo(&wt, None, Conv2dParams::new(1, 1), ConvAlgo::Winograd)
         .unwrap()
         .forward(&x)
@@ -323,9 +392,13 @@ fn conv_transpose2d_matches_reference() {
             }
             let params = Conv2dParams::new(s, p).with_relu(relu);
             for isa in isas() {
-                let y = ConvTranspose2d::with_isa(&wt, bias, params, isa).unwrap().forward(&x).unwrap();
+                let y = ConvTranspose2d::with_isa(&wt, bias, params, isa)
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap();
                 assert_eq!(y.shape, vec![cout, ho, wo]);
-                let what = format!("convT {cin}->{cout} {h}x{w} k{k} s{s} p{p} bias={with_bias} {isa:?}");
+                let what =
+                    format!("convT {cin}->{cout} {h}x{w} k{k} s{s} p{p} bias={with_bias} {isa:?}");
                 assert_close(&what, &y.data, &want, 2e-6);
             }
             let y = conv_transpose2d(&x, &wt, bias, params).unwrap();
@@ -335,21 +408,43 @@ fn conv_transpose2d_matches_reference() {
     // forward_into overwrites whatever the reused buffer held, on every path.
     for &(k, s, p) in &[(1, 1, 0), (2, 2, 0), (3, 2, 1)] {
         let x = rng.tensor(&[4, 6, 5]);
-        let layer = ConvTranspose2d::new(&rng.tensor(&[4, 3, k, k]), None, Conv2dParams::new(s, p)).unwrap();
+        let layer = ConvTranspose2d::new(&rng.tensor(&[4, 3, k, k]), None, Conv2dParams::new(s, p))
+            .unwrap();
         let want = layer.forward(&x).unwrap();
         let mut out = Tensor::from_vec(&[want.numel()], vec![f32::NAN; want.numel()]);
         layer.forward_into(&x, &mut out).unwrap();
         assert_eq!(out, want, "k{k} s{s} p{p}");
     }
     let x = rng.tensor(&[3, 4, 4]);
-    assert!(conv_transpose2d(&x, &rng.tensor(&[4, 2, 2, 2]), None, Conv2dParams::new(2, 0)).is_err());
-    assert!(conv_transpose2d(&x, &rng.tensor(&[3, 2, 2, 2]), None, Conv2dParams::new(1, 5)).is_err());
+    assert!(
+        conv_transpose2d(
+            &x,
+            &rng.tensor(&[4, 2, 2, 2]),
+            None,
+            Conv2dParams::new(2, 0)
+        )
+        .is_err()
+    );
+    assert!(
+        conv_transpose2d(
+            &x,
+            &rng.tensor(&[3, 2, 2, 2]),
+            None,
+            Conv2dParams::new(1, 5)
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn linear_matches_reference_with_leading_dims() {
     let mut rng = Rng(7);
-    for &(lead, inf, outf) in &[(&[5usize, 32][..], 10usize, 64usize), (&[37][..], 3, 5), (&[2, 3, 4][..], 17, 9), (&[1000][..], 64, 130)] {
+    for &(lead, inf, outf) in &[
+        (&[5usize, 32][..], 10usize, 64usize),
+        (&[37][..], 3, 5),
+        (&[2, 3, 4][..], 17, 9),
+        (&[1000][..], 64, 130),
+    ] {
         let mut shape = lead.to_vec();
         shape.push(inf);
         let x = rng.tensor(&shape);
@@ -360,7 +455,9 @@ fn linear_matches_reference_with_leading_dims() {
         for r in 0..rows {
             for o in 0..outf {
                 want[r * outf + o] = b[o] as f64
-                    + (0..inf).map(|i| x.data[r * inf + i] as f64 * wt.data[o * inf + i] as f64).sum::<f64>();
+                    + (0..inf)
+                        .map(|i| x.data[r * inf + i] as f64 * wt.data[o * inf + i] as f64)
+                        .sum::<f64>();
             }
         }
         for isa in isas() {
@@ -368,7 +465,12 @@ fn linear_matches_reference_with_leading_dims() {
             let mut oshape = lead.to_vec();
             oshape.push(outf);
             assert_eq!(y.shape, oshape);
-            assert_close(&format!("linear {lead:?}x{inf}->{outf} {isa:?}"), &y.data, &want, 2e-6);
+            assert_close(
+                &format!("linear {lead:?}x{inf}->{outf} {isa:?}"),
+                &y.data,
+                &want,
+                2e-6,
+            );
         }
     }
     let x = rng.tensor(&[4, 3]);
@@ -387,7 +489,8 @@ fn random_bn(rng: &mut Rng, c: usize) -> BatchNorm {
 }
 
 fn bn_ref(v: f64, bn: &BatchNorm, c: usize) -> f64 {
-    (v - bn.mean[c] as f64) / (bn.var[c] as f64 + bn.eps as f64).sqrt() * bn.gamma[c] as f64 + bn.beta[c] as f64
+    (v - bn.mean[c] as f64) / (bn.var[c] as f64 + bn.eps as f64).sqrt() * bn.gamma[c] as f64
+        + bn.beta[c] as f64
 }
 
 #[test]
@@ -399,20 +502,55 @@ fn batchnorm_folds_into_conv_convt_and_linear() {
     let wt = rng.tensor(&[cout, cin, 3, 3]);
     let b = rng.vec(cout);
     let bn = random_bn(&mut rng, cout);
-    let (y, ho, wo) = conv_ref(&f64v(&x.data), cin, h, w, &f64v(&wt.data), cout, 3, 3, 2, 1, Some(&f64v(&b)));
-    let want: Vec<f64> = y.iter().enumerate().map(|(i, &v)| bn_ref(v, &bn, i / (ho * wo))).collect();
+    let (y, ho, wo) = conv_ref(
+        &f64v(&x.data),
+        cin,
+        h,
+        w,
+        &f64v(&wt.data),
+        cout,
+        3,
+        3,
+        2,
+        1,
+        Some(&f64v(&b)),
+    );
+    let want: Vec<f64> = y
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| bn_ref(v, &bn, i / (ho * wo)))
+        .collect();
     let (fw, fb) = fold_batchnorm(&wt, Some(&b), &bn, 0).unwrap();
     let got = conv2d(&x, &fw, Some(&fb), Conv2dParams::new(2, 1)).unwrap();
     assert_close("folded conv", &got.data, &want, 1e-5);
 
     // ConvTranspose2d: out channels on axis 1, no bias.
     let wt = rng.tensor(&[cin, cout, 2, 2]);
-    let (y, ho, wo) = convt_ref(&f64v(&x.data), cin, h, w, &f64v(&wt.data), cout, 2, 2, 2, 0, None);
-    let want: Vec<f64> = y.iter().enumerate().map(|(i, &v)| bn_ref(v, &bn, i / (ho * wo))).collect();
+    let (y, ho, wo) = convt_ref(
+        &f64v(&x.data),
+        cin,
+        h,
+        w,
+        &f64v(&wt.data),
+        cout,
+        2,
+        2,
+        2,
+        0,
+        None,
+    );
+    let want: Vec<f64> = y
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| bn_ref(v, &bn, i / (ho * wo)))
+        .collect();
     let (fw, fb) = fold_batchnorm(&wt, None, &bn, 1).unwrap();
     let got = conv_transpose2d(&x, &fw, Some(&fb), Conv2dParams::new(2, 0)).unwrap();
     assert_close("folded convT", &got.data, &want, 1e-5);
-    assert!(fold_batchnorm(&wt, None, &bn, 0).is_err(), "axis 0 of a convT weight is Cin");
+    assert!(
+        fold_batchnorm(&wt, None, &bn, 0).is_err(),
+        "axis 0 of a convT weight is Cin"
+    );
 
     // Linear + BatchNorm1d over the last axis.
     let xl = rng.tensor(&[6, 4, 10]);
@@ -420,7 +558,12 @@ fn batchnorm_folds_into_conv_convt_and_linear() {
     let (fw, fb) = fold_batchnorm(&wl, None, &bn, 0).unwrap();
     let got = linear(&xl, &fw, Some(&fb)).unwrap();
     let mut plain = linear(&xl, &wl, None).unwrap();
-    let want: Vec<f64> = plain.data.iter().enumerate().map(|(i, &v)| bn_ref(v as f64, &bn, i % cout)).collect();
+    let want: Vec<f64> = plain
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| bn_ref(v as f64, &bn, i % cout))
+        .collect();
     assert_close("folded linear", &got.data, &want, 1e-5);
     batchnorm_inplace(&mut plain, &bn, 2).unwrap();
     assert_close("batchnorm_inplace last axis", &plain.data, &want, 1e-5);
@@ -431,7 +574,12 @@ fn batchnorm_inplace_and_relu() {
     let mut rng = Rng(9);
     let bn = random_bn(&mut rng, 6);
     let mut x = rng.tensor(&[6, 5, 7]);
-    let want: Vec<f64> = x.data.iter().enumerate().map(|(i, &v)| bn_ref(v as f64, &bn, i / 35)).collect();
+    let want: Vec<f64> = x
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| bn_ref(v as f64, &bn, i / 35))
+        .collect();
     batchnorm_inplace(&mut x, &bn, 0).unwrap();
     assert_close("batchnorm_inplace", &x.data, &want, 1e-6);
     assert!(batchnorm_inplace(&mut x, &bn, 1).is_err());
@@ -456,7 +604,13 @@ fn dot(a: &[f64], b: &[f32]) -> f64 {
 }
 
 /// Checks `grad` (from the VJP) against central differences of `loss` at `n_probe` coordinates.
-fn check_fd(what: &str, params: &[f32], grad: &[f32], n_probe: usize, loss: &dyn Fn(&[f64]) -> f64) {
+fn check_fd(
+    what: &str,
+    params: &[f32],
+    grad: &[f32],
+    n_probe: usize,
+    loss: &dyn Fn(&[f64]) -> f64,
+) {
     assert_eq!(params.len(), grad.len(), "{what}: gradient shape");
     let base = f64v(params);
     let scale = grad.iter().fold(1e-3f64, |m, &g| m.max((g as f64).abs()));
@@ -470,7 +624,11 @@ fn check_fd(what: &str, params: &[f32], grad: &[f32], n_probe: usize, loss: &dyn
         let down = loss(&p);
         let fd = (up - down) / (2.0 * h);
         let err = (fd - grad[i] as f64).abs();
-        assert!(err <= 1e-5 * scale + 1e-6, "{what}[{i}]: VJP {} vs finite difference {fd}", grad[i]);
+        assert!(
+            err <= 1e-5 * scale + 1e-6,
+            "{what}[{i}]: VJP {} vs finite difference {fd}",
+            grad[i]
+        );
     }
 }
 
@@ -488,7 +646,19 @@ fn conv2d_vjp_matches_finite_differences() {
         let x = rng.tensor(&[cin, h, w]);
         let wt = rng.tensor(&[cout, cin, k, k]);
         let b = rng.vec(cout);
-        let (y0, ho, wo) = conv_ref(&f64v(&x.data), cin, h, w, &f64v(&wt.data), cout, k, k, s, p, None);
+        let (y0, ho, wo) = conv_ref(
+            &f64v(&x.data),
+            cin,
+            h,
+            w,
+            &f64v(&wt.data),
+            cout,
+            k,
+            k,
+            s,
+            p,
+            None,
+        );
         assert_eq!(y0.len(), cout * ho * wo);
         let v = rng.tensor(&[cout, ho, wo]);
         let params = Conv2dParams::new(s, p);
@@ -499,15 +669,23 @@ fn conv2d_vjp_matches_finite_differences() {
         assert_eq!(g.dw.shape, wt.shape);
         let wf = f64v(&wt.data);
         let xf = f64v(&x.data);
-        let bf = f64v(&b);
         check_fd(&format!("{what} dx"), &x.data, &dx.data, 40, &|xp| {
-            dot(&conv_ref(xp, cin, h, w, &wf, cout, k, k, s, p, None).0, &v.data)
+            dot(
+                &conv_ref(xp, cin, h, w, &wf, cout, k, k, s, p, None).0,
+                &v.data,
+            )
         });
         check_fd(&format!("{what} dW"), &wt.data, &g.dw.data, 40, &|wp| {
-            dot(&conv_ref(&xf, cin, h, w, wp, cout, k, k, s, p, None).0, &v.data)
+            dot(
+                &conv_ref(&xf, cin, h, w, wp, cout, k, k, s, p, None).0,
+                &v.data,
+            )
         });
         check_fd(&format!("{what} db"), &b, &g.db, 10, &|bp| {
-            dot(&conv_ref(&xf, cin, h, w, &wf, cout, k, k, s, p, Some(bp)).0, &v.data)
+            dot(
+                &conv_ref(&xf, cin, h, w, &wf, cout, k, k, s, p, Some(bp)).0,
+                &v.data,
+            )
         });
     }
 }
@@ -525,7 +703,19 @@ fn conv_transpose2d_vjp_matches_finite_differences() {
         let x = rng.tensor(&[cin, h, w]);
         let wt = rng.tensor(&[cin, cout, k, k]);
         let b = rng.vec(cout);
-        let (_, ho, wo) = convt_ref(&f64v(&x.data), cin, h, w, &f64v(&wt.data), cout, k, k, s, p, None);
+        let (_, ho, wo) = convt_ref(
+            &f64v(&x.data),
+            cin,
+            h,
+            w,
+            &f64v(&wt.data),
+            cout,
+            k,
+            k,
+            s,
+            p,
+            None,
+        );
         let v = rng.tensor(&[cout, ho, wo]);
         let g = conv_transpose2d_vjp(&x, &wt, Conv2dParams::new(s, p), &v, true).unwrap();
         let what = format!("convT_vjp {cin}->{cout} {h}x{w} k{k} s{s} p{p}");
@@ -533,13 +723,22 @@ fn conv_transpose2d_vjp_matches_finite_differences() {
         let dx = g.dx.as_ref().unwrap();
         assert_eq!(dx.shape, x.shape);
         check_fd(&format!("{what} dx"), &x.data, &dx.data, 30, &|xp| {
-            dot(&convt_ref(xp, cin, h, w, &wf, cout, k, k, s, p, None).0, &v.data)
+            dot(
+                &convt_ref(xp, cin, h, w, &wf, cout, k, k, s, p, None).0,
+                &v.data,
+            )
         });
         check_fd(&format!("{what} dW"), &wt.data, &g.dw.data, 30, &|wp| {
-            dot(&convt_ref(&xf, cin, h, w, wp, cout, k, k, s, p, None).0, &v.data)
+            dot(
+                &convt_ref(&xf, cin, h, w, wp, cout, k, k, s, p, None).0,
+                &v.data,
+            )
         });
         check_fd(&format!("{what} db"), &b, &g.db, 10, &|bp| {
-            dot(&convt_ref(&xf, cin, h, w, &wf, cout, k, k, s, p, Some(bp)).0, &v.data)
+            dot(
+                &convt_ref(&xf, cin, h, w, &wf, cout, k, k, s, p, Some(bp)).0,
+                &v.data,
+            )
         });
     }
 }
@@ -557,7 +756,10 @@ fn linear_vjp_matches_finite_differences() {
         let mut y = vec![0f64; rows * outf];
         for r in 0..rows {
             for o in 0..outf {
-                y[r * outf + o] = bp[o] + (0..inf).map(|i| xp[r * inf + i] * wp[o * inf + i]).sum::<f64>();
+                y[r * outf + o] = bp[o]
+                    + (0..inf)
+                        .map(|i| xp[r * inf + i] * wp[o * inf + i])
+                        .sum::<f64>();
             }
         }
         y
@@ -566,10 +768,19 @@ fn linear_vjp_matches_finite_differences() {
     let (xf, wf, bf) = (f64v(&x.data), f64v(&wt.data), f64v(&b));
     let dx = g.dx.as_ref().unwrap();
     assert_eq!(dx.shape, x.shape);
-    check_fd("linear dx", &x.data, &dx.data, 50, &|xp| dot(&fwd(xp, &wf, &bf), &v.data));
-    check_fd("linear dW", &wt.data, &g.dw.data, 50, &|wp| dot(&fwd(&xf, wp, &bf), &v.data));
-    check_fd("linear db", &b, &g.db, 6, &|bp| dot(&fwd(&xf, &wf, bp), &v.data));
-    assert!(linear_vjp(&x, &wt, &rng.tensor(&[rows, outf]), true).is_err(), "dy shape");
+    check_fd("linear dx", &x.data, &dx.data, 50, &|xp| {
+        dot(&fwd(xp, &wf, &bf), &v.data)
+    });
+    check_fd("linear dW", &wt.data, &g.dw.data, 50, &|wp| {
+        dot(&fwd(&xf, wp, &bf), &v.data)
+    });
+    check_fd("linear db", &b, &g.db, 6, &|bp| {
+        dot(&fwd(&xf, &wf, bp), &v.data)
+    });
+    assert!(
+        linear_vjp(&x, &wt, &rng.tensor(&[rows, outf]), true).is_err(),
+        "dy shape"
+    );
 }
 
 #[test]
@@ -580,15 +791,33 @@ fn vjps_on_larger_maps_match_the_adjoint_identity() {
     for &(cin, cout, h, w, k, s, p) in &[(16, 24, 40, 52, 3, 1, 1), (12, 20, 50, 34, 3, 2, 1)] {
         let x = rng.tensor(&[cin, h, w]);
         let wt = rng.tensor(&[cout, cin, k, k]);
-        let (y, ho, wo) = conv_ref(&f64v(&x.data), cin, h, w, &f64v(&wt.data), cout, k, k, s, p, None);
+        let (y, ho, wo) = conv_ref(
+            &f64v(&x.data),
+            cin,
+            h,
+            w,
+            &f64v(&wt.data),
+            cout,
+            k,
+            k,
+            s,
+            p,
+            None,
+        );
         let v = rng.tensor(&[cout, ho, wo]);
         let g = conv2d_vjp(&x, &wt, Conv2dParams::new(s, p), &v, true).unwrap();
         let lhs = dot(&y, &v.data);
         let via_dx = dot(&f64v(&x.data), &g.dx.unwrap().data);
         let via_dw = dot(&f64v(&wt.data), &g.dw.data);
         let tol = 1e-5 * y.iter().map(|a| a.abs()).sum::<f64>();
-        assert!((lhs - via_dx).abs() <= tol, "<y,v> {lhs} vs <x,dx> {via_dx}");
-        assert!((lhs - via_dw).abs() <= tol, "<y,v> {lhs} vs <W,dW> {via_dw}");
+        assert!(
+            (lhs - via_dx).abs() <= tol,
+            "<y,v> {lhs} vs <x,dx> {via_dx}"
+        );
+        assert!(
+            (lhs - via_dw).abs() <= tol,
+            "<y,v> {lhs} vs <W,dW> {via_dw}"
+        );
     }
 }
 

@@ -35,7 +35,9 @@ fn shifts(lo: f32, hi: f32, cells: usize, align_center: bool) -> Vec<f32> {
     let start = (lo as f32 + offset as f32) as f64;
     let end = (hi as f32 + 1e-5f32) as f64;
     let count = ((end - start) / step).ceil().max(0.0) as usize;
-    (0..count).map(|i| (start + i as f64 * step) as f32).collect()
+    (0..count)
+        .map(|i| (start + i as f64 * step) as f32)
+        .collect()
 }
 
 /// Generates the anchors for a BEV grid `grid_size = [nx, ny, nz]`.
@@ -68,8 +70,18 @@ pub fn generate(
         .iter()
         .map(|c| {
             (
-                shifts(point_cloud_range[0], point_cloud_range[3], nx, c.align_center),
-                shifts(point_cloud_range[1], point_cloud_range[4], ny, c.align_center),
+                shifts(
+                    point_cloud_range[0],
+                    point_cloud_range[3],
+                    nx,
+                    c.align_center,
+                ),
+                shifts(
+                    point_cloud_range[1],
+                    point_cloud_range[4],
+                    ny,
+                    c.align_center,
+                ),
             )
         })
         .collect();
@@ -120,7 +132,12 @@ mod tests {
             class("Pedestrian", [0.8, 0.6, 1.73], -0.6),
             class("Cyclist", [1.76, 0.6, 1.73], -0.6),
         ];
-        let a = generate(&classes, &[0.0, -39.68, -3.0, 69.12, 39.68, 1.0], [432, 496, 1]).unwrap();
+        let a = generate(
+            &classes,
+            &[0.0, -39.68, -3.0, 69.12, 39.68, 1.0],
+            [432, 496, 1],
+        )
+        .unwrap();
         assert_eq!(a.boxes.len(), 321_408);
         assert_eq!(a.per_location, 6);
         assert_eq!(a.feature_map, (248, 216));
@@ -129,7 +146,10 @@ mod tests {
         let b = a.boxes[idx(0, 0, 0, 0)];
         assert_eq!(b, [0.0, -39.68, -1.0, 3.9, 1.6, 1.56, 0.0]);
         let b = a.boxes[idx(247, 215, 2, 1)];
-        assert!((b[0] - 69.12).abs() < 1e-5 && (b[1] - 39.68).abs() < 1e-5, "{b:?}");
+        assert!(
+            (b[0] - 69.12).abs() < 1e-5 && (b[1] - 39.68).abs() < 1e-5,
+            "{b:?}"
+        );
         assert!((b[2] - 0.265).abs() < 1e-6 && b[6] == 1.57);
         let b = a.boxes[idx(1, 1, 1, 0)];
         assert!((b[0] - 0.321_488_4).abs() < 1e-5 && (b[1] - (-39.68 + 0.321_295_5)).abs() < 1e-5);

@@ -1,8 +1,8 @@
 //! `PointPillarScatter` and OpenPCDet's `BaseBEVBackbone`: strided conv blocks, each
 //! upsampled by a deblock, concatenated on channels.
 
-use crate::model::config::BackboneConfig;
 use crate::model::Weights;
+use crate::model::config::BackboneConfig;
 use crate::nn::{NnError, Tensor};
 
 use super::layers::{Unit, UnitError, UnitKind, UnitSpec};
@@ -41,7 +41,10 @@ impl BevBackbone {
             let mut units = Vec::new();
             // ZeroPad2d(1) + Conv2d(padding=0) == Conv2d(padding=1).
             for k in 0..=cfg.layer_nums[i] {
-                let (conv, bn) = (format!("backbone_2d.blocks.{i}.{}", 1 + 3 * k), format!("backbone_2d.blocks.{i}.{}", 2 + 3 * k));
+                let (conv, bn) = (
+                    format!("backbone_2d.blocks.{i}.{}", 1 + 3 * k),
+                    format!("backbone_2d.blocks.{i}.{}", 2 + 3 * k),
+                );
                 let stride = if k == 0 { cfg.layer_strides[i] } else { 1 };
                 units.push(Unit::load(
                     w,
@@ -60,14 +63,24 @@ impl BevBackbone {
             blocks.push(units);
             if let Some(&stride) = cfg.upsample_strides.get(i) {
                 let out = cfg.num_upsample_filters[i];
-                let (conv, bn) = (format!("backbone_2d.deblocks.{i}.0"), format!("backbone_2d.deblocks.{i}.1"));
-                let (kind, kernel) = if stride > 1.0 || (stride == 1.0 && !cfg.use_conv_for_no_stride) {
-                    let s = stride.round() as usize;
-                    (UnitKind::ConvTranspose { stride: s }, s)
-                } else {
-                    let s = (1.0 / stride).round() as usize;
-                    (UnitKind::Conv { stride: s, padding: 0 }, s)
-                };
+                let (conv, bn) = (
+                    format!("backbone_2d.deblocks.{i}.0"),
+                    format!("backbone_2d.deblocks.{i}.1"),
+                );
+                let (kind, kernel) =
+                    if stride > 1.0 || (stride == 1.0 && !cfg.use_conv_for_no_stride) {
+                        let s = stride.round() as usize;
+                        (UnitKind::ConvTranspose { stride: s }, s)
+                    } else {
+                        let s = (1.0 / stride).round() as usize;
+                        (
+                            UnitKind::Conv {
+                                stride: s,
+                                padding: 0,
+                            },
+                            s,
+                        )
+                    };
                 deblocks.push(Unit::load(
                     w,
                     UnitSpec {
@@ -88,7 +101,10 @@ impl BevBackbone {
         if cfg.upsample_strides.len() > n {
             let c: usize = cfg.num_upsample_filters.iter().sum();
             let s = cfg.upsample_strides[n].round() as usize;
-            let (conv, bn) = (format!("backbone_2d.deblocks.{n}.0"), format!("backbone_2d.deblocks.{n}.1"));
+            let (conv, bn) = (
+                format!("backbone_2d.deblocks.{n}.0"),
+                format!("backbone_2d.deblocks.{n}.1"),
+            );
             deblocks.push(Unit::load(
                 w,
                 UnitSpec {
@@ -113,7 +129,11 @@ impl BevBackbone {
             return self.deblocks[n].out_channels();
         }
         if self.deblocks.is_empty() {
-            return self.blocks.iter().map(|b| b.last().map_or(0, Unit::out_channels)).sum();
+            return self
+                .blocks
+                .iter()
+                .map(|b| b.last().map_or(0, Unit::out_channels))
+                .sum();
         }
         self.deblocks.iter().map(Unit::out_channels).sum()
     }
@@ -147,7 +167,11 @@ pub fn concat_channels(maps: Vec<Tensor>) -> Tensor {
     let c: usize = maps.iter().map(|m| m.shape[0]).sum();
     let mut data = Vec::with_capacity(c * h * w);
     for m in &maps {
-        assert_eq!((m.shape[1], m.shape[2]), (h, w), "deblock outputs must share one size");
+        assert_eq!(
+            (m.shape[1], m.shape[2]),
+            (h, w),
+            "deblock outputs must share one size"
+        );
         data.extend_from_slice(&m.data);
     }
     Tensor::from_vec(&[c, h, w], data)

@@ -79,7 +79,10 @@ impl Detector {
         let w = Weights::open(weights)?;
         let cfg = load_config(
             config,
-            Some((weights, w.metadata().get(crate::model::config::CONFIG_METADATA_KEY))),
+            Some((
+                weights,
+                w.metadata().get(crate::model::config::CONFIG_METADATA_KEY),
+            )),
         )?;
         Self::from_weights(cfg, &w)
     }
@@ -144,8 +147,10 @@ impl Detector {
         if let Some(last) = self.backbone.deblocks.get(self.backbone.blocks.len()) {
             out = out_size(last, out);
         }
-        if let DenseHead::Anchor(h) = &self.head {
-            if h.anchors.feature_map != out {
+        if let DenseHead::Anchor(h) = &self.head
+            && h.anchors.feature_map != out
+        {
+            {
                 return Err(format!(
                     "the backbone outputs a {}x{} map but the anchors (feature_map_stride) expect {}x{}",
                     out.0, out.1, h.anchors.feature_map.0, h.anchors.feature_map.1
@@ -227,7 +232,7 @@ impl Detector {
         times: &mut StageTimes,
     ) -> Result<ForwardOutput, DetectorError> {
         let f = self.num_point_features();
-        if f == 0 || points.len() % f != 0 {
+        if f == 0 || !points.len().is_multiple_of(f) {
             return Err(DetectorError::Features {
                 found: points.len(),
                 expected: f,
@@ -237,27 +242,32 @@ impl Detector {
         let data = &self.config.data;
         let (voxels, pillars) = match self.vfe.kind {
             VfeKind::Pillar => {
-                let vcfg = data.voxelizer.as_ref().ok_or_else(|| DetectorError::Build {
-                    path: self.config.source.display().to_string(),
-                    message: "PillarVFE needs a voxelizer".into(),
-                })?;
-                let v = times.time("voxelize", || {
-                    let in_range = voxelize::filter_by_range(points, f, &data.point_cloud_range);
-                    voxelize::voxelize(
-                        &in_range,
-                        f,
-                        &voxelize::VoxelConfig {
-                            point_cloud_range: data.point_cloud_range,
-                            voxel_size: data.voxel_size,
-                            max_points_per_voxel: vcfg.max_points_per_voxel,
-                            max_voxels: vcfg.max_voxels,
-                        },
-                    )
-                })
-                .map_err(|e| DetectorError::Build {
-                    path: self.config.source.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let vcfg = data
+                    .voxelizer
+                    .as_ref()
+                    .ok_or_else(|| DetectorError::Build {
+                        path: self.config.source.display().to_string(),
+                        message: "PillarVFE needs a voxelizer".into(),
+                    })?;
+                let v = times
+                    .time("voxelize", || {
+                        let in_range =
+                            voxelize::filter_by_range(points, f, &data.point_cloud_range);
+                        voxelize::voxelize(
+                            &in_range,
+                            f,
+                            &voxelize::VoxelConfig {
+                                point_cloud_range: data.point_cloud_range,
+                                voxel_size: data.voxel_size,
+                                max_points_per_voxel: vcfg.max_points_per_voxel,
+                                max_voxels: vcfg.max_voxels,
+                            },
+                        )
+                    })
+                    .map_err(|e| DetectorError::Build {
+                        path: self.config.source.display().to_string(),
+                        message: e.to_string(),
+                    })?;
                 let p = times.time("vfe", || self.vfe.forward_voxels(&v))?;
                 (Some(v), p)
             }

@@ -1,9 +1,9 @@
 //! Dense heads: OpenPCDet's `AnchorHeadSingle` and `CenterHead`, their raw outputs (named and
 //! laid out as OpenPCDet stores them) and their decoding into boxes.
 
-use crate::model::config::{AnchorHeadConfig, CenterHeadConfig, DataConfig, PostProcessing};
 use crate::model::Weights;
-use crate::nn::{NnError, Tensor};
+use crate::model::config::{AnchorHeadConfig, CenterHeadConfig, DataConfig, PostProcessing};
+use crate::nn::{self, NnError, Tensor};
 
 use super::anchors::{self, Anchors};
 use super::box_coder;
@@ -47,6 +47,8 @@ pub enum HeadError {
 }
 
 #[derive(Clone, Debug)]
+// One head per detector: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum DenseHead {
     Anchor(AnchorHead),
     Center(CenterHead),
@@ -127,7 +129,10 @@ fn conv1x1(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Unit, U
         w,
         UnitSpec {
             prefix,
-            kind: UnitKind::Conv { stride: 1, padding: 0 },
+            kind: UnitKind::Conv {
+                stride: 1,
+                padding: 0,
+            },
             in_channels: cin,
             out_channels: cout,
             kernel: 1,
@@ -139,12 +144,11 @@ fn conv1x1(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Unit, U
 }
 
 /// `[C, H, W]` -> `[1, H, W, C]` (OpenPCDet permutes head outputs to NHWC).
-fn to_nhwc(x: &Tensor) -> Tensor {
-    let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2]);
+fn to_nhwc(x: &[f32], c: usize, h: usize, w: usize) -> Tensor {
     let plane = h * w;
-    let mut out = vec![0f32; x.numel()];
+    let mut out = vec![0f32; x.len()];
     for ch in 0..c {
-        let src = &x.data[ch * plane..(ch + 1) * plane];
+        let src = &x[ch * plane..(ch + 1) * plane];
         for (p, v) in src.iter().enumerate() {
             out[p * c + ch] = *v;
         }
@@ -173,7 +177,12 @@ impl AnchorHead {
         let conv_cls = conv1x1(w, "dense_head.conv_cls", in_channels, a * num_class)?;
         let conv_box = conv1x1(w, "dense_head.conv_box", in_channels, a * CODE_SIZE)?;
         let conv_dir = if cfg.use_direction_classifier {
-            Some(conv1x1(w, "dense_head.conv_dir_cls", in_channels, a * cfg.num_dir_bins)?)
+            Some(conv1x1(
+                w,
+                "dense_head.conv_dir_cls",
+                in_channels,
+                a * cfg.num_dir_bins,
+            )?)
         } else {
             None
         };
@@ -189,15 +198,35 @@ impl AnchorHead {
         })
     }
 
-    /// The three 1x1 convs, permuted to NHWC (the detector checks at load time that the
-    /// feature map matches the anchors).
+    /// The three 1x1 convs run as one GEMM (their weights stacked), then split and permuted
+    /// to NHWC as OpenPCDet stores them. The detector checks at load time that the feature
+    /// map matches the anchors.
     fn forward(&self, x: &Tensor) -> Result<RawOutputs, NnError> {
-        let mut tensors = vec![
-            ("cls_preds".to_string(), to_nhwc(&self.conv_cls.forward_map(x)?)),
-            ("box_preds".to_string(), to_nhwc(&self.conv_box.forward_map(x)?)),
-        ];
+        let mut convs = vec![("cls_preds", &self.conv_cls), ("box_preds", &self.conv_box)];
         if let Some(d) = &self.conv_dir {
-            tensors.push(("dir_cls_preds".to_string(), to_nhwc(&d.forward_map(x)?)));
+            convs.push(("dir_cls_preds", d));
+        }
+        let cin = self.conv_cls.weight.shape[1];
+        let mut weight = Vec::new();
+        let mut bias = Vec::new();
+        for (_, u) in &convs {
+            weight.extend_from_slice(&u.weight.data);
+            bias.extend(u.bias.iter().flatten());
+        }
+        let fused = nn::Conv2d::new(
+            &Tensor::from_vec(&[bias.len(), cin, 1, 1], weight),
+            Some(&bias),
+            nn::Conv2dParams::new(1, 0),
+        )?;
+        let y = fused.forward(x)?;
+        let plane = y.shape[1] * y.shape[2];
+        let mut start = 0;
+        let mut tensors = Vec::with_capacity(convs.len());
+        for (name, u) in convs {
+            let c = u.out_channels();
+            let part = &y.data[start * plane..(start + c) * plane];
+            tensors.push((name.to_string(), to_nhwc(part, c, y.shape[1], y.shape[2])));
+            start += c;
         }
         Ok(RawOutputs { tensors })
     }
@@ -224,7 +253,9 @@ impl AnchorHead {
             }
             let best = sigmoid(logits[top]);
             if best >= post.score_thresh {
-                let label = (0..top).find(|&c| sigmoid(logits[c]) == best).unwrap_or(top);
+                let label = (0..top)
+                    .find(|&c| sigmoid(logits[c]) == best)
+                    .unwrap_or(top);
                 cand.push(a);
                 cand_scores.push(best);
                 cand_labels.push(label + 1);
@@ -237,8 +268,11 @@ impl AnchorHead {
             limit_offset: self.cfg.dir_limit_offset,
             num_bins: bins,
         };
-        let mut decoded = vec![0f32; cand.len() * CODE_SIZE];
-        for (&a, b) in cand.iter().zip(decoded.chunks_mut(CODE_SIZE)) {
+        // Only the candidates that enter NMS need decoding.
+        let order = nms_order(&cand_scores, post);
+        let mut decoded = vec![0f32; order.len() * CODE_SIZE];
+        for (&i, b) in order.iter().zip(decoded.chunks_mut(CODE_SIZE)) {
+            let a = cand[i];
             self.coder.decode_one(
                 &boxes.data[a * CODE_SIZE..(a + 1) * CODE_SIZE],
                 &self.anchors.boxes[a],
@@ -248,11 +282,12 @@ impl AnchorHead {
                 b[6] = classifier.apply(b[6], &dir.data[a * bins..(a + 1) * bins]);
             }
         }
-        let keep = run_nms(&decoded, CODE_SIZE, &cand_scores, post);
-        keep.into_iter()
-            .map(|i| {
+        nms_in_order(&decoded, CODE_SIZE, post)
+            .into_iter()
+            .map(|pos| {
+                let i = order[pos];
                 let mut bbox = [0f32; 7];
-                bbox.copy_from_slice(&decoded[i * 7..i * 7 + 7]);
+                bbox.copy_from_slice(&decoded[pos * 7..pos * 7 + 7]);
                 Detection {
                     bbox,
                     velocity: None,
@@ -264,20 +299,32 @@ impl AnchorHead {
     }
 }
 
-/// OpenPCDet's `class_agnostic_nms` on candidates that passed the score filter: the top
-/// `NMS_PRE_MAXSIZE` by `torch.topk`, ordered by `torch.sort` for `nms_gpu`, greedy rotated
-/// NMS, the first `NMS_POST_MAXSIZE` survivors. PyTorch's tie order is reproduced (see
-/// [`torch_order`]) so that equal scores keep the same boxes as OpenPCDet.
-fn run_nms(boxes: &[f32], cols: usize, scores: &[f32], post: &PostProcessing) -> Vec<usize> {
+/// The candidates of OpenPCDet's `class_agnostic_nms`, in the order `nms_gpu` visits them:
+/// the top `NMS_PRE_MAXSIZE` by `torch.topk`, then ordered by `torch.sort`. PyTorch's tie
+/// order is reproduced (see [`torch_order`]) so that equal scores keep the same boxes as
+/// OpenPCDet.
+fn nms_order(scores: &[f32], post: &PostProcessing) -> Vec<usize> {
     let top = torch_order::topk(scores, post.nms.pre_max_size);
     let top_scores: Vec<f32> = top.iter().map(|&i| scores[i]).collect();
-    let order: Vec<usize> = torch_order::sort_descending(&top_scores)
+    torch_order::sort_descending(&top_scores)
         .into_iter()
         .map(|i| top[i])
-        .collect();
+        .collect()
+}
+
+/// Greedy rotated NMS over `boxes` (already in [`nms_order`]); returns the positions of the
+/// first `NMS_POST_MAXSIZE` survivors.
+fn nms_in_order(boxes: &[f32], cols: usize, post: &PostProcessing) -> Vec<usize> {
+    let order: Vec<usize> = (0..boxes.len() / cols).collect();
     // The boxes and the order are built here, so the shape checks cannot fail.
-    nms::nms_bev_ordered(boxes, cols, &order, post.nms.thresh, Some(post.nms.post_max_size))
-        .unwrap_or_default()
+    nms::nms_bev_ordered(
+        boxes,
+        cols,
+        &order,
+        post.nms.thresh,
+        Some(post.nms.post_max_size),
+    )
+    .unwrap_or_default()
 }
 
 // ----------------------------------------------------------------------------------------
@@ -308,7 +355,10 @@ impl CenterHead {
             w,
             UnitSpec {
                 prefix: "dense_head.shared_conv.0",
-                kind: UnitKind::Conv { stride: 1, padding: 1 },
+                kind: UnitKind::Conv {
+                    stride: 1,
+                    padding: 1,
+                },
                 in_channels,
                 out_channels: c,
                 kernel: 3,
@@ -331,7 +381,10 @@ impl CenterHead {
                         w,
                         UnitSpec {
                             prefix: &prefix,
-                            kind: UnitKind::Conv { stride: 1, padding: 1 },
+                            kind: UnitKind::Conv {
+                                stride: 1,
+                                padding: 1,
+                            },
                             in_channels: c,
                             out_channels: c,
                             kernel: 3,
@@ -341,12 +394,18 @@ impl CenterHead {
                         },
                     )?);
                 }
-                let prefix = format!("dense_head.heads_list.{h}.{name}.{}", num_conv.saturating_sub(1));
+                let prefix = format!(
+                    "dense_head.heads_list.{h}.{name}.{}",
+                    num_conv.saturating_sub(1)
+                );
                 units.push(Unit::load(
                     w,
                     UnitSpec {
                         prefix: &prefix,
-                        kind: UnitKind::Conv { stride: 1, padding: 1 },
+                        kind: UnitKind::Conv {
+                            stride: 1,
+                            padding: 1,
+                        },
                         in_channels: c,
                         out_channels: out,
                         kernel: 3,
@@ -414,9 +473,13 @@ impl CenterHead {
         let mut out = Vec::new();
         for h in 0..self.heads.len() {
             let get = |b: &str| raw.get(&format!("head{h}.{b}"));
-            let (Some(hm), Some(center), Some(cz), Some(dim), Some(rot)) =
-                (get("hm"), get("center"), get("center_z"), get("dim"), get("rot"))
-            else {
+            let (Some(hm), Some(center), Some(cz), Some(dim), Some(rot)) = (
+                get("hm"),
+                get("center"),
+                get("center_z"),
+                get("dim"),
+                get("rot"),
+            ) else {
                 continue;
             };
             let vel = get("vel");
@@ -474,7 +537,13 @@ impl CenterHead {
                 labels.push(self.class_ids[h][c] + 1);
                 vels.push(vel.map(|v| [at(v, 0), at(v, 1)]));
             }
-            for i in run_nms(&boxes, 7, &scores, post) {
+            let order = nms_order(&scores, post);
+            let ordered: Vec<f32> = order
+                .iter()
+                .flat_map(|&i| boxes[i * 7..i * 7 + 7].iter().copied())
+                .collect();
+            for pos in nms_in_order(&ordered, 7, post) {
+                let i = order[pos];
                 let mut bbox = [0f32; 7];
                 bbox.copy_from_slice(&boxes[i * 7..i * 7 + 7]);
                 out.push(Detection {

@@ -25,8 +25,16 @@ pub struct NamedBatchNorm {
 }
 
 impl NamedBatchNorm {
-    pub fn load(w: &Weights, prefix: &str, channels: usize, eps: f32) -> Result<Self, WeightsError> {
-        let get = |k: &str| w.tensor(&format!("{prefix}.{k}"), &[channels]).map(|t| t.data);
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        channels: usize,
+        eps: f32,
+    ) -> Result<Self, WeightsError> {
+        let get = |k: &str| {
+            w.tensor(&format!("{prefix}.{k}"), &[channels])
+                .map(|t| t.data)
+        };
         Ok(NamedBatchNorm {
             prefix: prefix.to_string(),
             bn: nn::BatchNorm {
@@ -60,7 +68,10 @@ pub struct Unit {
 enum FoldedOp {
     Conv(nn::Conv2d),
     ConvTranspose(nn::ConvTranspose2d),
-    Linear { weight: Tensor, bias: Option<Vec<f32>> },
+    Linear {
+        weight: Tensor,
+        bias: Option<Vec<f32>>,
+    },
 }
 
 /// What a unit's weight must look like, for loading.
@@ -79,13 +90,26 @@ pub struct UnitSpec<'a> {
 impl Unit {
     pub fn load(w: &Weights, spec: UnitSpec) -> Result<Self, UnitError> {
         let shape: Vec<usize> = match spec.kind {
-            UnitKind::Conv { .. } => vec![spec.out_channels, spec.in_channels, spec.kernel, spec.kernel],
-            UnitKind::ConvTranspose { .. } => vec![spec.in_channels, spec.out_channels, spec.kernel, spec.kernel],
+            UnitKind::Conv { .. } => vec![
+                spec.out_channels,
+                spec.in_channels,
+                spec.kernel,
+                spec.kernel,
+            ],
+            UnitKind::ConvTranspose { .. } => vec![
+                spec.in_channels,
+                spec.out_channels,
+                spec.kernel,
+                spec.kernel,
+            ],
             UnitKind::Linear => vec![spec.out_channels, spec.in_channels],
         };
         let weight = w.tensor(&format!("{}.weight", spec.prefix), &shape)?;
         let bias = if spec.bias {
-            Some(w.tensor(&format!("{}.bias", spec.prefix), &[spec.out_channels])?.data)
+            Some(
+                w.tensor(&format!("{}.bias", spec.prefix), &[spec.out_channels])?
+                    .data,
+            )
         } else {
             None
         };
@@ -93,7 +117,14 @@ impl Unit {
             Some((prefix, eps)) => Some(NamedBatchNorm::load(w, prefix, spec.out_channels, eps)?),
             None => None,
         };
-        Ok(Unit::new(spec.prefix.to_string(), spec.kind, weight, bias, bn, spec.relu)?)
+        Ok(Unit::new(
+            spec.prefix.to_string(),
+            spec.kind,
+            weight,
+            bias,
+            bn,
+            spec.relu,
+        )?)
     }
 
     pub fn new(
@@ -141,7 +172,13 @@ impl Unit {
                 ),
             });
         }
-        self.op = fold(self.kind, &weight, self.bias.as_deref(), self.bn.as_ref(), self.relu)?;
+        self.op = fold(
+            self.kind,
+            &weight,
+            self.bias.as_deref(),
+            self.bn.as_ref(),
+            self.relu,
+        )?;
         self.weight = weight;
         Ok(())
     }
@@ -166,7 +203,7 @@ impl Unit {
                 msg: format!("{} is not a linear layer", self.weight_name()),
             });
         };
-        let cols = if rows == 0 { weight.shape[1] } else { x.len() / rows };
+        let cols = x.len().checked_div(rows).unwrap_or(weight.shape[1]);
         let mut y = nn::linear(&Tensor::from_vec(&[rows, cols], x), weight, bias.as_deref())?;
         if self.relu {
             nn::relu_inplace(&mut y.data);

@@ -18,8 +18,9 @@ pub fn sigmoid(x: f32) -> f32 {
 
 fn exp_u10(d: f32) -> f32 {
     const INV_LN2: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_751_953_125;
-    const LN2_LO: f32 = 1.428_606_765_330_187e-6;
+    // ln 2 split in a high part with trailing zero bits and the remainder (SLEEF's L2Uf/L2Lf).
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
     const POLY: [f32; 6] = [
         0.000_198_527_62,
         0.001_393_043_6,
@@ -290,7 +291,9 @@ mod tests {
         let mut x = 12345u64;
         let scores: Vec<f32> = (0..5000)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((x >> 40) % 50) as f32 / 7.0
             })
             .collect();

@@ -2,8 +2,8 @@
 //! (per-point, scatter-max over pillars). Both produce one feature vector per pillar and the
 //! pillar's `(y, x)` cell.
 
-use crate::model::config::{DataConfig, VfeConfig, VfeKind};
 use crate::model::Weights;
+use crate::model::config::{DataConfig, VfeConfig, VfeKind};
 use crate::pointcloud::voxelize::Voxels;
 
 use super::layers::{Unit, UnitError, UnitKind, UnitSpec};
@@ -46,11 +46,7 @@ impl Pillars {
 }
 
 impl PillarVfe {
-    pub fn load(
-        w: &Weights,
-        cfg: &VfeConfig,
-        data: &DataConfig,
-    ) -> Result<Self, UnitError> {
+    pub fn load(w: &Weights, cfg: &VfeConfig, data: &DataConfig) -> Result<Self, UnitError> {
         let mut channels = vec![cfg.input_channels(data.used_features.len())];
         channels.extend(&cfg.num_filters);
         let n = channels.len() - 1;
@@ -58,7 +54,11 @@ impl PillarVfe {
         for i in 0..n {
             let last = i + 1 == n;
             // A non-last PFN layer outputs half its filters and concatenates their max.
-            let out = if last { channels[i + 1] } else { channels[i + 1] / 2 };
+            let out = if last {
+                channels[i + 1]
+            } else {
+                channels[i + 1] / 2
+            };
             let prefix = format!("vfe.pfn_layers.{i}.linear");
             let bn_prefix = format!("vfe.pfn_layers.{i}.norm");
             layers.push(Unit::load(
@@ -148,7 +148,13 @@ impl PillarVfe {
                 }
             }
         }
-        let features = self.run_pfn(feats, &PillarGroups::Padded { pillars: p, slots: m })?;
+        let features = self.run_pfn(
+            feats,
+            &PillarGroups::Padded {
+                pillars: p,
+                slots: m,
+            },
+        )?;
         Ok(Pillars {
             channels: self.out_channels(),
             features,

@@ -45,7 +45,9 @@ pub enum ConfigError {
         field: String,
         problem: String,
     },
-    #[error("{path}: has no `{key}` in its safetensors metadata; pass --config with the model's YAML")]
+    #[error(
+        "{path}: has no `{key}` in its safetensors metadata; pass --config with the model's YAML"
+    )]
     NoEmbeddedConfig { path: PathBuf, key: &'static str },
 }
 
@@ -291,9 +293,7 @@ fn merge_new_config(
             continue;
         };
         if val.is_object() {
-            let slot = dst
-                .entry(key)
-                .or_insert_with(|| Value::Object(Map::new()));
+            let slot = dst.entry(key).or_insert_with(|| Value::Object(Map::new()));
             merge_new_config(slot, val, path, depth)?;
         } else {
             dst.insert(key, val);
@@ -342,9 +342,7 @@ impl Reader<'_> {
     fn get<'v>(&self, v: &'v Value, field: &str) -> Result<&'v Value, ConfigError> {
         let mut cur = v;
         for part in field.split('.') {
-            cur = cur
-                .get(part)
-                .ok_or_else(|| self.err(field, "missing"))?;
+            cur = cur.get(part).ok_or_else(|| self.err(field, "missing"))?;
         }
         Ok(cur)
     }
@@ -565,9 +563,7 @@ impl DetectorConfig {
             other => {
                 return Err(r.err(
                     "MODEL.DENSE_HEAD.NAME",
-                    format!(
-                        "unsupported head `{other}` (supported: AnchorHeadSingle, CenterHead)"
-                    ),
+                    format!("unsupported head `{other}` (supported: AnchorHeadSingle, CenterHead)"),
                 ));
             }
         };
@@ -639,7 +635,7 @@ fn parse_data(r: &Reader, data: &Value) -> Result<DataConfig, ConfigError> {
     for i in 0..3 {
         // OpenPCDet: np.round((range[3:] - range[:3]) / voxel_size) on float32 arrays.
         let g = ((point_cloud_range[i + 3] - point_cloud_range[i]) / voxel_size[i]).round();
-        if !(g >= 1.0) || !g.is_finite() {
+        if !g.is_finite() || g < 1.0 {
             return Err(r.err(
                 "DATA_CONFIG.VOXEL_SIZE",
                 format!("gives an empty grid along axis {i} for the point cloud range"),
@@ -671,7 +667,10 @@ fn check_nms(r: &Reader, nms: &NmsConfig, field: &str) -> Result<(), ConfigError
     if nms.nms_type != "nms_gpu" {
         return Err(r.err(
             field,
-            format!("unsupported NMS_TYPE `{}` (supported: nms_gpu)", nms.nms_type),
+            format!(
+                "unsupported NMS_TYPE `{}` (supported: nms_gpu)",
+                nms.nms_type
+            ),
         ));
     }
     if nms.multi_classes_nms {
@@ -691,9 +690,11 @@ fn parse_anchor_head(
             .array(a, "anchor_sizes")?
             .iter()
             .map(|s| {
-                let v: Option<Vec<f32>> = s
-                    .as_array()
-                    .map(|l| l.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect());
+                let v: Option<Vec<f32>> = s.as_array().map(|l| {
+                    l.iter()
+                        .filter_map(|x| x.as_f64().map(|f| f as f32))
+                        .collect()
+                });
                 match v {
                     Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
                     _ => Err(r.err(
@@ -721,8 +722,10 @@ fn parse_anchor_head(
             "needs at least one anchor class",
         ));
     }
-    if let Some(name) = r.opt(head, "TARGET_ASSIGNER_CONFIG.BOX_CODER") {
-        if name.as_str() != Some("ResidualCoder") {
+    if let Some(name) = r.opt(head, "TARGET_ASSIGNER_CONFIG.BOX_CODER")
+        && name.as_str() != Some("ResidualCoder")
+    {
+        {
             return Err(r.err(
                 "MODEL.DENSE_HEAD.TARGET_ASSIGNER_CONFIG.BOX_CODER",
                 format!("unsupported box coder {name} (supported: ResidualCoder)"),
@@ -759,7 +762,11 @@ fn parse_center_head(
         .iter()
         .map(|h| {
             h.as_array()
-                .map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
                 .ok_or_else(|| r.err("CLASS_NAMES_EACH_HEAD", "expected lists of class names"))
         })
         .collect::<Result<Vec<Vec<String>>, _>>()?;
@@ -852,7 +859,9 @@ mod tests {
         let path = PathBuf::from(REF).join("cfgs/kitti_models/pointpillar.yaml");
         let mut raw = load_yaml_merged(&path).unwrap();
         raw["MODEL"]["DENSE_HEAD"]["NAME"] = Value::from("AnchorHeadMulti");
-        let err = DetectorConfig::from_value(raw, &path).unwrap_err().to_string();
+        let err = DetectorConfig::from_value(raw, &path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pointpillar.yaml"), "{err}");
         assert!(err.contains("AnchorHeadMulti"), "{err}");
     }

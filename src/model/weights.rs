@@ -37,7 +37,9 @@ pub enum WeightsError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("{path}: tensor `{key}` has dtype {dtype}; only F32, F16 and BF16 can be used as weights")]
+    #[error(
+        "{path}: tensor `{key}` has dtype {dtype}; only F32, F16 and BF16 can be used as weights"
+    )]
     Dtype {
         path: PathBuf,
         key: String,
@@ -88,8 +90,9 @@ impl Weights {
                 mmap.len()
             )));
         }
-        let (header_len, metadata): (usize, Metadata) = safetensors::SafeTensors::read_metadata(&mmap)
-            .map_err(|e| corrupt(describe_safetensors_error(&e, mmap.len())))?;
+        let (header_len, metadata): (usize, Metadata) =
+            safetensors::SafeTensors::read_metadata(&mmap)
+                .map_err(|e| corrupt(describe_safetensors_error(&e, mmap.len())))?;
         // read_metadata has checked that every tensor's byte range lies inside the file.
         let data_start = 8 + header_len;
         let tensors = metadata
@@ -253,7 +256,9 @@ fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize)
             format!("header length field is invalid for a {file_len}-byte file ({e})")
         }
         E::MetadataIncompleteBuffer => {
-            format!("tensor data is incomplete: the file is {file_len} bytes but the header describes more (truncated file?)")
+            format!(
+                "tensor data is incomplete: the file is {file_len} bytes but the header describes more (truncated file?)"
+            )
         }
         other => other.to_string(),
     }

@@ -78,6 +78,8 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
+    /// Validates the hyper-parameters and derives the output size.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         op: &'static str,
         cin: usize,
@@ -158,12 +160,21 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Prepares a layer. `weight` is `[Cout, Cin, kH, kW]`; `bias`, if any, has `Cout` values.
-    pub fn new(weight: &Tensor, bias: Option<&[f32]>, params: Conv2dParams) -> Result<Self, NnError> {
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+    ) -> Result<Self, NnError> {
         Self::with_algo(weight, bias, params, ConvAlgo::Auto)
     }
 
     /// Prepares a layer that uses `algo` (an error if the algorithm cannot run this shape).
-    pub fn with_algo(weight: &Tensor, bias: Option<&[f32]>, params: Conv2dParams, algo: ConvAlgo) -> Result<Self, NnError> {
+    pub fn with_algo(
+        weight: &Tensor,
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+        algo: ConvAlgo,
+    ) -> Result<Self, NnError> {
         Self::with_algo_isa(weight, bias, params, algo, Isa::detect())
     }
 
@@ -179,12 +190,22 @@ impl Conv2d {
         const OP: &str = "conv2d";
         let [cout, cin, kh, kw] = match weight.shape[..] {
             [a, b, c, d] => [a, b, c, d],
-            _ => return Err(shape_err(OP, "weight", "[Cout, Cin, kH, kW]", &weight.shape)),
+            _ => {
+                return Err(shape_err(
+                    OP,
+                    "weight",
+                    "[Cout, Cin, kH, kW]",
+                    &weight.shape,
+                ));
+            }
         };
         if kh == 0 || kw == 0 || params.stride == 0 {
             return Err(NnError::Invalid {
                 op: OP,
-                msg: format!("kernel {kh}x{kw} with stride {} is not a convolution", params.stride),
+                msg: format!(
+                    "kernel {kh}x{kw} with stride {} is not a convolution",
+                    params.stride
+                ),
             });
         }
         if let Some(b) = bias
@@ -202,13 +223,17 @@ impl Conv2d {
             ConvAlgo::Winograd if !wino_ok => {
                 return Err(NnError::Invalid {
                     op: OP,
-                    msg: format!("Winograd needs a 3x3 kernel with stride 1, not {kh}x{kw} stride {}", params.stride),
+                    msg: format!(
+                        "Winograd needs a 3x3 kernel with stride 1, not {kh}x{kw} stride {}",
+                        params.stride
+                    ),
                 });
             }
             a => a,
         };
         let k = cin * kh * kw;
-        let packed = (algo == ConvAlgo::Direct).then(|| PackedA::from_strided(cout, k, &weight.data, k, 1));
+        let packed =
+            (algo == ConvAlgo::Direct).then(|| PackedA::from_strided(cout, k, &weight.data, k, 1));
         let wino = (algo == ConvAlgo::Winograd).then(|| Winograd::new(cout, cin, &weight.data));
         Ok(Conv2d {
             cout,
@@ -243,13 +268,20 @@ impl Conv2d {
 
     fn geom(&self, h: usize, w: usize) -> Result<Geom, NnError> {
         let p = self.params;
-        Geom::new("conv2d", self.cin, h, w, self.cout, self.kh, self.kw, p.stride, p.padding)
+        Geom::new(
+            "conv2d", self.cin, h, w, self.cout, self.kh, self.kw, p.stride, p.padding,
+        )
     }
 
     fn check_input(&self, input: &Tensor) -> Result<Geom, NnError> {
         match input.shape[..] {
             [c, h, w] if c == self.cin => self.geom(h, w),
-            _ => Err(shape_err("conv2d", "input", format!("[{}, H, W]", self.cin), &input.shape)),
+            _ => Err(shape_err(
+                "conv2d",
+                "input",
+                format!("[{}, H, W]", self.cin),
+                &input.shape,
+            )),
         }
     }
 
@@ -280,11 +312,17 @@ impl Conv2d {
         let relu = self.params.relu;
         match self.algo {
             ConvAlgo::Winograd => {
-                let wino = self.wino.as_ref().expect("winograd weights are prepared with the layer");
+                let wino = self
+                    .wino
+                    .as_ref()
+                    .expect("winograd weights are prepared with the layer");
                 wino.forward(self.isa, g, x, bias, relu, y);
             }
             ConvAlgo::Direct | ConvAlgo::Auto => {
-                let a = self.packed.as_ref().expect("packed weights are prepared with the layer");
+                let a = self
+                    .packed
+                    .as_ref()
+                    .expect("packed weights are prepared with the layer");
                 direct(self.isa, a, g, x, bias, relu, y);
             }
             ConvAlgo::Im2colGemm => im2col_gemm(g, &self.weight, x, bias, relu, y),
@@ -294,12 +332,25 @@ impl Conv2d {
 
 /// One-shot convolution: `input` `[Cin, H, W]`, `weight` `[Cout, Cin, kH, kW]`, `bias` `Cout`
 /// values. Prepares the weights on every call; build a [`Conv2d`] to run a layer repeatedly.
-pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&[f32]>, params: Conv2dParams) -> Result<Tensor, NnError> {
+pub fn conv2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&[f32]>,
+    params: Conv2dParams,
+) -> Result<Tensor, NnError> {
     Conv2d::new(weight, bias, params)?.forward(input)
 }
 
 /// Implicit-GEMM convolution (see the module docs).
-pub(crate) fn direct(isa: Isa, a: &PackedA, g: &Geom, x: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+pub(crate) fn direct(
+    isa: Isa,
+    a: &PackedA,
+    g: &Geom,
+    x: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
     let fin = Finish {
         accumulate: false,
         bias,
@@ -341,7 +392,6 @@ pub(crate) fn direct(isa: Isa, a: &PackedA, g: &Geom, x: &[f32], bias: Option<&[
         .collect();
     let yp = SendPtr(y.as_mut_ptr());
     (0..bands).into_par_iter().for_each(|bi| {
-        let yp = yp;
         let oy0 = bi * rows;
         let r = rows.min(g.ho - oy0);
         with_scratch(band_len + g.cout * n_max, |buf| {
@@ -352,14 +402,29 @@ pub(crate) fn direct(isa: Isa, a: &PackedA, g: &Geom, x: &[f32], bias: Option<&[
             // of the kernel; junk columns spill at most `pitch` floats past a plane, into the
             // next plane or the zeroed tail); `cblk` holds cout x n_max.
             unsafe {
-                gemm_block(isa, a, band.as_ptr(), &offs, n, cblk.as_mut_ptr(), n_max, Finish::default(), 256);
+                gemm_block(
+                    isa,
+                    a,
+                    band.as_ptr(),
+                    &offs,
+                    n,
+                    cblk.as_mut_ptr(),
+                    n_max,
+                    Finish::default(),
+                    256,
+                );
             }
             for co in 0..g.cout {
                 let b = bias.map_or(0.0, |b| b[co]);
                 for oy in 0..r {
                     let src = &cblk[co * n_max + oy * pitch..][..g.wo];
                     // SAFETY: band `bi` owns output rows oy0..oy0+r of every channel.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add((co * g.ho + oy0 + oy) * g.wo), g.wo) };
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            yp.get().add((co * g.ho + oy0 + oy) * g.wo),
+                            g.wo,
+                        )
+                    };
                     finish_row(src, dst, b, relu);
                 }
             }
@@ -385,7 +450,14 @@ pub(crate) fn finish_row(src: &[f32], dst: &mut [f32], b: f32, relu: bool) {
 /// `oy0 ..` need: phase `(py, px)`, channel `ci`, row `r`, column `j` holds padded input pixel
 /// `((oy0 + r) * s + py, j * s + px)`. The buffer's last `pitch` floats (slack for the junk
 /// columns of the last row) are zeroed.
-pub(crate) fn fill_band(g: &Geom, x: &[f32], oy0: usize, band_rows: usize, pitch: usize, band: &mut [f32]) {
+pub(crate) fn fill_band(
+    g: &Geom,
+    x: &[f32],
+    oy0: usize,
+    band_rows: usize,
+    pitch: usize,
+    band: &mut [f32],
+) {
     let s = g.s;
     let plane = band_rows * pitch;
     let len = s * s * g.cin * plane;
@@ -395,7 +467,8 @@ pub(crate) fn fill_band(g: &Geom, x: &[f32], oy0: usize, band_rows: usize, pitch
         for py in 0..s {
             for r in 0..band_rows {
                 let yy = ((oy0 + r) * s + py) as isize - g.p as isize;
-                let src = (yy >= 0 && yy < g.h as isize).then(|| &src_plane[yy as usize * g.w..][..g.w]);
+                let src =
+                    (yy >= 0 && yy < g.h as isize).then(|| &src_plane[yy as usize * g.w..][..g.w]);
                 let at = |px: usize| ((py * s + px) * g.cin + ci) * plane + r * pitch;
                 match (s, src) {
                     (_, None) => {
@@ -427,7 +500,13 @@ fn fill_two_phases(src: &[f32], d0: &mut [f32], d1: &mut [f32], p: usize) {
     // Core range: 0 <= 2j + a and 2j + a + 1 < w.
     let j0 = ((-a).max(0) as usize).div_ceil(2).min(n);
     let j1 = (((w - a) / 2).max(0) as usize).clamp(j0, n);
-    let at = |q: isize| if q >= 0 && q < w { src[q as usize] } else { 0.0 };
+    let at = |q: isize| {
+        if q >= 0 && q < w {
+            src[q as usize]
+        } else {
+            0.0
+        }
+    };
     for j in (0..j0).chain(j1..n) {
         d0[j] = at(2 * j as isize + a);
         d1[j] = at(2 * j as isize + a + 1);
@@ -435,7 +514,11 @@ fn fill_two_phases(src: &[f32], d0: &mut [f32], d1: &mut [f32], p: usize) {
     if j1 > j0 {
         let base = (2 * j0 as isize + a) as usize;
         let core = &src[base..base + 2 * (j1 - j0)];
-        for ((pair, x0), x1) in core.chunks_exact(2).zip(&mut d0[j0..j1]).zip(&mut d1[j0..j1]) {
+        for ((pair, x0), x1) in core
+            .chunks_exact(2)
+            .zip(&mut d0[j0..j1])
+            .zip(&mut d1[j0..j1])
+        {
             *x0 = pair[0];
             *x1 = pair[1];
         }
@@ -466,14 +549,20 @@ pub(crate) fn fill_phase_row(src: &[f32], dst: &mut [f32], s: usize, px: usize, 
 }
 
 /// Portable path: explicit im2col of a few output rows at a time, then `gemm::gemm`.
-pub(crate) fn im2col_gemm(g: &Geom, weight: &[f32], x: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+pub(crate) fn im2col_gemm(
+    g: &Geom,
+    weight: &[f32],
+    x: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
     let k = g.kdim();
     let npix = g.ho * g.wo;
     let rows = (4096 / g.wo.max(1)).clamp(1, g.ho.max(1));
     let bands = g.ho.div_ceil(rows);
     let yp = SendPtr(y.as_mut_ptr());
     (0..bands).into_par_iter().for_each(|bi| {
-        let yp = yp;
         let oy0 = bi * rows;
         let r = rows.min(g.ho - oy0);
         let n = r * g.wo;
@@ -486,7 +575,7 @@ pub(crate) fn im2col_gemm(g: &Geom, weight: &[f32], x: &[f32], bias: Option<&[f3
                     g.cout,
                     n,
                     k,
-                    yp.0.add(oy0 * g.wo),
+                    yp.get().add(oy0 * g.wo),
                     1,
                     npix as isize,
                     false,
@@ -506,7 +595,9 @@ pub(crate) fn im2col_gemm(g: &Geom, weight: &[f32], x: &[f32], bias: Option<&[f3
             }
             for co in 0..g.cout {
                 // SAFETY: as above, this band's slice of channel co.
-                let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add(co * npix + oy0 * g.wo), n) };
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(yp.get().add(co * npix + oy0 * g.wo), n)
+                };
                 let b = bias.map_or(0.0, |b| b[co]);
                 if b != 0.0 || relu {
                     for v in dst.iter_mut() {
@@ -560,7 +651,10 @@ pub(crate) fn col2im_add(g: &Geom, cols: &[f32], ldc: usize, oy0: usize, r: usiz
                     let src = &row[oy * g.wo..][..g.wo];
                     // Output columns ox with 0 <= ox*s + kx - p < w.
                     let ox0 = g.p.saturating_sub(kx).div_ceil(g.s).min(g.wo);
-                    let ox1 = (g.w + g.p).saturating_sub(kx).div_ceil(g.s).clamp(ox0, g.wo);
+                    let ox1 = (g.w + g.p)
+                        .saturating_sub(kx)
+                        .div_ceil(g.s)
+                        .clamp(ox0, g.wo);
                     for ox in ox0..ox1 {
                         dst[ox * g.s + kx - g.p] += src[ox];
                     }

@@ -33,21 +33,40 @@ pub struct ConvTranspose2d {
 impl ConvTranspose2d {
     /// Prepares a layer: `weight` `[Cin, Cout, kH, kW]`, `bias` `Cout` values; `params.padding`
     /// crops the output like PyTorch's `padding` (no `output_padding`).
-    pub fn new(weight: &Tensor, bias: Option<&[f32]>, params: Conv2dParams) -> Result<Self, NnError> {
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+    ) -> Result<Self, NnError> {
         Self::with_isa(weight, bias, params, Isa::detect())
     }
 
     /// As [`ConvTranspose2d::new`] with an explicit instruction set (for tests).
-    pub fn with_isa(weight: &Tensor, bias: Option<&[f32]>, params: Conv2dParams, isa: Isa) -> Result<Self, NnError> {
+    pub fn with_isa(
+        weight: &Tensor,
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+        isa: Isa,
+    ) -> Result<Self, NnError> {
         const OP: &str = "conv_transpose2d";
         let [cin, cout, kh, kw] = match weight.shape[..] {
             [a, b, c, d] => [a, b, c, d],
-            _ => return Err(shape_err(OP, "weight", "[Cin, Cout, kH, kW]", &weight.shape)),
+            _ => {
+                return Err(shape_err(
+                    OP,
+                    "weight",
+                    "[Cin, Cout, kH, kW]",
+                    &weight.shape,
+                ));
+            }
         };
         if kh == 0 || kw == 0 || params.stride == 0 {
             return Err(NnError::Invalid {
                 op: OP,
-                msg: format!("kernel {kh}x{kw} with stride {} is not a convolution", params.stride),
+                msg: format!(
+                    "kernel {kh}x{kw} with stride {} is not a convolution",
+                    params.stride
+                ),
             });
         }
         if let Some(b) = bias
@@ -124,7 +143,14 @@ impl ConvTranspose2d {
 
     /// Forward pass with an explicit output size (`out_hw` plus up to `stride - 1` extra rows
     /// and columns, PyTorch's `output_padding`); used for the conv VJP.
-    pub(crate) fn forward_sized(&self, x: &[f32], h: usize, w: usize, ho: usize, wo: usize) -> Tensor {
+    pub(crate) fn forward_sized(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+    ) -> Tensor {
         let mut y = vec![0f32; self.cout * ho * wo];
         self.run(x, h, w, ho, wo, &mut y);
         Tensor {
@@ -147,7 +173,16 @@ impl ConvTranspose2d {
                 bias,
                 relu,
             };
-            gemm_parallel(self.isa, &self.packed, x.as_ptr(), &offs, h * w, y, h * w, fin);
+            gemm_parallel(
+                self.isa,
+                &self.packed,
+                x.as_ptr(),
+                &offs,
+                h * w,
+                y,
+                h * w,
+                fin,
+            );
         } else if exact && p == 0 && self.kh == s && self.kw == s {
             self.shuffle_path(x, h, w, y);
         } else {
@@ -159,7 +194,16 @@ impl ConvTranspose2d {
     /// Copies input rows `iy0 .. iy0 + r` of every channel into `xb` (row stride `ldb`), so the
     /// GEMM reads one contiguous block instead of `cin` far-apart ones (see `gemm_parallel`).
     #[allow(clippy::too_many_arguments)]
-    fn copy_band(&self, x: &[f32], h: usize, w: usize, iy0: usize, r: usize, ldb: usize, xb: &mut [f32]) {
+    fn copy_band(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        iy0: usize,
+        r: usize,
+        ldb: usize,
+        xb: &mut [f32],
+    ) {
         for ci in 0..self.cin {
             xb[ci * ldb..][..r * w].copy_from_slice(&x[(ci * h + iy0) * w..][..r * w]);
         }
@@ -179,7 +223,10 @@ impl ConvTranspose2d {
         // Output channels per GEMM: their s*s*ldc results (~256 KiB) stay in L2 until shuffled.
         // A group must cover whole MR-row panels of the packed W^T (rows ordered co, ky, kx).
         let unit = MR / gcd(MR, s * s);
-        let group = ((256 << 10) / (4 * s * s * ldc)).max(1).next_multiple_of(unit).min(self.cout.next_multiple_of(unit));
+        let group = ((256 << 10) / (4 * s * s * ldc))
+            .max(1)
+            .next_multiple_of(unit)
+            .min(self.cout.next_multiple_of(unit));
         let g_rows = group * s * s;
         let panels_total = self.packed.panels();
         let bias = self.bias.as_deref();
@@ -188,7 +235,6 @@ impl ConvTranspose2d {
         let ldb = padded_ld(ldc);
         let offs: Vec<isize> = (0..self.cin).map(|c| (c * ldb) as isize).collect();
         (0..bands).into_par_iter().for_each(|bi| {
-            let yp = yp;
             let iy0 = bi * rows;
             let r = rows.min(h - iy0);
             with_scratch(g_rows * ldc + self.cin * ldb, |buf| {
@@ -219,11 +265,24 @@ impl ConvTranspose2d {
                             for ky in 0..s {
                                 let oy = (iy0 + il) * s + ky;
                                 // SAFETY: band bi owns output rows iy0*s .. (iy0+r)*s.
-                                let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add((co * ho + oy) * wo), wo) };
-                                let src = |kx: usize| &cblk[((cl * s + ky) * s + kx) * ldc + il * w..][..w];
+                                let dst = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        yp.get().add((co * ho + oy) * wo),
+                                        wo,
+                                    )
+                                };
+                                let src = |kx: usize| {
+                                    &cblk[((cl * s + ky) * s + kx) * ldc + il * w..][..w]
+                                };
                                 match s {
                                     2 => shuffle_row::<2>(self.isa, [src(0), src(1)], dst, b, relu),
-                                    4 => shuffle_row::<4>(self.isa, [src(0), src(1), src(2), src(3)], dst, b, relu),
+                                    4 => shuffle_row::<4>(
+                                        self.isa,
+                                        [src(0), src(1), src(2), src(3)],
+                                        dst,
+                                        b,
+                                        relu,
+                                    ),
                                     _ => {
                                         for kx in 0..s {
                                             for (ix, &v) in src(kx).iter().enumerate() {
@@ -245,8 +304,18 @@ impl ConvTranspose2d {
     fn col2im_path(&self, x: &[f32], h: usize, w: usize, ho: usize, wo: usize, y: &mut [f32]) {
         let (s, p) = (self.params.stride, self.params.padding);
         // The conv whose input-gradient this is: input ho x wo with cout channels.
-        let g = Geom::new("conv_transpose2d", self.cout, ho, wo, self.cin, self.kh, self.kw, s, p)
-            .expect("the output size was derived from this geometry");
+        let g = Geom::new(
+            "conv_transpose2d",
+            self.cout,
+            ho,
+            wo,
+            self.cin,
+            self.kh,
+            self.kw,
+            s,
+            p,
+        )
+        .expect("the output size was derived from this geometry");
         debug_assert_eq!((g.ho, g.wo), (h, w));
         let kt = self.cout * self.kh * self.kw;
         let threads = rayon::current_num_threads().max(1);
@@ -263,43 +332,47 @@ impl ConvTranspose2d {
         let offs: Vec<isize> = (0..self.cin).map(|c| (c * ldb) as isize).collect();
         let ylen = y.len();
         for parity in 0..2 {
-            (0..bands).into_par_iter().filter(|b| b % 2 == parity).for_each(|bi| {
-                let yp = yp;
-                let iy0 = bi * rows;
-                let r = rows.min(h - iy0);
-                with_scratch(kt * ldc + self.cin * ldb, |buf| {
-                    let (cblk, xb) = buf.split_at_mut(kt * ldc);
-                    self.copy_band(x, h, w, iy0, r, ldb, xb);
-                    // SAFETY: as in the shuffle path.
-                    unsafe {
-                        gemm_block(
-                            self.isa,
-                            &self.packed,
-                            xb.as_ptr(),
-                            &offs,
-                            r * w,
-                            cblk.as_mut_ptr(),
-                            ldc,
-                            Finish::default(),
-                            KC,
-                        );
-                    }
-                    // SAFETY: bands of one parity add into disjoint output rows (rows*s >= kh).
-                    let out = unsafe { std::slice::from_raw_parts_mut(yp.0, ylen) };
-                    col2im_add(&g, cblk, ldc, iy0, r, out);
+            (0..bands)
+                .into_par_iter()
+                .filter(|b| b % 2 == parity)
+                .for_each(|bi| {
+                    let iy0 = bi * rows;
+                    let r = rows.min(h - iy0);
+                    with_scratch(kt * ldc + self.cin * ldb, |buf| {
+                        let (cblk, xb) = buf.split_at_mut(kt * ldc);
+                        self.copy_band(x, h, w, iy0, r, ldb, xb);
+                        // SAFETY: as in the shuffle path.
+                        unsafe {
+                            gemm_block(
+                                self.isa,
+                                &self.packed,
+                                xb.as_ptr(),
+                                &offs,
+                                r * w,
+                                cblk.as_mut_ptr(),
+                                ldc,
+                                Finish::default(),
+                                KC,
+                            );
+                        }
+                        // SAFETY: bands of one parity add into disjoint output rows (rows*s >= kh).
+                        let out = unsafe { std::slice::from_raw_parts_mut(yp.get(), ylen) };
+                        col2im_add(&g, cblk, ldc, iy0, r, out);
+                    });
                 });
-            });
         }
         let bias = self.bias.as_deref();
         let relu = self.params.relu;
         if bias.is_some() || relu {
-            y.par_chunks_mut(ho * wo).enumerate().for_each(|(co, plane)| {
-                let b = bias.map_or(0.0, |b| b[co]);
-                for v in plane {
-                    let t = *v + b;
-                    *v = if relu { relu1(t) } else { t };
-                }
-            });
+            y.par_chunks_mut(ho * wo)
+                .enumerate()
+                .for_each(|(co, plane)| {
+                    let b = bias.map_or(0.0, |b| b[co]);
+                    for v in plane {
+                        let t = *v + b;
+                        *v = if relu { relu1(t) } else { t };
+                    }
+                });
         }
     }
 }
@@ -331,7 +404,12 @@ fn shuffle_row<const S: usize>(isa: Isa, src: [&[f32]; S], dst: &mut [f32], b: f
 /// AVX-512 interleave of 2 or 4 rows (16 pixels per step, masked tail).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn shuffle_row_avx512<const S: usize>(src: [&[f32]; S], dst: &mut [f32], b: f32, relu: bool) {
+unsafe fn shuffle_row_avx512<const S: usize>(
+    src: [&[f32]; S],
+    dst: &mut [f32],
+    b: f32,
+    relu: bool,
+) {
     use std::arch::x86_64::*;
     let mk = |f: &dyn Fn(i32) -> i32| {
         let mut a = [0i32; 16];
@@ -398,7 +476,11 @@ unsafe fn shuffle_row_avx512<const S: usize>(src: [&[f32]; S], dst: &mut [f32], 
                     break;
                 }
                 let valid = (total - c0).min(16);
-                let mask: u16 = if valid == 16 { 0xffff } else { (1u16 << valid) - 1 };
+                let mask: u16 = if valid == 16 {
+                    0xffff
+                } else {
+                    (1u16 << valid) - 1
+                };
                 _mm512_mask_storeu_ps(dp.add(i * S + c0), mask, o);
             }
         }

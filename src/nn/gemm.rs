@@ -116,7 +116,10 @@ pub(crate) unsafe fn gemm_panels(
         // Degenerate: no inner dimension; C = bias (or C + bias).
         // SAFETY: as documented; only the m x n block is written.
         let rows = (panels.end * MR).min(m) - p_first * MR;
-        let fin = Finish { bias: fin.bias.map(|bb| &bb[p_first * MR..]), ..fin };
+        let fin = Finish {
+            bias: fin.bias.map(|bb| &bb[p_first * MR..]),
+            ..fin
+        };
         unsafe { fill_block(c, ldc, rows, n, fin) };
         return;
     }
@@ -129,7 +132,11 @@ pub(crate) unsafe fn gemm_panels(
         while j0 < n {
             let w = NR.min(n - j0);
             let (nv, mask) = tail_mask(w);
-            let kf: KernFn = if nv == 3 { full_nv } else { kernel(isa, MR, nv) };
+            let kf: KernFn = if nv == 3 {
+                full_nv
+            } else {
+                kernel(isa, MR, nv)
+            };
             for p in panels.clone() {
                 let mr = if p == last_panel { tail_rows } else { MR };
                 let kern = if mr == MR { kf } else { kernel(isa, mr, nv) };
@@ -192,17 +199,35 @@ pub(crate) struct View<'a> {
 impl<'a> View<'a> {
     /// A row-major `rows x cols` matrix.
     pub(crate) fn row_major(data: &'a [f32], cols: usize) -> Self {
-        View { data, rs: cols, cs: 1 }
+        View {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major `rows x cols` matrix.
     pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
-        View { data, rs: 1, cs: cols }
+        View {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
 }
 
 /// `C[m x n] (+)= A[m x k] * B[k x n]` for arbitrary strided views, parallel over output
 /// blocks. `c` is row-major with row stride `n`.
-pub(crate) fn matmul(isa: Isa, m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32], fin: Finish<'_>) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View<'_>,
+    b: View<'_>,
+    c: &mut [f32],
+    fin: Finish<'_>,
+) {
     assert!(c.len() >= m * n, "matmul: output too small");
     if m == 0 || n == 0 {
         return;
@@ -223,7 +248,10 @@ pub(crate) fn matmul(isa: Isa, m: usize, n: usize, k: usize, a: View<'_>, b: Vie
         (&copy, n)
     };
     if k > 0 {
-        assert!(bdata.len() >= (k - 1) * ldb + n, "matmul: B view out of bounds");
+        assert!(
+            bdata.len() >= (k - 1) * ldb + n,
+            "matmul: B view out of bounds"
+        );
     }
     let offs: Vec<isize> = (0..k).map(|kk| (kk * ldb) as isize).collect();
     gemm_parallel(isa, &pa, bdata.as_ptr(), &offs, n, c, n, fin);
@@ -286,15 +314,30 @@ pub(crate) fn gemm_parallel(
                 }
                 if stage_c {
                     // SAFETY: `pack` holds k rows of w; `cbuf` holds m rows of ldp >= w.
-                    unsafe { gemm_block(isa, a, pack.as_ptr(), &local, w, cbuf.as_mut_ptr(), ldp, fin, KC) };
+                    unsafe {
+                        gemm_block(
+                            isa,
+                            a,
+                            pack.as_ptr(),
+                            &local,
+                            w,
+                            cbuf.as_mut_ptr(),
+                            ldp,
+                            fin,
+                            KC,
+                        )
+                    };
                     for i in 0..m {
                         // SAFETY: blocks write disjoint column ranges of C.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(cp.0.add(i * ldc + j0), w) };
+                        let dst =
+                            unsafe { std::slice::from_raw_parts_mut(cp.0.add(i * ldc + j0), w) };
                         dst.copy_from_slice(&cbuf[i * ldp..][..w]);
                     }
                 } else {
                     // SAFETY: blocks write disjoint column ranges of C; `pack` holds k rows of w.
-                    unsafe { gemm_block(isa, a, pack.as_ptr(), &local, w, cp.0.add(j0), ldc, fin, KC) };
+                    unsafe {
+                        gemm_block(isa, a, pack.as_ptr(), &local, w, cp.0.add(j0), ldc, fin, KC)
+                    };
                 }
             });
         });
@@ -308,7 +351,20 @@ pub(crate) fn gemm_parallel(
             let p0 = ci * per;
             let p1 = (p0 + per).min(panels);
             // SAFETY: chunks write disjoint row ranges of C.
-            unsafe { gemm_panels(isa, a, p0..p1, bp.0, offs, n, cp.0.add(p0 * MR * ldc), ldc, fin, KC) };
+            unsafe {
+                gemm_panels(
+                    isa,
+                    a,
+                    p0..p1,
+                    bp.0,
+                    offs,
+                    n,
+                    cp.0.add(p0 * MR * ldc),
+                    ldc,
+                    fin,
+                    KC,
+                )
+            };
         });
     }
 }
@@ -317,7 +373,7 @@ pub(crate) fn gemm_parallel(
 /// multiple of 4 KiB (rows a power of two apart would all map to the same L1 sets).
 pub(crate) fn padded_ld(n: usize) -> usize {
     let mut ld = n.next_multiple_of(16);
-    if (ld * 4) % 4096 == 0 {
+    if (ld * 4).is_multiple_of(4096) {
         ld += 16;
     }
     ld
@@ -325,7 +381,16 @@ pub(crate) fn padded_ld(n: usize) -> usize {
 
 /// [`matmul`] on the calling thread (for callers that already run in parallel).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_serial(isa: Isa, m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32], fin: Finish<'_>) {
+pub(crate) fn matmul_serial(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View<'_>,
+    b: View<'_>,
+    c: &mut [f32],
+    fin: Finish<'_>,
+) {
     assert!(c.len() >= m * n, "matmul: output too small");
     if m == 0 || n == 0 {
         return;
@@ -335,13 +400,30 @@ pub(crate) fn matmul_serial(isa: Isa, m: usize, n: usize, k: usize, a: View<'_>,
     let (bdata, ldb): (&[f32], usize) = if b.cs == 1 || n == 1 {
         (b.data, b.rs)
     } else {
-        copy = (0..k * n).map(|i| b.data[(i / n) * b.rs + (i % n) * b.cs]).collect::<Vec<f32>>();
+        copy = (0..k * n)
+            .map(|i| b.data[(i / n) * b.rs + (i % n) * b.cs])
+            .collect::<Vec<f32>>();
         (&copy, n)
     };
     if k > 0 {
-        assert!(bdata.len() >= (k - 1) * ldb + n, "matmul: B view out of bounds");
+        assert!(
+            bdata.len() >= (k - 1) * ldb + n,
+            "matmul: B view out of bounds"
+        );
     }
     let offs: Vec<isize> = (0..k).map(|kk| (kk * ldb) as isize).collect();
     // SAFETY: B rows and C checked above.
-    unsafe { gemm_block(isa, &pa, bdata.as_ptr(), &offs, n, c.as_mut_ptr(), n, fin, KC) };
+    unsafe {
+        gemm_block(
+            isa,
+            &pa,
+            bdata.as_ptr(),
+            &offs,
+            n,
+            c.as_mut_ptr(),
+            n,
+            fin,
+            KC,
+        )
+    };
 }

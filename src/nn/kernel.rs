@@ -33,7 +33,8 @@ pub(crate) struct Epilogue {
 }
 
 /// Kernel signature: `(k, a_panel, b, offs, c, ldc, mask, epilogue)`.
-pub(crate) type KernFn = unsafe fn(usize, *const f32, *const f32, *const isize, *mut f32, usize, u16, &Epilogue);
+pub(crate) type KernFn =
+    unsafe fn(usize, *const f32, *const f32, *const isize, *mut f32, usize, u16, &Epilogue);
 
 /// Which instruction set the kernels use. Chosen once at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +117,7 @@ pub(crate) fn tail_mask(width: usize) -> (usize, u16) {
 /// every `b + offs[kk] + 16 * v` (v < nv, masked lanes excluded) must be readable, and the
 /// `mr` rows of `c` writable.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn kern_avx512<const M: usize, const NV: usize>(
     k: usize,
@@ -162,7 +164,11 @@ unsafe fn kern_avx512<const M: usize, const NV: usize>(
         }
         let zero = _mm512_setzero_ps();
         for (i, row) in r.iter_mut().enumerate() {
-            let bias = if epi.bias.is_null() { None } else { Some(_mm512_set1_ps(*epi.bias.add(i))) };
+            let bias = if epi.bias.is_null() {
+                None
+            } else {
+                Some(_mm512_set1_ps(*epi.bias.add(i)))
+            };
             for (v, acc) in row.iter_mut().enumerate() {
                 let mut x = *acc;
                 if let Some(bb) = bias {
@@ -184,6 +190,7 @@ unsafe fn kern_avx512<const M: usize, const NV: usize>(
 }
 
 /// Portable kernel with the same contract as the AVX-512 one.
+#[allow(clippy::too_many_arguments)]
 unsafe fn kern_generic<const M: usize, const NV: usize>(
     k: usize,
     a: *const f32,
@@ -222,7 +229,11 @@ unsafe fn kern_generic<const M: usize, const NV: usize>(
             }
         }
         for (i, row) in r.iter().enumerate() {
-            let bias = if epi.bias.is_null() { 0.0 } else { *epi.bias.add(i) };
+            let bias = if epi.bias.is_null() {
+                0.0
+            } else {
+                *epi.bias.add(i)
+            };
             for j in 0..width {
                 let mut x = row[j / 16][j % 16] + bias;
                 if epi.relu {

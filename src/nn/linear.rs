@@ -12,7 +12,12 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&[f32]>) -> Result<Tenso
 }
 
 /// [`linear`] with an explicit instruction set (for tests).
-pub fn linear_isa(x: &Tensor, weight: &Tensor, bias: Option<&[f32]>, isa: Isa) -> Result<Tensor, NnError> {
+pub fn linear_isa(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&[f32]>,
+    isa: Isa,
+) -> Result<Tensor, NnError> {
     const OP: &str = "linear";
     let (out_f, in_f) = match weight.shape[..] {
         [o, i] => (o, i),

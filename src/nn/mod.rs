@@ -29,7 +29,7 @@ pub use conv::{Conv2d, Conv2dParams, ConvAlgo, conv2d};
 pub use conv_transpose::{ConvTranspose2d, conv_transpose2d};
 pub use kernel::Isa;
 pub use linear::{linear, linear_isa};
-pub use norm::{BatchNorm, fold_batchnorm, batchnorm_inplace, relu_inplace};
+pub use norm::{BatchNorm, batchnorm_inplace, fold_batchnorm, relu_inplace};
 pub use scratch::release_scratch;
 pub use tensor::Tensor;
 
@@ -50,7 +50,12 @@ pub enum NnError {
     Invalid { op: &'static str, msg: String },
 }
 
-pub(crate) fn shape_err(op: &'static str, what: &'static str, expected: impl Into<String>, got: &[usize]) -> NnError {
+pub(crate) fn shape_err(
+    op: &'static str,
+    what: &'static str,
+    expected: impl Into<String>,
+    got: &[usize],
+) -> NnError {
     NnError::Shape {
         op,
         what,

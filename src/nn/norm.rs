@@ -25,9 +25,18 @@ impl BatchNorm {
     /// Number of channels, after checking that the four vectors agree.
     pub fn channels(&self) -> Result<usize, NnError> {
         let c = self.gamma.len();
-        for (what, v) in [("beta", &self.beta), ("running_mean", &self.mean), ("running_var", &self.var)] {
+        for (what, v) in [
+            ("beta", &self.beta),
+            ("running_mean", &self.mean),
+            ("running_var", &self.var),
+        ] {
             if v.len() != c {
-                return Err(shape_err("batchnorm", what, format!("[{c}] like gamma"), &[v.len()]));
+                return Err(shape_err(
+                    "batchnorm",
+                    what,
+                    format!("[{c}] like gamma"),
+                    &[v.len()],
+                ));
             }
         }
         Ok(c)
@@ -88,7 +97,11 @@ pub fn fold_batchnorm(
 
 /// Applies eval-mode BN in place over axis `channel_axis` of `x` (0 for `[C, H, W]` maps; the
 /// last axis for `[N, C]` or `[P, 32, C]` point features, as BatchNorm1d after a Linear).
-pub fn batchnorm_inplace(x: &mut Tensor, bn: &BatchNorm, channel_axis: usize) -> Result<(), NnError> {
+pub fn batchnorm_inplace(
+    x: &mut Tensor,
+    bn: &BatchNorm,
+    channel_axis: usize,
+) -> Result<(), NnError> {
     let c = bn.channels()?;
     if channel_axis >= x.shape.len() || x.shape[channel_axis] != c {
         return Err(shape_err(
@@ -115,13 +128,16 @@ pub fn batchnorm_inplace(x: &mut Tensor, bn: &BatchNorm, channel_axis: usize) ->
             }
         });
     } else {
-        x.data.par_chunks_mut(inner).enumerate().for_each(|(i, plane)| {
-            let ch = i % c;
-            let (s, t) = (scale[ch], shift[ch]);
-            for v in plane {
-                *v = *v * s + t;
-            }
-        });
+        x.data
+            .par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(i, plane)| {
+                let ch = i % c;
+                let (s, t) = (scale[ch], shift[ch]);
+                for v in plane {
+                    *v = *v * s + t;
+                }
+            });
     }
     Ok(())
 }

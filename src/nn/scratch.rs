@@ -22,7 +22,9 @@ thread_local! {
 fn as_f32(lines: &mut [Line], len: usize) -> &mut [f32] {
     // SAFETY: `Line` is `repr(C)` over `[f32; 16]`, so a slice of lines is a slice of f32s
     // 16 times as long, with the same (stricter) alignment.
-    let all = unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16) };
+    let all = unsafe {
+        std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16)
+    };
     &mut all[..len]
 }
 
@@ -91,6 +93,13 @@ impl std::fmt::Debug for AlignedBuf {
 /// output buffer. Each use site documents why its writes do not overlap.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
+
+impl SendPtr {
+    /// The pointer. (A method, so closures capture the whole `Send` wrapper, not the field.)
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: only used for disjoint writes from parallel jobs (see each use site).
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.

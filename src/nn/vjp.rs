@@ -33,17 +33,28 @@ pub struct Grads {
 /// `dy *= (y > 0)`: the VJP of a ReLU whose output was `y` (a zero output passes no gradient,
 /// as in PyTorch).
 pub fn relu_vjp_inplace(dy: &mut [f32], y: &[f32]) {
-    assert_eq!(dy.len(), y.len(), "relu_vjp_inplace: dy and y differ in length");
-    dy.par_chunks_mut(1 << 16).zip(y.par_chunks(1 << 16)).for_each(|(d, y)| {
-        for (d, &y) in d.iter_mut().zip(y) {
-            if y <= 0.0 || y.is_nan() {
-                *d = 0.0;
+    assert_eq!(
+        dy.len(),
+        y.len(),
+        "relu_vjp_inplace: dy and y differ in length"
+    );
+    dy.par_chunks_mut(1 << 16)
+        .zip(y.par_chunks(1 << 16))
+        .for_each(|(d, y)| {
+            for (d, &y) in d.iter_mut().zip(y) {
+                if y <= 0.0 || y.is_nan() {
+                    *d = 0.0;
+                }
             }
-        }
-    });
+        });
 }
 
-fn dims3(op: &'static str, what: &'static str, t: &Tensor, c: usize) -> Result<(usize, usize), NnError> {
+fn dims3(
+    op: &'static str,
+    what: &'static str,
+    t: &Tensor,
+    c: usize,
+) -> Result<(usize, usize), NnError> {
     match t.shape[..] {
         [cc, h, w] if cc == c => Ok((h, w)),
         _ => Err(shape_err(op, what, format!("[{c}, H, W]"), &t.shape)),
@@ -72,7 +83,12 @@ pub fn conv2d_vjp(
     let g = Geom::new(OP, cin, h, w, cout, kh, kw, params.stride, params.padding)?;
     let (ho, wo) = dims3(OP, "dy", dy, cout)?;
     if (ho, wo) != (g.ho, g.wo) {
-        return Err(shape_err(OP, "dy", format!("[{cout}, {}, {}]", g.ho, g.wo), &dy.shape));
+        return Err(shape_err(
+            OP,
+            "dy",
+            format!("[{cout}, {}, {}]", g.ho, g.wo),
+            &dy.shape,
+        ));
     }
     let isa = Isa::detect();
     let dx = if !need_dx {
@@ -85,14 +101,20 @@ pub fn conv2d_vjp(
             for ci in 0..cin {
                 for ky in 0..kh {
                     for kx in 0..kw {
-                        flipped[((ci * cout + co) * kh + ky) * kw + kx] =
-                            weight.data[((co * cin + ci) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)];
+                        flipped[((ci * cout + co) * kh + ky) * kw + kx] = weight.data
+                            [((co * cin + ci) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)];
                     }
                 }
             }
         }
         let wt = Tensor::from_vec(&[cin, cout, kh, kw], flipped);
-        let conv = Conv2d::with_algo_isa(&wt, None, Conv2dParams::new(1, kh - 1 - params.padding), ConvAlgo::Auto, isa)?;
+        let conv = Conv2d::with_algo_isa(
+            &wt,
+            None,
+            Conv2dParams::new(1, kh - 1 - params.padding),
+            ConvAlgo::Auto,
+            isa,
+        )?;
         Some(conv.forward(dy)?)
     } else {
         // dx = conv_transpose(dy, W): the conv weight [Cout, Cin, k, k] is a transposed-conv
@@ -128,7 +150,12 @@ pub fn conv_transpose2d_vjp(
     let (ho, wo) = t.out_hw(h, w)?;
     let (dh, dw_) = dims3(OP, "dy", dy, cout)?;
     if (dh, dw_) != (ho, wo) {
-        return Err(shape_err(OP, "dy", format!("[{cout}, {ho}, {wo}]"), &dy.shape));
+        return Err(shape_err(
+            OP,
+            "dy",
+            format!("[{cout}, {ho}, {wo}]"),
+            &dy.shape,
+        ));
     }
     // The transposed conv is the input-VJP of the conv g: input = its output (cout x ho x wo),
     // output = its input (cin x h x w), weight [cin, cout, k, k] read as a conv weight.
@@ -151,7 +178,12 @@ pub fn conv_transpose2d_vjp(
 }
 
 /// VJP of [`linear`](super::linear): `x` `[..., in]`, `weight` `[out, in]`, `dy` `[..., out]`.
-pub fn linear_vjp(x: &Tensor, weight: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Grads, NnError> {
+pub fn linear_vjp(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+) -> Result<Grads, NnError> {
     const OP: &str = "linear_vjp";
     let (out_f, in_f) = match weight.shape[..] {
         [o, i] => (o, i),
@@ -313,10 +345,16 @@ mod tests {
     fn conv_dw_kernels_match_naive() {
         let mut seed = 7u64;
         let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        for &(cin, cout, h, w, k, s, p) in &[(5, 7, 23, 37, 3, 1, 1), (3, 9, 20, 19, 3, 2, 1), (6, 5, 9, 12, 4, 4, 0)] {
+        for &(cin, cout, h, w, k, s, p) in &[
+            (5, 7, 23, 37, 3, 1, 1),
+            (3, 9, 20, 19, 3, 2, 1),
+            (6, 5, 9, 12, 4, 4, 0),
+        ] {
             let g = Geom::new("test", cin, h, w, cout, k, k, s, p).unwrap();
             let x: Vec<f32> = (0..cin * h * w).map(|_| rnd()).collect();
             let dy: Vec<f32> = (0..cout * g.ho * g.wo).map(|_| rnd()).collect();
@@ -331,7 +369,8 @@ mod tests {
                                 for ox in 0..g.wo {
                                     let iy = (oy * s + ky) as isize - p as isize;
                                     let ix = (ox * s + kx) as isize - p as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
                                         acc += dy[(co * g.ho + oy) * g.wo + ox] as f64
                                             * x[(ci * h + iy as usize) * w + ix as usize] as f64;
                                     }
@@ -345,7 +384,10 @@ mod tests {
             for isa in [Isa::Generic, Isa::detect()] {
                 let got = conv_dw(isa, &g, &x, &dy);
                 for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
-                    assert!((a as f64 - b).abs() < 1e-4, "{isa:?} {cin}->{cout} k{k} s{s}: dW[{i}] {a} vs {b}");
+                    assert!(
+                        (a as f64 - b).abs() < 1e-4,
+                        "{isa:?} {cin}->{cout} k{k} s{s}: dW[{i}] {a} vs {b}"
+                    );
                 }
             }
         }

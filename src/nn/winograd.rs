@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::conv::{Geom, fill_phase_row};
 use super::gemm::{Finish, KC, PackedA, gemm_block};
-use super::kernel::{Isa, relu1};
+use super::kernel::{Isa, NR, relu1};
 use super::scratch::{SendPtr, with_scratch};
 
 /// G (6x3): the filter transform.
@@ -69,17 +69,21 @@ impl Winograd {
     }
 
     /// Runs the convolution (`g` must be 3x3, stride 1).
-    pub(crate) fn forward(&self, isa: Isa, g: &Geom, x: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
-        debug_assert!(g.kh == 3 && g.kw == 3 && g.s == 1 && g.cin == self.cin && g.cout == self.cout);
+    pub(crate) fn forward(
+        &self,
+        isa: Isa,
+        g: &Geom,
+        x: &[f32],
+        bias: Option<&[f32]>,
+        relu: bool,
+        y: &mut [f32],
+    ) {
+        debug_assert!(
+            g.kh == 3 && g.kw == 3 && g.s == 1 && g.cin == self.cin && g.cout == self.cout
+        );
         let th = g.ho.div_ceil(4);
         let tw = g.wo.div_ceil(4);
-        // Band height in tile rows: ~160 tiles per band (the GEMMs' N; measured best between
-        // 48 and 400 on the PointPillars shapes), at least 4 bands per thread.
-        let threads = rayon::current_num_threads().max(1);
-        let mut rows = 160usize.div_ceil(tw).clamp(1, th);
-        while rows > 1 && th.div_ceil(rows) < 4 * threads {
-            rows = rows.div_ceil(2);
-        }
+        let rows = band_rows(th, tw, rayon::current_num_threads().max(1));
         let bands = th.div_ceil(rows);
         // Band buffer: 4*rows+2 padded input rows; the pitch covers whole 16-tile groups plus
         // the vector loads' overhang.
@@ -89,7 +93,7 @@ impl Winograd {
         // Row stride of V and M: whole 16-lane groups plus overhang, and an odd number of cache
         // lines so that the GEMM's 128 B rows do not all map to the same L1 sets.
         let mut ldv = (rows * tw + 16).next_multiple_of(16);
-        if (ldv / 16) % 2 == 0 {
+        if (ldv / 16).is_multiple_of(2) {
             ldv += 16;
         }
         let v_len = 36 * self.cin * ldv;
@@ -97,7 +101,6 @@ impl Winograd {
         let offs: Vec<isize> = (0..self.cin).map(|c| (c * ldv) as isize).collect();
         let yp = SendPtr(y.as_mut_ptr());
         (0..bands).into_par_iter().for_each(|bi| {
-            let yp = yp;
             let ty0 = bi * rows;
             let t_rows = rows.min(th - ty0);
             let nt = t_rows * tw;
@@ -142,10 +145,33 @@ impl Winograd {
                     }
                 }
                 // SAFETY: band `bi` writes only output rows 4*ty0 .. 4*(ty0 + t_rows).
-                unsafe { output_transform(isa, &geo, g, self.cout, m, ty0, bias, relu, yp.0) };
+                unsafe { output_transform(isa, &geo, g, self.cout, m, ty0, bias, relu, yp.get()) };
             });
         });
     }
+}
+
+/// Band height in tile rows. A band's tiles are the N of its 36 GEMMs, which run in 48-column
+/// strips: pick the height that wastes the fewest kernel lanes on the last strip and leaves no
+/// thread idle, among bands of about 96..=176 tiles (measured on the PointPillars shapes: below
+/// ~100 tiles per-band overheads show, above ~200 the band's V and M buffers spill out of L2).
+fn band_rows(th: usize, tw: usize, threads: usize) -> usize {
+    let score = |rows: usize| {
+        let tb = rows * tw;
+        let lanes = tb.div_ceil(NR) * NR;
+        let slots = th.div_ceil(rows).div_ceil(threads) * threads;
+        (tb as f64 / lanes as f64) * (th as f64 / (slots * rows) as f64)
+    };
+    // Small maps: every thread still gets a band.
+    let lo = 96usize.div_ceil(tw).min(th.div_ceil(threads)).max(1);
+    let hi = (176 / tw).clamp(lo, th);
+    (lo..=hi).fold(lo, |best, r| {
+        if score(r) > score(best) + 1e-9 {
+            r
+        } else {
+            best
+        }
+    })
 }
 
 /// Tile layout of one band.
@@ -182,7 +208,12 @@ fn at6(m: [f32; 6]) -> [f32; 4] {
     let d12 = m[1] - m[2];
     let s34 = m[3] + m[4];
     let d34 = m[3] - m[4];
-    [m[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m[5]]
+    [
+        m[0] + s12 + s34,
+        d12 + 2.0 * d34,
+        s12 + 4.0 * s34,
+        d12 + 8.0 * d34 + m[5],
+    ]
 }
 
 fn input_transform(isa: Isa, geo: &TileGeom, cin: usize, band: &[f32], v: &mut [f32]) {
@@ -238,7 +269,7 @@ unsafe fn output_transform(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn output_transform_scalar(
     geo: &TileGeom,
     g: &Geom,
@@ -258,7 +289,14 @@ unsafe fn output_transform_scalar(
                 let at = |e: usize| m[(e * cout + co) * ldv + t];
                 let mut o = [[0f32; 6]; 4];
                 for k in 0..6 {
-                    let col = at6([at(k), at(6 + k), at(12 + k), at(18 + k), at(24 + k), at(30 + k)]);
+                    let col = at6([
+                        at(k),
+                        at(6 + k),
+                        at(12 + k),
+                        at(18 + k),
+                        at(24 + k),
+                        at(30 + k),
+                    ]);
                     for i in 0..4 {
                         o[i][k] = col[i];
                     }
@@ -440,16 +478,25 @@ unsafe fn input_transform_avx512(geo: &TileGeom, cin: usize, band: &[f32], v: &m
             let mut tx0 = 0;
             while tx0 < tw {
                 let lanes = 16.min(tw - tx0);
-                let mask: u16 = if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 };
+                let mask: u16 = if lanes == 16 {
+                    0xffff
+                } else {
+                    (1u16 << lanes) - 1
+                };
                 let t0 = tyl * tw + tx0;
                 // SAFETY: hb rows 4*tyl .. 4*tyl+6 < rows. Stores go to V[e][ci][t0 .. t0+lanes]
                 // with t0 + lanes <= rows*tw < ldv.
                 unsafe {
                     for k in 0..6 {
-                        let at = |r: usize| _mm512_loadu_ps(hp.add(((4 * tyl + r) * 6 + k) * twr + tx0));
+                        let at =
+                            |r: usize| _mm512_loadu_ps(hp.add(((4 * tyl + r) * 6 + k) * twr + tx0));
                         let col = bt6v([at(0), at(1), at(2), at(3), at(4), at(5)]);
                         for (i, &val) in col.iter().enumerate() {
-                            _mm512_mask_storeu_ps(vp.add(((i * 6 + k) * cin + ci) * ldv + t0), mask, val);
+                            _mm512_mask_storeu_ps(
+                                vp.add(((i * 6 + k) * cin + ci) * ldv + t0),
+                                mask,
+                                val,
+                            );
                         }
                     }
                 }
@@ -493,7 +540,14 @@ unsafe fn output_transform_avx512(
                     }
                     let mut o = [[zero; 6]; 4];
                     for k in 0..6 {
-                        let col = at6v([mv[k], mv[6 + k], mv[12 + k], mv[18 + k], mv[24 + k], mv[30 + k]]);
+                        let col = at6v([
+                            mv[k],
+                            mv[6 + k],
+                            mv[12 + k],
+                            mv[18 + k],
+                            mv[24 + k],
+                            mv[30 + k],
+                        ]);
                         for i in 0..4 {
                             o[i][k] = col[i];
                         }
@@ -528,7 +582,11 @@ unsafe fn output_transform_avx512(
                                 break;
                             }
                             let valid = (g.wo - c0).min(16);
-                            let mask: u16 = if valid == 16 { 0xffff } else { (1u16 << valid) - 1 };
+                            let mask: u16 = if valid == 16 {
+                                0xffff
+                            } else {
+                                (1u16 << valid) - 1
+                            };
                             _mm512_mask_storeu_ps(row.add(c0), mask, val);
                         }
                     }
