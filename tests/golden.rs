@@ -111,6 +111,7 @@ fn bev(b: &[f32]) -> BevBox {
 ///   other side kept a box of the same tie group, or
 /// - explained by NMS: it overlaps (IoU > NMS_THRESH) a box of the other side that has no
 ///   exact counterpart and a score at least as high.
+///
 /// Anything else fails, and the counts may differ only by such boxes.
 fn assert_boxes_match(case: &Case, cols: usize, nms_thresh: f32) {
     let g_boxes = case.golden.tensor_any_shape("pred_boxes").unwrap();

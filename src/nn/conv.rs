@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{Finish, PackedA, gemm_block, gemm_parallel};
+use super::gemm::{Finish, KC, PackedA, gemm_block, gemm_parallel};
 use super::kernel::{Isa, relu1};
 use super::scratch::{SendPtr, with_scratch};
 use super::winograd::Winograd;
@@ -352,15 +352,15 @@ pub(crate) fn direct(
     y: &mut [f32],
 ) {
     let fin = Finish {
-        accumulate: false,
         bias,
         relu,
+        ..Finish::default()
     };
     if g.kh == 1 && g.kw == 1 && g.s == 1 && g.p == 0 {
         // Plain GEMM: row ci of "im2col" is input plane ci.
         let hw = g.h * g.w;
         let offs: Vec<isize> = (0..g.cin).map(|c| (c * hw) as isize).collect();
-        gemm_parallel(isa, a, x.as_ptr(), &offs, hw, y, hw, fin);
+        gemm_parallel(isa, a.view(), x.as_ptr(), &offs, hw, y, hw, fin);
         return;
     }
     let s = g.s;
@@ -404,14 +404,14 @@ pub(crate) fn direct(
             unsafe {
                 gemm_block(
                     isa,
-                    a,
+                    a.view(),
                     band.as_ptr(),
                     &offs,
                     n,
                     cblk.as_mut_ptr(),
                     n_max,
                     Finish::default(),
-                    256,
+                    KC,
                 );
             }
             for co in 0..g.cout {

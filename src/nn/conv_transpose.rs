@@ -169,13 +169,13 @@ impl ConvTranspose2d {
         if exact && p == 0 && s == 1 && self.kh == 1 && self.kw == 1 {
             let offs: Vec<isize> = (0..self.cin).map(|c| (c * h * w) as isize).collect();
             let fin = Finish {
-                accumulate: false,
                 bias,
                 relu,
+                ..Finish::default()
             };
             gemm_parallel(
                 self.isa,
-                &self.packed,
+                self.packed.view(),
                 x.as_ptr(),
                 &offs,
                 h * w,
@@ -228,7 +228,7 @@ impl ConvTranspose2d {
             .next_multiple_of(unit)
             .min(self.cout.next_multiple_of(unit));
         let g_rows = group * s * s;
-        let panels_total = self.packed.panels();
+        let panels_total = self.packed.view().panels();
         let bias = self.bias.as_deref();
         let relu = self.params.relu;
         let yp = SendPtr(y.as_mut_ptr());
@@ -247,7 +247,7 @@ impl ConvTranspose2d {
                     unsafe {
                         gemm_panels(
                             self.isa,
-                            &self.packed,
+                            self.packed.view(),
                             p0..p1,
                             xb.as_ptr(),
                             &offs,
@@ -345,7 +345,7 @@ impl ConvTranspose2d {
                         unsafe {
                             gemm_block(
                                 self.isa,
-                                &self.packed,
+                                self.packed.view(),
                                 xb.as_ptr(),
                                 &offs,
                                 r * w,

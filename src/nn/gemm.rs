@@ -46,20 +46,71 @@ impl PackedA {
         Self::from_fn(m, k, |i, kk| src[i * rs + kk * cs])
     }
 
+    /// The packed panels, as the GEMM driver takes them.
+    pub(crate) fn view(&self) -> Panels<'_> {
+        Panels {
+            m: self.m,
+            k: self.k,
+            data: self.buf.as_slice(),
+        }
+    }
+}
+
+/// Packs `A[i][kk] = src[i * rs + kk * cs]` into `dst` (at least `m.div_ceil(MR) * k * MR`
+/// floats, e.g. thread-local scratch) and returns the panels.
+pub(crate) fn pack_into<'a>(
+    m: usize,
+    k: usize,
+    src: &[f32],
+    rs: usize,
+    cs: usize,
+    dst: &'a mut [f32],
+) -> Panels<'a> {
+    let panels = m.div_ceil(MR);
+    let d = &mut dst[..panels * k * MR];
+    for p in 0..panels {
+        let rows = MR.min(m - p * MR);
+        for kk in 0..k {
+            let o = &mut d[(p * k + kk) * MR..][..MR];
+            for (i, x) in o.iter_mut().enumerate() {
+                *x = if i < rows {
+                    src[(p * MR + i) * rs + kk * cs]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    Panels { m, k, data: d }
+}
+
+/// A borrowed packed left operand: `m x k` in `MR`-row panels, panel `p` k-major.
+#[derive(Clone, Copy)]
+pub(crate) struct Panels<'a> {
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    data: &'a [f32],
+}
+
+impl Panels<'_> {
     pub(crate) fn panels(&self) -> usize {
         self.m.div_ceil(MR)
     }
 
     fn panel_ptr(&self, p: usize, k0: usize) -> *const f32 {
-        self.buf.as_slice()[(p * self.k + k0) * MR..].as_ptr()
+        self.data[(p * self.k + k0) * MR..].as_ptr()
     }
 }
 
-/// How a GEMM finishes its output: accumulate into `C`, add a per-row bias, apply ReLU.
+/// How a GEMM finishes its output: accumulate into `C`, add a per-row or per-column bias,
+/// apply ReLU.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Finish<'a> {
     pub accumulate: bool,
+    /// One value per row of C (a conv's output channels).
     pub bias: Option<&'a [f32]>,
+    /// One value per column of C (a linear layer's output features).
+    pub col_bias: Option<&'a [f32]>,
     pub relu: bool,
 }
 
@@ -71,7 +122,7 @@ pub(crate) struct Finish<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_block(
     isa: Isa,
-    a: &PackedA,
+    a: Panels<'_>,
     b: *const f32,
     offs: &[isize],
     n: usize,
@@ -92,7 +143,7 @@ pub(crate) unsafe fn gemm_block(
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_panels(
     isa: Isa,
-    a: &PackedA,
+    a: Panels<'_>,
     panels: std::ops::Range<usize>,
     b: *const f32,
     offs: &[isize],
@@ -144,9 +195,14 @@ pub(crate) unsafe fn gemm_panels(
                     (true, Some(bb)) => bb[p * MR..].as_ptr(),
                     _ => std::ptr::null(),
                 };
+                let col_bias = match (last, fin.col_bias) {
+                    (true, Some(cb)) => cb[j0..].as_ptr(),
+                    _ => std::ptr::null(),
+                };
                 let epi = Epilogue {
                     accumulate: fin.accumulate || !first,
                     bias,
+                    col_bias,
                     relu: last && fin.relu,
                 };
                 // SAFETY: the caller guarantees the B rows and the C block; `panel_ptr` holds
@@ -175,6 +231,7 @@ unsafe fn fill_block(c: *mut f32, ldc: usize, m: usize, n: usize, fin: Finish<'_
     for i in 0..m {
         let bias = fin.bias.map_or(0.0, |b| b[i]);
         for j in 0..n {
+            let bias = bias + fin.col_bias.map_or(0.0, |b| b[j]);
             // SAFETY: the caller guarantees the block is writable.
             unsafe {
                 let p = c.add(i * ldc + j);
@@ -215,8 +272,30 @@ impl<'a> View<'a> {
     }
 }
 
+/// B as the kernel wants it: rows contiguous along n. Copies (transposes) only when needed.
+fn contiguous_b<'a>(k: usize, n: usize, b: View<'a>, copy: &'a mut Vec<f32>) -> (&'a [f32], usize) {
+    if b.cs == 1 || n == 1 {
+        if k > 0 {
+            assert!(
+                b.data.len() >= (k - 1) * b.rs + n,
+                "matmul: B view out of bounds"
+            );
+        }
+        (b.data, b.rs)
+    } else {
+        *copy = (0..k * n)
+            .map(|i| b.data[(i / n) * b.rs + (i % n) * b.cs])
+            .collect();
+        (copy, n)
+    }
+}
+
 /// `C[m x n] (+)= A[m x k] * B[k x n]` for arbitrary strided views, parallel over output
 /// blocks. `c` is row-major with row stride `n`.
+///
+/// Tall products (a linear layer over many points) run over row chunks that pack their rows
+/// of `A` into thread-local scratch, so no `m x k` copy is allocated per call (fresh memory
+/// costs ~2.5 us per 4 KiB page in page faults on the reference VM).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     isa: Isa,
@@ -232,29 +311,47 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    let pa = PackedA::from_strided(m, k, a.data, a.rs, a.cs);
-    // B rows must be contiguous for the kernel; otherwise make a row-major copy.
-    let copy;
-    let (bdata, ldb): (&[f32], usize) = if b.cs == 1 || n == 1 {
-        (b.data, b.rs)
-    } else {
-        let mut t = vec![0f32; k * n];
-        for kk in 0..k {
-            for j in 0..n {
-                t[kk * n + j] = b.data[kk * b.rs + j * b.cs];
-            }
-        }
-        copy = t;
-        (&copy, n)
-    };
-    if k > 0 {
-        assert!(
-            bdata.len() >= (k - 1) * ldb + n,
-            "matmul: B view out of bounds"
-        );
-    }
+    let mut copy = Vec::new();
+    let (bdata, ldb) = contiguous_b(k, n, b, &mut copy);
     let offs: Vec<isize> = (0..k).map(|kk| (kk * ldb) as isize).collect();
-    gemm_parallel(isa, &pa, bdata.as_ptr(), &offs, n, c, n, fin);
+    let threads = rayon::current_num_threads().max(1);
+    let strips = n.div_ceil(NR);
+    if m >= 8 * threads * MR && strips < 4 * threads {
+        // Row chunks of whole panels; each packs its own rows of A.
+        let rows = (m.div_ceil(8 * threads))
+            .next_multiple_of(MR)
+            .clamp(MR, 4096);
+        let cptr = SendPtr(c.as_mut_ptr());
+        (0..m.div_ceil(rows)).into_par_iter().for_each(|ci| {
+            let cp = cptr;
+            let r0 = ci * rows;
+            let r = rows.min(m - r0);
+            with_scratch(r.div_ceil(MR) * MR * k, |buf| {
+                let pa = pack_into(r, k, &a.data[r0 * a.rs..], a.rs, a.cs, buf);
+                let f = Finish {
+                    bias: fin.bias.map(|bb| &bb[r0..]),
+                    ..fin
+                };
+                // SAFETY: chunks write disjoint rows r0..r0+r of C (row stride n).
+                unsafe {
+                    gemm_block(
+                        isa,
+                        pa,
+                        bdata.as_ptr(),
+                        &offs,
+                        n,
+                        cp.get().add(r0 * n),
+                        n,
+                        f,
+                        KC,
+                    )
+                };
+            });
+        });
+    } else {
+        let pa = PackedA::from_strided(m, k, a.data, a.rs, a.cs);
+        gemm_parallel(isa, pa.view(), bdata.as_ptr(), &offs, n, c, n, fin);
+    }
 }
 
 /// Runs a whole `m x n` GEMM (B given by `b`/`offs`, row stride of C `ldc`) with rayon,
@@ -267,7 +364,7 @@ pub(crate) fn matmul(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_parallel(
     isa: Isa,
-    a: &PackedA,
+    a: Panels<'_>,
     b: *const f32,
     offs: &[isize],
     n: usize,
@@ -305,6 +402,10 @@ pub(crate) fn gemm_parallel(
             let (cp, bp) = (cptr, bptr);
             let j0 = bi * per;
             let w = per.min(n - j0);
+            let fin = Finish {
+                col_bias: fin.col_bias.map(|cb| &cb[j0..]),
+                ..fin
+            };
             with_scratch(k * ldp + c_len, |buf| {
                 let (pack, cbuf) = buf.split_at_mut(k * ldp);
                 for (kk, &o) in offs[..k].iter().enumerate() {
@@ -395,35 +496,24 @@ pub(crate) fn matmul_serial(
     if m == 0 || n == 0 {
         return;
     }
-    let pa = PackedA::from_strided(m, k, a.data, a.rs, a.cs);
-    let copy;
-    let (bdata, ldb): (&[f32], usize) = if b.cs == 1 || n == 1 {
-        (b.data, b.rs)
-    } else {
-        copy = (0..k * n)
-            .map(|i| b.data[(i / n) * b.rs + (i % n) * b.cs])
-            .collect::<Vec<f32>>();
-        (&copy, n)
-    };
-    if k > 0 {
-        assert!(
-            bdata.len() >= (k - 1) * ldb + n,
-            "matmul: B view out of bounds"
-        );
-    }
+    let mut copy = Vec::new();
+    let (bdata, ldb) = contiguous_b(k, n, b, &mut copy);
     let offs: Vec<isize> = (0..k).map(|kk| (kk * ldb) as isize).collect();
-    // SAFETY: B rows and C checked above.
-    unsafe {
-        gemm_block(
-            isa,
-            &pa,
-            bdata.as_ptr(),
-            &offs,
-            n,
-            c.as_mut_ptr(),
-            n,
-            fin,
-            KC,
-        )
-    };
+    with_scratch(m.div_ceil(MR) * MR * k, |buf| {
+        let pa = pack_into(m, k, a.data, a.rs, a.cs, buf);
+        // SAFETY: B rows checked by `contiguous_b`; C is m x n.
+        unsafe {
+            gemm_block(
+                isa,
+                pa,
+                bdata.as_ptr(),
+                &offs,
+                n,
+                c.as_mut_ptr(),
+                n,
+                fin,
+                KC,
+            )
+        };
+    });
 }

@@ -28,6 +28,8 @@ pub(crate) struct Epilogue {
     pub accumulate: bool,
     /// Per-row bias (`mr` values), added last; null for none.
     pub bias: *const f32,
+    /// Per-column bias (the tile's `16 * nv` columns, e.g. a linear layer's), null for none.
+    pub col_bias: *const f32,
     /// Clamp negatives to zero after the bias (NaN passes through, as in PyTorch).
     pub relu: bool,
 }
@@ -163,6 +165,16 @@ unsafe fn kern_avx512<const M: usize, const NV: usize>(
             }
         }
         let zero = _mm512_setzero_ps();
+        let mut cb = [zero; NV];
+        if !epi.col_bias.is_null() {
+            for (v, x) in cb.iter_mut().enumerate() {
+                *x = if v + 1 == NV {
+                    _mm512_maskz_loadu_ps(mask, epi.col_bias.add(16 * v))
+                } else {
+                    _mm512_loadu_ps(epi.col_bias.add(16 * v))
+                };
+            }
+        }
         for (i, row) in r.iter_mut().enumerate() {
             let bias = if epi.bias.is_null() {
                 None
@@ -171,6 +183,9 @@ unsafe fn kern_avx512<const M: usize, const NV: usize>(
             };
             for (v, acc) in row.iter_mut().enumerate() {
                 let mut x = *acc;
+                if !epi.col_bias.is_null() {
+                    x = _mm512_add_ps(x, cb[v]);
+                }
                 if let Some(bb) = bias {
                     x = _mm512_add_ps(x, bb);
                 }
@@ -235,7 +250,12 @@ unsafe fn kern_generic<const M: usize, const NV: usize>(
                 *epi.bias.add(i)
             };
             for j in 0..width {
-                let mut x = row[j / 16][j % 16] + bias;
+                let cb = if epi.col_bias.is_null() {
+                    0.0
+                } else {
+                    *epi.col_bias.add(j)
+                };
+                let mut x = row[j / 16][j % 16] + cb + bias;
                 if epi.relu {
                     x = relu1(x);
                 }
@@ -245,9 +265,10 @@ unsafe fn kern_generic<const M: usize, const NV: usize>(
     }
 }
 
-/// Rows of the dot kernel (output channels) and columns (im2col rows) per call.
+/// Rows of the dot kernel (output channels) and columns (im2col rows) per call: 20
+/// accumulators plus 9 loaded vectors fit the 32 registers (4 x 6 spilled accumulators).
 pub(crate) const DOT_MI: usize = 4;
-pub(crate) const DOT_NJ: usize = 6;
+pub(crate) const DOT_NJ: usize = 5;
 
 /// Dot-product kernel for weight gradients: for `i < mi`, `j < nj`,
 /// `out[i * ldo + j] += sum_{r < rows} sum_{l < len} a[a_offs[i] + r * lda + l] * b[b_offs[j] + r * ldb + l]`.
@@ -278,8 +299,7 @@ pub(crate) fn dot_kernel(isa: Isa, mi: usize, nj: usize) -> DotFn {
                 2 => $f::<$m, 2>,
                 3 => $f::<$m, 3>,
                 4 => $f::<$m, 4>,
-                5 => $f::<$m, 5>,
-                _ => $f::<$m, 6>,
+                _ => $f::<$m, 5>,
             }
         };
     }
@@ -337,10 +357,24 @@ unsafe fn dot_avx512<const MI: usize, const NJ: usize>(d: &DotArgs) {
         }
         for (i, row) in acc.iter().enumerate() {
             for (j, a) in row.iter().enumerate() {
-                *d.out.add(i * d.ldo + j) += _mm512_reduce_add_ps(*a);
+                *d.out.add(i * d.ldo + j) += hsum512(*a);
             }
         }
     }
+}
+
+/// Sum of the 16 lanes using 512-bit shuffles only. (`_mm512_reduce_add_ps` goes through
+/// 128/256-bit VEX instructions, which can only use registers 0-15 without AVX-512VL; the
+/// register allocator then crams the accumulators there and spills the rest in the hot loop.)
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn hsum512(v: __m512) -> f32 {
+    let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+    let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
+    let v = _mm512_add_ps(v, _mm512_permute_ps::<0b01_00_11_10>(v));
+    let v = _mm512_add_ps(v, _mm512_permute_ps::<0b10_11_00_01>(v));
+    _mm512_cvtss_f32(v)
 }
 
 unsafe fn dot_generic<const MI: usize, const NJ: usize>(d: &DotArgs) {

@@ -8,7 +8,20 @@ use super::{NnError, Tensor, shape_err};
 
 /// `y = x W^T (+ b)` over the last axis of `x`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&[f32]>) -> Result<Tensor, NnError> {
-    linear_isa(x, weight, bias, Isa::detect())
+    let mut y = Tensor::default();
+    linear_into_isa(x, weight, bias, &mut y, Isa::detect())?;
+    Ok(y)
+}
+
+/// [`linear`] writing into `out` (reshaped; its allocation is reused when large enough, which
+/// saves the page faults of a fresh output per call: 98 MB for the PFN at 12k pillars).
+pub fn linear_into(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&[f32]>,
+    out: &mut Tensor,
+) -> Result<(), NnError> {
+    linear_into_isa(x, weight, bias, out, Isa::detect())
 }
 
 /// [`linear`] with an explicit instruction set (for tests).
@@ -18,6 +31,18 @@ pub fn linear_isa(
     bias: Option<&[f32]>,
     isa: Isa,
 ) -> Result<Tensor, NnError> {
+    let mut y = Tensor::default();
+    linear_into_isa(x, weight, bias, &mut y, isa)?;
+    Ok(y)
+}
+
+fn linear_into_isa(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&[f32]>,
+    out: &mut Tensor,
+    isa: Isa,
+) -> Result<(), NnError> {
     const OP: &str = "linear";
     let (out_f, in_f) = match weight.shape[..] {
         [o, i] => (o, i),
@@ -32,21 +57,14 @@ pub fn linear_isa(
     {
         return Err(shape_err(OP, "bias", format!("[{out_f}]"), &[b.len()]));
     }
-    let mut shape = x.shape.clone();
-    if let Some(last) = shape.last_mut() {
+    out.shape.clone_from(&x.shape);
+    if let Some(last) = out.shape.last_mut() {
         *last = out_f;
     }
-    // The bias runs along C's columns: start from it and accumulate the product.
-    let mut y = vec![0f32; rows * out_f];
-    if let Some(b) = bias {
-        for row in y.chunks_exact_mut(out_f.max(1)) {
-            row.copy_from_slice(b);
-        }
-    }
+    out.data.resize(rows * out_f, 0.0);
     let fin = Finish {
-        accumulate: true,
-        bias: None,
-        relu: false,
+        col_bias: bias,
+        ..Finish::default()
     };
     matmul(
         isa,
@@ -55,8 +73,8 @@ pub fn linear_isa(
         in_f,
         View::row_major(&x.data, in_f),
         View::transposed(&weight.data, in_f),
-        &mut y,
+        &mut out.data,
         fin,
     );
-    Ok(Tensor { shape, data: y })
+    Ok(())
 }

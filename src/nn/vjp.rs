@@ -307,10 +307,12 @@ pub(crate) fn conv_dw(isa: Isa, g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let r = rows.min(g.ho - oy0);
                 with_scratch(band_len, |band| {
                     fill_band(g, x, oy0, band_rows, pitch, band);
-                    for i0 in (0..g.cout).step_by(DOT_MI) {
-                        let mi = DOT_MI.min(g.cout - i0);
-                        for j0 in (0..k).step_by(DOT_NJ) {
-                            let nj = DOT_NJ.min(k - j0);
+                    for j0 in (0..k).step_by(DOT_NJ) {
+                        // Im2col rows outermost: the windows of one group overlap (shifts of
+                        // the same input rows) and stay in L1 while every dy row block streams.
+                        let nj = DOT_NJ.min(k - j0);
+                        for i0 in (0..g.cout).step_by(DOT_MI) {
+                            let mi = DOT_MI.min(g.cout - i0);
                             let args = DotArgs {
                                 rows: r,
                                 len: g.wo,

@@ -133,7 +133,7 @@ impl Winograd {
                     unsafe {
                         gemm_block(
                             isa,
-                            &self.u[e],
+                            self.u[e].view(),
                             v[e * self.cin * ldv..].as_ptr(),
                             &offs,
                             nt,
@@ -152,19 +152,28 @@ impl Winograd {
 }
 
 /// Band height in tile rows. A band's tiles are the N of its 36 GEMMs, which run in 48-column
-/// strips: pick the height that wastes the fewest kernel lanes on the last strip and leaves no
-/// thread idle, among bands of about 96..=176 tiles (measured on the PointPillars shapes: below
-/// ~100 tiles per-band overheads show, above ~200 the band's V and M buffers spill out of L2).
+/// strips: pick the height that wastes the fewest kernel lanes on the last strip and keeps the
+/// threads evenly loaded (bands handed out greedily), among bands of about 96..=140 tiles.
+/// Measured on the PointPillars shapes (2 threads): 108 tiles best at 64 channels, 135 at 128,
+/// 112 at 256; 160+ tiles spill the band's V and M buffers out of L2, under ~100 the per-band
+/// overheads show.
 fn band_rows(th: usize, tw: usize, threads: usize) -> usize {
     let score = |rows: usize| {
         let tb = rows * tw;
         let lanes = tb.div_ceil(NR) * NR;
-        let slots = th.div_ceil(rows).div_ceil(threads) * threads;
-        (tb as f64 / lanes as f64) * (th as f64 / (slots * rows) as f64)
+        let mut load = vec![0usize; threads];
+        for b in 0..th.div_ceil(rows) {
+            let r = rows.min(th - b * rows);
+            if let Some(min) = load.iter_mut().min() {
+                *min += r;
+            }
+        }
+        let makespan = load.iter().copied().max().unwrap_or(1).max(1);
+        (tb as f64 / lanes as f64) * (th as f64 / (threads * makespan) as f64)
     };
     // Small maps: every thread still gets a band.
     let lo = 96usize.div_ceil(tw).min(th.div_ceil(threads)).max(1);
-    let hi = (176 / tw).clamp(lo, th);
+    let hi = (140 / tw).clamp(lo, th);
     (lo..=hi).fold(lo, |best, r| {
         if score(r) > score(best) + 1e-9 {
             r
