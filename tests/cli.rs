@@ -357,3 +357,35 @@ fn dump_never_overwrites_an_input() {
     assert_eq!(std::fs::read(&scan).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn config_embedded_in_safetensors_metadata_is_used() {
+    let dir = tempdir("embedded");
+    let cfg = pruneview::model::config::load_config(Some(&pp_config()), None).unwrap();
+    let w = Weights::open(&pp_weights()).unwrap();
+    let tensors: Vec<OutTensor> = w
+        .keys()
+        .into_iter()
+        .map(|k| {
+            let (dtype, shape, bytes) = w.raw(&k).unwrap();
+            OutTensor {
+                name: k,
+                dtype,
+                shape: shape.to_vec(),
+                bytes: bytes.to_vec(),
+            }
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([(
+        pruneview::model::config::CONFIG_METADATA_KEY.to_string(),
+        cfg.to_json(),
+    )]);
+    let single = dir.join("model.safetensors");
+    write_safetensors(&single, &tensors, Some(meta), &[]).unwrap();
+    let scan = kitti("velodyne/000008.bin");
+    let with_yaml = detect_kitti_with_weights(&pp_weights());
+    let embedded = run(&["detect", "--weights", s(&single), "--scan", s(&scan)]);
+    assert!(embedded.status.success(), "{}", stderr(&embedded));
+    assert_eq!(embedded.stdout, with_yaml.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
