@@ -157,11 +157,10 @@ fn detect_kitti_with_weights(w: &Path) -> Output {
     ])
 }
 
-/// Rewrites the reference weights with `edit` applied to the tensor list.
-fn edited_weights(dir: &Path, name: &str, edit: impl Fn(&mut Vec<OutTensor>)) -> PathBuf {
+/// Every tensor of the reference weights, as stored.
+fn reference_tensors() -> Vec<OutTensor> {
     let w = Weights::open(&pp_weights()).unwrap();
-    let mut tensors: Vec<OutTensor> = w
-        .keys()
+    w.keys()
         .into_iter()
         .map(|k| {
             let (dtype, shape, bytes) = w.raw(&k).unwrap();
@@ -172,7 +171,12 @@ fn edited_weights(dir: &Path, name: &str, edit: impl Fn(&mut Vec<OutTensor>)) ->
                 bytes: bytes.to_vec(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Rewrites the reference weights with `edit` applied to the tensor list.
+fn edited_weights(dir: &Path, name: &str, edit: impl Fn(&mut Vec<OutTensor>)) -> PathBuf {
+    let mut tensors = reference_tensors();
     edit(&mut tensors);
     let path = dir.join(name);
     write_safetensors(&path, &tensors, None, &[]).unwrap();
@@ -362,20 +366,7 @@ fn dump_never_overwrites_an_input() {
 fn config_embedded_in_safetensors_metadata_is_used() {
     let dir = tempdir("embedded");
     let cfg = pruneview::model::config::load_config(Some(&pp_config()), None).unwrap();
-    let w = Weights::open(&pp_weights()).unwrap();
-    let tensors: Vec<OutTensor> = w
-        .keys()
-        .into_iter()
-        .map(|k| {
-            let (dtype, shape, bytes) = w.raw(&k).unwrap();
-            OutTensor {
-                name: k,
-                dtype,
-                shape: shape.to_vec(),
-                bytes: bytes.to_vec(),
-            }
-        })
-        .collect();
+    let tensors = reference_tensors();
     let meta = std::collections::HashMap::from([(
         pruneview::model::config::CONFIG_METADATA_KEY.to_string(),
         cfg.to_json(),
