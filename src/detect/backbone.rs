@@ -5,7 +5,7 @@ use crate::model::Weights;
 use crate::model::config::BackboneConfig;
 use crate::nn::{NnError, Tensor};
 
-use super::layers::{Unit, UnitError, UnitKind, UnitSpec};
+use super::layers::{Unit, UnitError, UnitGrads, UnitKind, UnitSpec};
 use super::vfe::Pillars;
 
 /// Scatters pillar features into a dense `[C, ny, nx]` BEV map (last write wins).
@@ -139,23 +139,147 @@ impl BevBackbone {
     }
 
     pub fn forward(&self, bev: Tensor) -> Result<Tensor, NnError> {
+        self.forward_taped(bev, None)
+    }
+
+    /// [`Self::forward`], keeping every unit's input and output in `tape` for the backward
+    /// pass.
+    pub fn forward_taped(
+        &self,
+        bev: Tensor,
+        mut tape: Option<&mut BackboneTape>,
+    ) -> Result<Tensor, NnError> {
         let mut x = bev;
         let mut ups: Vec<Tensor> = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
+            let mut maps = Vec::new();
             for unit in block {
-                x = unit.forward_map(&x)?;
+                let y = unit.forward_map(&x)?;
+                if tape.is_some() {
+                    maps.push(std::mem::replace(&mut x, y));
+                } else {
+                    x = y;
+                }
             }
-            ups.push(match self.deblocks.get(i) {
+            let up = match self.deblocks.get(i) {
                 Some(d) => d.forward_map(&x)?,
                 None => x.clone(),
-            });
+            };
+            if let Some(t) = tape.as_deref_mut() {
+                maps.push(x.clone());
+                t.blocks.push(maps);
+                t.ups.push(up.clone());
+            }
+            ups.push(up);
         }
         let mut out = concat_channels(ups);
         if let Some(last) = self.deblocks.get(self.blocks.len()) {
-            out = last.forward_map(&out)?;
+            let y = last.forward_map(&out)?;
+            let input = std::mem::replace(&mut out, y);
+            if let Some(t) = tape {
+                t.final_in = Some(input);
+            }
         }
         Ok(out)
     }
+
+    /// VJP of the backbone: from `dL/d(output)` (and the output itself, for the ReLU of a
+    /// final deblock), returns `dL/d(BEV input)` and the gradients of every unit in
+    /// [`Self::units`] order.
+    pub fn backward(
+        &self,
+        tape: &BackboneTape,
+        out: &Tensor,
+        d_out: Tensor,
+    ) -> Result<(Tensor, Vec<UnitGrads>), NnError> {
+        let nb = self.blocks.len();
+        let mut deblock_grads: Vec<Option<UnitGrads>> = vec![None; self.deblocks.len()];
+        let mut d_cat = d_out;
+        if let (Some(last), Some(input)) = (self.deblocks.get(nb), &tape.final_in) {
+            let (dx, g) = last.backward(input, out, d_cat, true)?;
+            deblock_grads[nb] = Some(g);
+            d_cat = dx.ok_or_else(missing_dx)?;
+        }
+        // Split the concatenated gradient into one slice per block output.
+        let (h, w) = (d_cat.shape[1], d_cat.shape[2]);
+        let mut slices = Vec::with_capacity(nb);
+        let mut start = 0;
+        for up in &tape.ups {
+            let c = up.shape[0];
+            slices.push(Tensor::from_vec(
+                &[c, h, w],
+                d_cat.data[start * h * w..(start + c) * h * w].to_vec(),
+            ));
+            start += c;
+        }
+        let mut block_grads: Vec<Vec<UnitGrads>> = vec![Vec::new(); nb];
+        let mut d_next: Option<Tensor> = None; // from the following block's first unit
+        for i in (0..nb).rev() {
+            let maps = &tape.blocks[i];
+            let block_out = &maps[maps.len() - 1];
+            let slice = std::mem::take(&mut slices[i]);
+            let mut d = match self.deblocks.get(i) {
+                Some(dec) => {
+                    let (dx, g) = dec.backward(block_out, &tape.ups[i], slice, true)?;
+                    deblock_grads[i] = Some(g);
+                    dx.ok_or_else(missing_dx)?
+                }
+                None => slice,
+            };
+            if let Some(n) = d_next.take() {
+                for (a, b) in d.data.iter_mut().zip(&n.data) {
+                    *a += b;
+                }
+            }
+            let mut grads = Vec::with_capacity(self.blocks[i].len());
+            for (k, unit) in self.blocks[i].iter().enumerate().rev() {
+                let (dx, g) = unit.backward(&maps[k], &maps[k + 1], d, true)?;
+                grads.push(g);
+                d = dx.ok_or_else(missing_dx)?;
+            }
+            grads.reverse();
+            block_grads[i] = grads;
+            d_next = Some(d);
+        }
+        let mut grads: Vec<UnitGrads> = block_grads.into_iter().flatten().collect();
+        grads.extend(deblock_grads.into_iter().flatten());
+        Ok((d_next.ok_or_else(missing_dx)?, grads))
+    }
+
+    /// Blocks' units, then deblocks: the order of [`Self::backward`]'s gradients.
+    pub fn units(&self) -> impl Iterator<Item = &Unit> {
+        self.blocks.iter().flatten().chain(&self.deblocks)
+    }
+}
+
+fn missing_dx() -> NnError {
+    NnError::Invalid {
+        op: "backbone backward",
+        msg: "a unit returned no input gradient".into(),
+    }
+}
+
+/// Feature maps of one backbone forward pass, for [`BevBackbone::backward`].
+#[derive(Debug, Default)]
+pub struct BackboneTape {
+    /// Per block: its input, then each unit's output.
+    blocks: Vec<Vec<Tensor>>,
+    /// Per block: its deblock's output (or the block output when it has no deblock).
+    ups: Vec<Tensor>,
+    /// Input of the final deblock (the concatenation), when there is one.
+    final_in: Option<Tensor>,
+}
+
+/// Scatters back: `dL/d(pillar features)` (`P x C`) from `dL/d(BEV map)`.
+pub fn scatter_backward(cells: &[(u32, u32)], d_bev: &Tensor) -> Vec<f32> {
+    let (c, nx) = (d_bev.shape[0], d_bev.shape[2]);
+    let plane = d_bev.shape[1] * nx;
+    let mut out = Vec::with_capacity(cells.len() * c);
+    for &(y, x) in cells {
+        let idx = y as usize * nx + x as usize;
+        out.extend((0..c).map(|ch| d_bev.data[ch * plane + idx]));
+    }
+    out
 }
 
 /// Concatenates `[C_i, H, W]` maps on channels.

@@ -9,10 +9,10 @@ use crate::model::{Weights, WeightsError};
 use crate::nn::Tensor;
 use crate::pointcloud::voxelize::{self, Voxels};
 
-use super::backbone::{self, BevBackbone};
-use super::heads::{AnchorHead, CenterHead, DenseHead, Detection, HeadError, RawOutputs};
-use super::layers::{Unit, UnitError, UnitKind};
-use super::vfe::{PillarVfe, Pillars};
+use super::backbone::{self, BackboneTape, BevBackbone};
+use super::heads::{AnchorHead, CenterHead, DenseHead, Detection, HeadError, HeadTape, RawOutputs};
+use super::layers::{Unit, UnitError, UnitGrads, UnitKind};
+use super::vfe::{PfnTape, PillarVfe, Pillars};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectorError {
@@ -41,6 +41,21 @@ pub struct ForwardOutput {
     /// `spatial_features_2d`, `[C, H, W]`.
     pub bev_features: Tensor,
     pub raw: RawOutputs,
+}
+
+/// What a backward pass needs from the forward pass, per stage.
+#[derive(Debug, Default)]
+struct Tape {
+    pfn: PfnTape,
+    backbone: BackboneTape,
+    head: HeadTape,
+}
+
+/// A forward pass recorded for [`Detector::backward`].
+#[derive(Debug)]
+pub struct TapedForward {
+    pub out: ForwardOutput,
+    tape: Tape,
 }
 
 /// Wall time of each stage of one run.
@@ -231,6 +246,54 @@ impl Detector {
         points: &[f32],
         times: &mut StageTimes,
     ) -> Result<ForwardOutput, DetectorError> {
+        self.run(points, times, None)
+    }
+
+    /// A forward pass that also records what [`Self::backward`] needs (every unit's input
+    /// and output: a few hundred MB for the reference models).
+    pub fn forward_taped(&self, points: &[f32]) -> Result<TapedForward, DetectorError> {
+        let mut tape = Tape::default();
+        let out = self.run(points, &mut StageTimes::default(), Some(&mut tape))?;
+        Ok(TapedForward { out, tape })
+    }
+
+    /// Vector-Jacobian product in eval mode: with `d_raw = dL/d(raw head outputs)` (same
+    /// names and shapes as the forward's raw outputs; missing outputs count as zero), the
+    /// gradients of every unit in [`Self::units`] order.
+    pub fn backward(
+        &self,
+        taped: &TapedForward,
+        d_raw: &RawOutputs,
+    ) -> Result<Vec<UnitGrads>, DetectorError> {
+        let out = &taped.out;
+        let (d_bev, head) = self
+            .head
+            .backward(&out.bev_features, &taped.tape.head, d_raw)?;
+        let (d_in, backbone) =
+            self.backbone
+                .backward(&taped.tape.backbone, &out.bev_features, d_bev)?;
+        let d_pillars = backbone::scatter_backward(&out.pillars.cells, &d_in);
+        let mut grads = self.vfe.backward(&taped.tape.pfn, &d_pillars)?;
+        grads.extend(backbone);
+        grads.extend(head);
+        Ok(grads)
+    }
+
+    /// Gradients under their state-dict names: every weight, bias and BN affine parameter.
+    pub fn named_grads(&self, grads: &[UnitGrads]) -> Vec<(String, Tensor)> {
+        self.units()
+            .into_iter()
+            .zip(grads)
+            .flat_map(|(u, g)| g.named(u))
+            .collect()
+    }
+
+    fn run(
+        &self,
+        points: &[f32],
+        times: &mut StageTimes,
+        mut tape: Option<&mut Tape>,
+    ) -> Result<ForwardOutput, DetectorError> {
         let f = self.num_point_features();
         if f == 0 || !points.len().is_multiple_of(f) {
             return Err(DetectorError::Features {
@@ -268,19 +331,28 @@ impl Detector {
                         path: self.config.source.display().to_string(),
                         message: e.to_string(),
                     })?;
-                let p = times.time("vfe", || self.vfe.forward_voxels(&v))?;
+                let pfn = tape.as_deref_mut().map(|t| &mut t.pfn);
+                let p = times.time("vfe", || self.vfe.forward_voxels_taped(&v, pfn))?;
                 (Some(v), p)
             }
             VfeKind::DynPillar => {
                 let masked = voxelize::filter_by_range(points, f, &data.point_cloud_range);
-                let p = times.time("vfe", || self.vfe.forward_points(&masked, f))?;
+                let pfn = tape.as_deref_mut().map(|t| &mut t.pfn);
+                let p = times.time("vfe", || self.vfe.forward_points_taped(&masked, f, pfn))?;
                 (None, p)
             }
         };
         let [nx, ny, _] = data.grid_size;
         let bev = times.time("scatter", || backbone::scatter(&pillars, ny, nx));
-        let bev_features = times.time("backbone", || self.backbone.forward(bev))?;
-        let raw = times.time("head", || self.head.forward(&bev_features))?;
+        let (bb, head) = match tape {
+            Some(t) => (Some(&mut t.backbone), Some(&mut t.head)),
+            None => (None, None),
+        };
+        let bev_features = times.time("backbone", || self.backbone.forward_taped(bev, bb))?;
+        let raw = times.time("head", || match head {
+            Some(h) => self.head.forward_taped(&bev_features, h),
+            None => self.head.forward(&bev_features),
+        })?;
         Ok(ForwardOutput {
             voxels,
             pillars,

@@ -7,7 +7,7 @@ use crate::nn::{self, NnError, Tensor};
 
 use super::anchors::{self, Anchors};
 use super::box_coder;
-use super::layers::{Unit, UnitError, UnitKind, UnitSpec};
+use super::layers::{Unit, UnitError, UnitGrads, UnitKind, UnitSpec};
 use super::nms;
 use super::torch_order;
 
@@ -100,12 +100,43 @@ impl DenseHead {
         }
     }
 
+    /// [`Self::forward`], keeping the intermediate maps the backward pass needs.
+    pub fn forward_taped(&self, x: &Tensor, tape: &mut HeadTape) -> Result<RawOutputs, NnError> {
+        match self {
+            DenseHead::Anchor(h) => h.forward(x),
+            DenseHead::Center(h) => h.forward_taped(x, Some(tape)),
+        }
+    }
+
+    /// VJP of the head: from its input `x`, the tape and `dL/d(raw outputs)` (any output
+    /// left out counts as zero), returns `dL/dx` and the gradients of [`Self::units`].
+    pub fn backward(
+        &self,
+        x: &Tensor,
+        tape: &HeadTape,
+        d_raw: &RawOutputs,
+    ) -> Result<(Tensor, Vec<UnitGrads>), NnError> {
+        match self {
+            DenseHead::Anchor(h) => h.backward(x, d_raw),
+            DenseHead::Center(h) => h.backward(x, tape, d_raw),
+        }
+    }
+
     pub fn decode(&self, raw: &RawOutputs) -> Vec<Detection> {
         match self {
             DenseHead::Anchor(h) => h.decode(raw),
             DenseHead::Center(h) => h.decode(raw),
         }
     }
+}
+
+/// Intermediate maps of a head's forward pass, for [`DenseHead::backward`] (the anchor head
+/// needs none: its convs read the backbone output directly).
+#[derive(Debug, Default)]
+pub struct HeadTape {
+    shared: Option<Tensor>,
+    /// Per CenterPoint branch (heads in order, branches in order): each unit's output.
+    branches: Vec<Vec<Tensor>>,
 }
 
 // ----------------------------------------------------------------------------------------
@@ -201,23 +232,30 @@ impl AnchorHead {
     /// The three 1x1 convs run as one GEMM (their weights stacked), then split and permuted
     /// to NHWC as OpenPCDet stores them. The detector checks at load time that the feature
     /// map matches the anchors.
-    fn forward(&self, x: &Tensor) -> Result<RawOutputs, NnError> {
+    fn convs(&self) -> Vec<(&'static str, &Unit)> {
         let mut convs = vec![("cls_preds", &self.conv_cls), ("box_preds", &self.conv_box)];
         if let Some(d) = &self.conv_dir {
             convs.push(("dir_cls_preds", d));
         }
+        convs
+    }
+
+    /// The three 1x1 convs' weights stacked on output channels, and their biases.
+    fn fused_weights(&self) -> (Tensor, Vec<f32>) {
         let cin = self.conv_cls.weight.shape[1];
         let mut weight = Vec::new();
         let mut bias = Vec::new();
-        for (_, u) in &convs {
+        for (_, u) in self.convs() {
             weight.extend_from_slice(&u.weight.data);
             bias.extend(u.bias.iter().flatten());
         }
-        let fused = nn::Conv2d::new(
-            &Tensor::from_vec(&[bias.len(), cin, 1, 1], weight),
-            Some(&bias),
-            nn::Conv2dParams::new(1, 0),
-        )?;
+        (Tensor::from_vec(&[bias.len(), cin, 1, 1], weight), bias)
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<RawOutputs, NnError> {
+        let convs = self.convs();
+        let (weight, bias) = self.fused_weights();
+        let fused = nn::Conv2d::new(&weight, Some(&bias), nn::Conv2dParams::new(1, 0))?;
         let y = fused.forward(x)?;
         let plane = y.shape[1] * y.shape[2];
         let mut start = 0;
@@ -229,6 +267,62 @@ impl AnchorHead {
             start += c;
         }
         Ok(RawOutputs { tensors })
+    }
+
+    /// VJP of the fused 1x1 convs (no BN, no ReLU): one GEMM pair for all three.
+    fn backward(
+        &self,
+        x: &Tensor,
+        d_raw: &RawOutputs,
+    ) -> Result<(Tensor, Vec<UnitGrads>), NnError> {
+        let (weight, _) = self.fused_weights();
+        let (h, w) = (x.shape[1], x.shape[2]);
+        let plane = h * w;
+        let mut dy = vec![0f32; weight.shape[0] * plane];
+        let mut start = 0;
+        for (name, u) in self.convs() {
+            let c = u.out_channels();
+            if let Some(d) = d_raw.get(name) {
+                if d.data.len() != c * plane {
+                    return Err(nn::NnError::Invalid {
+                        op: "anchor head backward",
+                        msg: format!(
+                            "gradient of {name} has shape {:?}, expected [1, {h}, {w}, {c}]",
+                            d.shape
+                        ),
+                    });
+                }
+                // NHWC -> CHW.
+                for (p, row) in d.data.chunks_exact(c).enumerate() {
+                    for (ch, v) in row.iter().enumerate() {
+                        dy[(start + ch) * plane + p] = *v;
+                    }
+                }
+            }
+            start += c;
+        }
+        let dy = Tensor::from_vec(&[weight.shape[0], h, w], dy);
+        let g = nn::vjp::conv2d_vjp(x, &weight, nn::Conv2dParams::new(1, 0), &dy, true)?;
+        let cin = weight.shape[1];
+        let mut grads = Vec::new();
+        let mut start = 0;
+        for (_, u) in self.convs() {
+            let c = u.out_channels();
+            grads.push(UnitGrads {
+                weight: Tensor::from_vec(
+                    &u.weight.shape,
+                    g.dw.data[start * cin..(start + c) * cin].to_vec(),
+                ),
+                bias: Some(g.db[start..start + c].to_vec()),
+                bn: None,
+            });
+            start += c;
+        }
+        let dx = g.dx.ok_or_else(|| nn::NnError::Invalid {
+            op: "anchor head backward",
+            msg: "no input gradient".into(),
+        })?;
+        Ok((dx, grads))
     }
 
     /// Decoding and post-processing as `generate_predicted_boxes` + `post_processing`
@@ -442,18 +536,94 @@ impl CenterHead {
     }
 
     fn forward(&self, x: &Tensor) -> Result<RawOutputs, NnError> {
+        self.forward_taped(x, None)
+    }
+
+    fn forward_taped(
+        &self,
+        x: &Tensor,
+        mut tape: Option<&mut HeadTape>,
+    ) -> Result<RawOutputs, NnError> {
         let shared = self.shared.forward_map(x)?;
         let mut tensors = Vec::new();
         for (h, branches) in self.heads.iter().enumerate() {
             for (name, units) in branches {
+                let mut maps = Vec::new();
                 let mut y = units[0].forward_map(&shared)?;
                 for u in &units[1..] {
-                    y = u.forward_map(&y)?;
+                    let next = u.forward_map(&y)?;
+                    let prev = std::mem::replace(&mut y, next);
+                    if tape.is_some() {
+                        maps.push(prev);
+                    }
+                }
+                if let Some(t) = tape.as_deref_mut() {
+                    maps.push(y.clone());
+                    t.branches.push(maps);
                 }
                 tensors.push((format!("head{h}.{name}"), with_batch(y)));
             }
         }
+        if let Some(t) = tape {
+            t.shared = Some(shared);
+        }
         Ok(RawOutputs { tensors })
+    }
+
+    /// VJP through every branch (skipping branches with no gradient) and the shared conv.
+    fn backward(
+        &self,
+        x: &Tensor,
+        tape: &HeadTape,
+        d_raw: &RawOutputs,
+    ) -> Result<(Tensor, Vec<UnitGrads>), NnError> {
+        let missing = |msg: &str| nn::NnError::Invalid {
+            op: "center head backward",
+            msg: msg.to_string(),
+        };
+        let shared = tape
+            .shared
+            .as_ref()
+            .ok_or_else(|| missing("the tape holds no forward pass"))?;
+        let mut d_shared = Tensor::zeros(&shared.shape);
+        let mut branch_grads = Vec::new();
+        let mut maps_iter = tape.branches.iter();
+        for (h, branches) in self.heads.iter().enumerate() {
+            for (name, units) in branches {
+                let maps = maps_iter
+                    .next()
+                    .ok_or_else(|| missing("the tape misses a branch"))?;
+                let key = format!("head{h}.{name}");
+                let Some(d) = d_raw.get(&key) else {
+                    branch_grads.extend(units.iter().map(UnitGrads::zeros));
+                    continue;
+                };
+                let out = &maps[maps.len() - 1];
+                if d.data.len() != out.data.len() {
+                    return Err(missing(&format!(
+                        "gradient of {key} has shape {:?}, expected [1, {:?}]",
+                        d.shape, out.shape
+                    )));
+                }
+                let mut dy = Tensor::from_vec(&out.shape, d.data.clone());
+                let mut grads = Vec::with_capacity(units.len());
+                for (k, u) in units.iter().enumerate().rev() {
+                    let input = if k == 0 { shared } else { &maps[k - 1] };
+                    let (dx, g) = u.backward(input, &maps[k], dy, true)?;
+                    grads.push(g);
+                    dy = dx.ok_or_else(|| missing("no input gradient"))?;
+                }
+                for (a, b) in d_shared.data.iter_mut().zip(&dy.data) {
+                    *a += b;
+                }
+                grads.reverse();
+                branch_grads.extend(grads);
+            }
+        }
+        let (dx, g) = self.shared.backward(x, shared, d_shared, true)?;
+        let mut grads = vec![g];
+        grads.extend(branch_grads);
+        Ok((dx.ok_or_else(|| missing("no input gradient"))?, grads))
     }
 
     /// `decode_bbox_from_heatmap` per head (top-k per class, then top-k overall, no max-pool),

@@ -15,6 +15,7 @@ pub mod nms;
 pub mod torch_order;
 pub mod vfe;
 
-pub use detector::{Detector, DetectorError, ForwardOutput, StageTimes};
+pub use detector::{Detector, DetectorError, ForwardOutput, StageTimes, TapedForward};
 pub use heads::{Detection, RawOutputs};
 pub use input::{FovFilter, PreparedScan, prepare_scan};
+pub use layers::UnitGrads;

@@ -6,8 +6,8 @@ use crate::model::Weights;
 use crate::model::config::{DataConfig, VfeConfig, VfeKind};
 use crate::pointcloud::voxelize::Voxels;
 
-use super::layers::{Unit, UnitError, UnitKind, UnitSpec};
-use crate::nn::NnError;
+use super::layers::{Unit, UnitError, UnitGrads, UnitKind, UnitSpec};
+use crate::nn::{NnError, Tensor};
 
 /// PFN layers of a pillar VFE (`vfe.pfn_layers.{i}`).
 #[derive(Clone, Debug)]
@@ -117,6 +117,15 @@ impl PillarVfe {
 
     /// `PillarVFE` on static voxels (`P x M x F`, zero padded).
     pub fn forward_voxels(&self, v: &Voxels) -> Result<Pillars, NnError> {
+        self.forward_voxels_taped(v, None)
+    }
+
+    /// [`Self::forward_voxels`], recording what the backward pass needs in `tape`.
+    pub fn forward_voxels_taped(
+        &self,
+        v: &Voxels,
+        tape: Option<&mut PfnTape>,
+    ) -> Result<Pillars, NnError> {
         let p = v.len();
         let m = v.max_points;
         let f = v.num_features;
@@ -150,10 +159,11 @@ impl PillarVfe {
         }
         let features = self.run_pfn(
             feats,
-            &PillarGroups::Padded {
+            PillarGroups::Padded {
                 pillars: p,
                 slots: m,
             },
+            tape,
         )?;
         Ok(Pillars {
             channels: self.out_channels(),
@@ -171,6 +181,16 @@ impl PillarVfe {
     /// `DynPillarVFE` on raw points (`N x F`): pillars sorted by `x * ny + y` like
     /// `torch.unique`, no caps, no z filter.
     pub fn forward_points(&self, points: &[f32], num_features: usize) -> Result<Pillars, NnError> {
+        self.forward_points_taped(points, num_features, None)
+    }
+
+    /// [`Self::forward_points`], recording what the backward pass needs in `tape`.
+    pub fn forward_points_taped(
+        &self,
+        points: &[f32],
+        num_features: usize,
+        tape: Option<&mut PfnTape>,
+    ) -> Result<Pillars, NnError> {
         let (nx, ny) = (self.grid[0], self.grid[1]);
         let n = points.len() / num_features;
         // Pillar index of each in-grid point.
@@ -225,17 +245,19 @@ impl PillarVfe {
             );
             feats.extend_from_slice(&row);
         }
+        let point_rows = inverse.len();
         let features = self.run_pfn(
             feats,
-            &PillarGroups::Scattered {
+            PillarGroups::Scattered {
                 pillars: pcount,
-                inverse: &inverse,
+                inverse,
             },
+            tape,
         )?;
         Ok(Pillars {
             channels: self.out_channels(),
             features,
-            point_rows: inverse.len(),
+            point_rows,
             cells: unique
                 .iter()
                 .map(|&k| ((k % ny) as u32, (k / ny) as u32))
@@ -244,37 +266,134 @@ impl PillarVfe {
     }
 
     /// Runs the PFN layers on per-point rows and reduces them to one row per pillar.
-    fn run_pfn(&self, mut x: Vec<f32>, groups: &PillarGroups) -> Result<Vec<f32>, NnError> {
+    fn run_pfn(
+        &self,
+        mut x: Vec<f32>,
+        groups: PillarGroups,
+        mut tape: Option<&mut PfnTape>,
+    ) -> Result<Vec<f32>, NnError> {
         let rows = groups.rows();
+        let mut pooled = Vec::new();
         for (li, layer) in self.layers.iter().enumerate() {
+            let cin = x.len().checked_div(rows).unwrap_or(0);
+            let input = tape.as_ref().map(|_| x.clone());
             let y = layer.forward_rows(x, rows)?;
             let c = layer.out_channels();
-            let pooled = groups.max(&y, c);
-            if li + 1 == self.layers.len() {
-                return Ok(pooled);
-            }
-            // Concatenate each point's features with its pillar's max.
-            let mut next = Vec::with_capacity(rows * 2 * c);
-            for r in 0..rows {
-                let p = groups.pillar_of(r);
-                next.extend_from_slice(&y[r * c..(r + 1) * c]);
-                next.extend_from_slice(&pooled[p * c..(p + 1) * c]);
+            pooled = groups.max(&y, c);
+            let last = li + 1 == self.layers.len();
+            // A non-last layer concatenates each point's features with its pillar's max.
+            let next = if last {
+                Vec::new()
+            } else {
+                let mut next = Vec::with_capacity(rows * 2 * c);
+                for r in 0..rows {
+                    let p = groups.pillar_of(r);
+                    next.extend_from_slice(&y[r * c..(r + 1) * c]);
+                    next.extend_from_slice(&pooled[p * c..(p + 1) * c]);
+                }
+                next
+            };
+            if let (Some(t), Some(input)) = (tape.as_deref_mut(), input) {
+                t.inputs.push(Tensor::from_vec(&[rows, cin], input));
+                t.outputs.push(Tensor::from_vec(&[rows, c], y));
             }
             x = next;
         }
-        Ok(Vec::new())
+        if let Some(t) = tape {
+            t.groups = Some(groups);
+        }
+        Ok(pooled)
+    }
+
+    /// VJP of the PFN layers: from `dL/d(pillar features)` (`P x C`), the gradients of every
+    /// PFN unit (in layer order). The max over a pillar's rows passes the gradient to the
+    /// first row holding the maximum, as `torch.max(dim)` and `torch_scatter.scatter_max` do.
+    pub fn backward(&self, tape: &PfnTape, d_pillars: &[f32]) -> Result<Vec<UnitGrads>, NnError> {
+        let groups = tape.groups.as_ref().ok_or_else(|| NnError::Invalid {
+            op: "vfe backward",
+            msg: "the tape holds no forward pass".into(),
+        })?;
+        let n = self.layers.len();
+        let mut grads = Vec::with_capacity(n);
+        // dL/d(pooled max) of the current layer.
+        let mut d_pooled = d_pillars.to_vec();
+        let mut d_rows: Option<Vec<f32>> = None; // direct row gradient from the concat
+        for li in (0..n).rev() {
+            let layer = &self.layers[li];
+            let y = &tape.outputs[li];
+            let c = layer.out_channels();
+            let mut dy = d_rows.take().unwrap_or_else(|| vec![0f32; y.data.len()]);
+            groups.route_max_grad(&y.data, c, &d_pooled, &mut dy);
+            let dy = Tensor::from_vec(&y.shape, dy);
+            let (dx, g) = layer.backward(&tape.inputs[li], y, dy, li > 0)?;
+            grads.push(g);
+            if let Some(dx) = dx {
+                // The previous layer's output fed [its rows | its pillar max] into this one.
+                let cp = self.layers[li - 1].out_channels();
+                let rows = groups.rows();
+                let mut direct = Vec::with_capacity(rows * cp);
+                let mut pooled = vec![0f32; groups.pillars() * cp];
+                for r in 0..rows {
+                    let row = &dx.data[r * 2 * cp..(r + 1) * 2 * cp];
+                    direct.extend_from_slice(&row[..cp]);
+                    let p = groups.pillar_of(r);
+                    for (a, b) in pooled[p * cp..(p + 1) * cp].iter_mut().zip(&row[cp..]) {
+                        *a += b;
+                    }
+                }
+                d_rows = Some(direct);
+                d_pooled = pooled;
+            }
+        }
+        grads.reverse();
+        Ok(grads)
     }
 }
 
+/// What [`PillarVfe::backward`] needs from a forward pass: each PFN layer's input and output
+/// rows and how rows map to pillars.
+#[derive(Debug, Default)]
+pub struct PfnTape {
+    inputs: Vec<Tensor>,
+    outputs: Vec<Tensor>,
+    groups: Option<PillarGroups>,
+}
+
 /// How per-point rows map to pillars.
-enum PillarGroups<'a> {
+#[derive(Debug)]
+enum PillarGroups {
     /// `pillars x slots` rows, slot-major inside a pillar (static voxels, padded).
     Padded { pillars: usize, slots: usize },
     /// One row per in-grid point, `inverse[row]` = its pillar.
-    Scattered { pillars: usize, inverse: &'a [u32] },
+    Scattered { pillars: usize, inverse: Vec<u32> },
 }
 
-impl PillarGroups<'_> {
+impl PillarGroups {
+    fn pillars(&self) -> usize {
+        match self {
+            PillarGroups::Padded { pillars, .. } | PillarGroups::Scattered { pillars, .. } => {
+                *pillars
+            }
+        }
+    }
+
+    /// Adds `d_pooled[p][ch]` to `dy` at the first row of pillar `p` whose `y` equals the
+    /// pillar's max in channel `ch` (rows in order, as PyTorch's max picks them).
+    fn route_max_grad(&self, y: &[f32], c: usize, d_pooled: &[f32], dy: &mut [f32]) {
+        let pooled = self.max(y, c);
+        let mut taken = vec![false; pooled.len()];
+        for r in 0..self.rows() {
+            let p = self.pillar_of(r);
+            for ch in 0..c {
+                let k = p * c + ch;
+                if !taken[k] && y[r * c + ch] == pooled[k] {
+                    taken[k] = true;
+                    dy[r * c + ch] += d_pooled[k];
+                }
+            }
+        }
+    }
+
     fn rows(&self) -> usize {
         match self {
             PillarGroups::Padded { pillars, slots } => pillars * slots,

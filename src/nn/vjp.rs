@@ -215,32 +215,45 @@ pub fn linear_vjp(
         );
         Tensor::from_vec(&x.shape, d)
     });
-    // dW = dy^T x, summed over row chunks in parallel (K = rows can be millions of points).
-    const CHUNK: usize = 8192;
-    let dwv = (0..rows.div_ceil(CHUNK))
+    // dW = dy^T x over row chunks in parallel (K = rows can be millions of points). Each
+    // chunk's product is summed into f64 partials: these sums cancel heavily, and summing
+    // hundreds of chunks in f32 would lose ~1e-3 of the result.
+    const CHUNK: usize = 2048;
+    let dw64 = (0..rows.div_ceil(CHUNK))
         .into_par_iter()
         .fold(
-            || vec![0f32; out_f * in_f],
-            |mut acc, ci| {
+            || (vec![0f64; out_f * in_f], vec![0f32; out_f * in_f]),
+            |(mut acc, mut part), ci| {
                 let r0 = ci * CHUNK;
                 let r = CHUNK.min(rows - r0);
-                let fin = Finish {
-                    accumulate: true,
-                    ..Finish::default()
-                };
                 let a = View::transposed(&dy.data[r0 * out_f..][..r * out_f], out_f);
                 let b = View::row_major(&x.data[r0 * in_f..][..r * in_f], in_f);
-                crate::nn::gemm::matmul_serial(isa, out_f, in_f, r, a, b, &mut acc, fin);
-                acc
+                crate::nn::gemm::matmul_serial(
+                    isa,
+                    out_f,
+                    in_f,
+                    r,
+                    a,
+                    b,
+                    &mut part,
+                    Finish::default(),
+                );
+                for (s, p) in acc.iter_mut().zip(&part) {
+                    *s += *p as f64;
+                }
+                (acc, part)
             },
         )
-        .reduce(|| vec![0f32; out_f * in_f], add_vec);
-    let mut db = vec![0f32; out_f];
+        .map(|(acc, _)| acc)
+        .reduce(|| vec![0f64; out_f * in_f], add_vec);
+    let dwv: Vec<f32> = dw64.iter().map(|&v| v as f32).collect();
+    let mut db64 = vec![0f64; out_f];
     for row in dy.data.chunks_exact(out_f.max(1)) {
-        for (d, v) in db.iter_mut().zip(row) {
-            *d += v;
+        for (d, v) in db64.iter_mut().zip(row) {
+            *d += *v as f64;
         }
     }
+    let db = db64.iter().map(|&v| v as f32).collect();
     Ok(Grads {
         dx,
         dw: Tensor::from_vec(&weight.shape, dwv),
@@ -248,7 +261,7 @@ pub fn linear_vjp(
     })
 }
 
-fn add_vec(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+fn add_vec(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
     for (x, y) in a.iter_mut().zip(&b) {
         *x += y;
     }
@@ -298,11 +311,14 @@ pub(crate) fn conv_dw(isa: Isa, g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .collect();
     let npix = g.ho * g.wo;
     let a_offs: Vec<isize> = (0..g.cout).map(|co| (co * npix) as isize).collect();
-    (0..bands)
+    // Each band's partial sum is added into f64 totals: a weight's gradient sums tens of
+    // thousands of pixels that largely cancel.
+    let total = (0..bands)
         .into_par_iter()
         .fold(
-            || vec![0f32; g.cout * k],
-            |mut acc, bi| {
+            || (vec![0f64; g.cout * k], vec![0f32; g.cout * k]),
+            |(mut total, mut acc), bi| {
+                acc.fill(0.0);
                 let oy0 = bi * rows;
                 let r = rows.min(g.ho - oy0);
                 with_scratch(band_len, |band| {
@@ -332,10 +348,15 @@ pub(crate) fn conv_dw(isa: Isa, g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         }
                     }
                 });
-                acc
+                for (t, a) in total.iter_mut().zip(&acc) {
+                    *t += *a as f64;
+                }
+                (total, acc)
             },
         )
-        .reduce(|| vec![0f32; g.cout * k], add_vec)
+        .map(|(total, _)| total)
+        .reduce(|| vec![0f64; g.cout * k], add_vec);
+    total.iter().map(|&v| v as f32).collect()
 }
 
 #[cfg(test)]
