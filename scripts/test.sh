@@ -10,4 +10,11 @@ if [ ! -d ../shared/reference ] || [ ! -d ../shared/data ]; then
     exit 1
 fi
 
+# tests/prune_export.rs checks the exported masks the way a PyTorch user would, with
+# tests/python/check_masks.py (numpy + safetensors only); it fails rather than skips without them.
+if ! python3 -c 'import numpy, safetensors' 2>/dev/null; then
+    python3 -m pip install --quiet numpy safetensors
+fi
+export PRUNEVIEW_PYTHON=python3
+
 cargo test "$@"

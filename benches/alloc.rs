@@ -1,0 +1,80 @@
+//! The budget allocator's speed targets (DESIGN.md, "The method" point 5): building the DP
+//! frontier for 80 layers x 101 levels x 4096 bins <= 20 ms, and one budget query (the
+//! slider's cost) <= 10 us. Curves are random but monotone, sizes log-uniform like a real
+//! detector's mix of small and large layers.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pruneview::prune::BudgetKind;
+use pruneview::prune::alloc::{DEFAULT_BINS, Frontier, LayerInput, Problem};
+use std::hint::black_box;
+
+/// SplitMix64, so every run benchmarks the same instance.
+struct Rng(u64);
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `balanced`: every layer costs the same (the hardest case for the DP: no layer is small
+/// enough for its options to collapse or its rows to end early); otherwise sizes are
+/// log-uniform over three decades of params and FLOPs per weight, like a real detector.
+fn problem(layers: usize, levels: usize, balanced: bool) -> Problem {
+    let mut rng = Rng(42);
+    let layers = (0..layers)
+        .map(|i| {
+            let (params, flops) = if balanced {
+                (100_000, 1e9)
+            } else {
+                let p = 10f64.powf(3.0 + 3.0 * rng.unit()) as usize;
+                (p, p as f64 * 10f64.powf(2.0 + 3.0 * rng.unit()))
+            };
+            let lv: Vec<f64> = (0..levels)
+                .map(|k| k as f64 / (levels - 1) as f64)
+                .collect();
+            let mut d = 0.0;
+            let distortion = lv
+                .iter()
+                .map(|&s| {
+                    d += rng.unit() * s * s;
+                    d
+                })
+                .collect();
+            LayerInput {
+                name: format!("layer{i}.weight"),
+                params,
+                flops,
+                shape: vec![params],
+                levels: lv,
+                distortion,
+            }
+        })
+        .collect();
+    Problem::new(layers)
+}
+
+fn frontier(c: &mut Criterion) {
+    let mut g = c.benchmark_group("alloc_80x101x4096");
+    for (label, balanced) in [("loguniform_sizes", false), ("balanced", true)] {
+        let p = problem(80, 101, balanced);
+        let f = Frontier::build(&p, BudgetKind::Flops, DEFAULT_BINS).expect("frontier");
+        eprintln!(
+            "{label}: frontier 80 layers x 101 levels x {DEFAULT_BINS} bins holds {} bytes",
+            f.memory_bytes()
+        );
+        g.bench_function(format!("frontier_build_{label}"), |b| {
+            b.iter(|| Frontier::build(black_box(&p), BudgetKind::Flops, DEFAULT_BINS))
+        });
+        g.bench_function(format!("query_{label}"), |b| {
+            b.iter(|| f.query(black_box(0.4)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, frontier);
+criterion_main!(benches);

@@ -1,0 +1,618 @@
+//! Exports of a chosen allocation: masks, pruned weights and a per-layer CSV report, in files
+//! a PyTorch user can load without pruneview (DESIGN.md, "File formats").
+//!
+//! - **Masks** (`write_masks`): safetensors, one U8 tensor per pruned layer (1 kept, 0
+//!   pruned) of the weight's shape, so `w * mask` in PyTorch or NumPy reproduces the pruned
+//!   weights. `__metadata__` carries the allocation JSON and the source weights' sha256, so
+//!   a mask file says which weights and which allocation it belongs to.
+//! - **Pruned weights** (`write_pruned`): the input file with the pruned elements set to
+//!   zero in the tensor's own dtype and *every other byte unchanged*: same keys, same order,
+//!   same dtypes (int64 `num_batches_tracked` and 0-d tensors included), same `__metadata__`
+//!   (so `pruneview.config` still makes the file self-contained) plus the allocation. A dense
+//!   tensor with zeros is not faster by itself; it is a file to evaluate or fine-tune.
+//! - **Report** (`write_csv`): one row per layer, for spreadsheets and papers.
+//!
+//! Masks follow `rank`: sparsity `s` prunes the `floor(s * n)` lowest-ranked weights, ties by
+//! flat index, so the same weights and allocation always give the same masks. Files are
+//! written with a deterministic header (metadata keys sorted), so the same inputs give the
+//! same bytes, and every write is atomic and refuses to replace an input
+//! ([`crate::io::write_atomic`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use safetensors::tensor::{Dtype, TensorInfo};
+use sha2::{Digest, Sha256};
+
+use super::allocation::Allocation;
+use super::curves::Curves;
+use super::rank;
+use crate::io::{WriteError, write_atomic};
+use crate::model::Weights;
+use crate::model::weights::to_f32;
+
+/// `__metadata__` key holding the allocation JSON (masks and pruned weights).
+pub const META_ALLOCATION: &str = "pruneview.allocation";
+/// `__metadata__` key holding the sha256 (hex) of the weights the masks were computed from.
+pub const META_SOURCE_SHA256: &str = "source_sha256";
+
+/// Where the prune order of each layer comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Orders<'a> {
+    /// `|w|` ascending, ties by index, computed from the weights (f16/bf16 read as f32).
+    Magnitude,
+    /// Orders computed elsewhere (e.g. the saliency ranking from the curve probes), keyed by
+    /// parameter name: each a permutation of `0..n`, lowest-ranked (pruned first) first.
+    Given(&'a HashMap<String, Vec<u32>>),
+}
+
+/// The keep-mask of one layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerMask {
+    /// The parameter's state-dict name.
+    pub name: String,
+    /// The weight's shape (the mask has the same).
+    pub shape: Vec<usize>,
+    /// One byte per weight, row-major: 1 kept, 0 pruned.
+    pub mask: Vec<u8>,
+    /// Number of zeros in `mask`: `floor(s * n)`.
+    pub pruned: usize,
+}
+
+impl LayerMask {
+    /// Number of weights in the layer.
+    pub fn params(&self) -> usize {
+        self.mask.len()
+    }
+
+    /// Number of weights the mask keeps.
+    pub fn kept(&self) -> usize {
+        self.mask.len() - self.pruned
+    }
+
+    /// Fraction of the layer's weights pruned.
+    pub fn actual_sparsity(&self) -> f64 {
+        if self.mask.is_empty() {
+            0.0
+        } else {
+            self.pruned as f64 / self.mask.len() as f64
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "{path}: the allocation's layer `{key}` is not in the weights (was the allocation made for another model?)"
+    )]
+    MissingLayer { path: PathBuf, key: String },
+    #[error(
+        "{path}: layer `{key}` has dtype {dtype}; only F32, F16 and BF16 tensors can be pruned"
+    )]
+    NotFloat {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
+    #[error("the allocation lists layer `{key}` more than once")]
+    DuplicateLayer { key: String },
+    #[error("prune order of layer `{key}`: {reason}")]
+    BadOrder { key: String, reason: String },
+    #[error("mask of layer `{key}`: {reason}")]
+    BadMask { key: String, reason: String },
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// A layer of the allocation, checked against the weights.
+struct LayerRef<'a> {
+    name: &'a str,
+    sparsity: f64,
+    shape: &'a [usize],
+}
+
+/// Checks that every layer of `alloc` is a float tensor of `weights` (and listed once);
+/// returns them in allocation order.
+fn alloc_layers<'a>(
+    alloc: &'a Allocation,
+    weights: &'a Weights,
+) -> Result<Vec<LayerRef<'a>>, ExportError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(alloc.layers.len());
+    for l in &alloc.layers {
+        if !seen.insert(l.name.as_str()) {
+            return Err(ExportError::DuplicateLayer {
+                key: l.name.clone(),
+            });
+        }
+        let Some((dtype, shape, _)) = weights.raw(&l.name) else {
+            return Err(ExportError::MissingLayer {
+                path: weights.path().to_path_buf(),
+                key: l.name.clone(),
+            });
+        };
+        if !is_float(dtype) {
+            return Err(ExportError::NotFloat {
+                path: weights.path().to_path_buf(),
+                key: l.name.clone(),
+                dtype: format!("{dtype:?}"),
+            });
+        }
+        out.push(LayerRef {
+            name: &l.name,
+            sparsity: l.sparsity,
+            shape,
+        });
+    }
+    Ok(out)
+}
+
+fn is_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+}
+
+/// The prune order of layer `key` (`n` weights): computed by magnitude, or the given one
+/// after checking that it is a permutation of `0..n`.
+fn layer_order(
+    weights: &Weights,
+    key: &str,
+    n: usize,
+    orders: Orders<'_>,
+) -> Result<Vec<u32>, ExportError> {
+    match orders {
+        Orders::Magnitude => {
+            let not_float = || ExportError::NotFloat {
+                path: weights.path().to_path_buf(),
+                key: key.to_string(),
+                dtype: "unknown".into(),
+            };
+            let (dtype, _, bytes) = weights.raw(key).ok_or_else(not_float)?;
+            let values = to_f32(dtype, bytes).ok_or_else(not_float)?;
+            Ok(rank::magnitude_order(&values))
+        }
+        Orders::Given(map) => {
+            let bad = |reason: String| ExportError::BadOrder {
+                key: key.to_string(),
+                reason,
+            };
+            let order = map
+                .get(key)
+                .ok_or_else(|| bad("no order was given for this layer".into()))?;
+            if order.len() != n {
+                return Err(bad(format!(
+                    "has {} entries, the layer has {n} weights",
+                    order.len()
+                )));
+            }
+            let mut seen = vec![false; n];
+            for &i in order {
+                match seen.get_mut(i as usize) {
+                    None => return Err(bad(format!("index {i} is out of range 0..{n}"))),
+                    Some(true) => return Err(bad(format!("index {i} appears twice"))),
+                    Some(s) => *s = true,
+                }
+            }
+            Ok(order.clone())
+        }
+    }
+}
+
+/// The masks of every layer of `alloc`, in allocation order. Each layer must be a float
+/// tensor of `weights`; sparsity `s` prunes the first `floor(s * n)` weights of its order.
+pub fn build_masks(
+    alloc: &Allocation,
+    weights: &Weights,
+    orders: Orders<'_>,
+) -> Result<Vec<LayerMask>, ExportError> {
+    // Validate every layer first so the error is the first bad layer, not a random one.
+    let layers = alloc_layers(alloc, weights)?;
+    layers
+        .par_iter()
+        .map(|l| {
+            let n = l.shape.iter().product();
+            let order = layer_order(weights, l.name, n, orders)?;
+            Ok(LayerMask {
+                name: l.name.to_string(),
+                shape: l.shape.to_vec(),
+                pruned: rank::pruned_count(l.sparsity, n),
+                mask: rank::mask(&order, l.sparsity),
+            })
+        })
+        .collect()
+}
+
+/// Checks that `masks` are exactly the allocation's layers (no missing, extra or repeated
+/// mask) and are internally consistent; returns them by name.
+fn masks_by_name<'m>(
+    alloc: &Allocation,
+    masks: &'m [LayerMask],
+) -> Result<HashMap<&'m str, &'m LayerMask>, ExportError> {
+    let mut by_name = HashMap::with_capacity(masks.len());
+    for m in masks {
+        let bad = |reason: String| ExportError::BadMask {
+            key: m.name.clone(),
+            reason,
+        };
+        if by_name.insert(m.name.as_str(), m).is_some() {
+            return Err(bad("given more than once".into()));
+        }
+        if alloc.sparsity_of(&m.name).is_none() {
+            return Err(bad("the layer is not in the allocation".into()));
+        }
+        let n: usize = m.shape.iter().product();
+        if m.mask.len() != n {
+            return Err(bad(format!(
+                "has {} entries for shape {:?} ({n} weights)",
+                m.mask.len(),
+                m.shape
+            )));
+        }
+        let zeros = m.mask.iter().filter(|&&v| v == 0).count();
+        if zeros != m.pruned || m.mask.iter().any(|&v| v > 1) {
+            return Err(bad(format!(
+                "must hold only 0 and 1 with {} zeros (found {zeros})",
+                m.pruned
+            )));
+        }
+    }
+    if let Some(l) = alloc
+        .layers
+        .iter()
+        .find(|l| !by_name.contains_key(l.name.as_str()))
+    {
+        return Err(ExportError::BadMask {
+            key: l.name.clone(),
+            reason: "the allocation has this layer but no mask was given".into(),
+        });
+    }
+    Ok(by_name)
+}
+
+/// A tensor to serialise: raw little-endian bytes, borrowed from the input or owned.
+struct RawTensor<'a> {
+    name: &'a str,
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: std::borrow::Cow<'a, [u8]>,
+}
+
+/// Serialises `tensors` in the given order (unlike `safetensors::serialize`, which sorts by
+/// dtype and name) with `metadata` in sorted key order, so output bytes are deterministic
+/// and a copied file keeps its layout. Header padded with spaces to 8 bytes, as the format's
+/// reference writer does.
+fn encode_safetensors(tensors: &[RawTensor<'_>], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    }
+    let mut offset = 0;
+    for t in tensors {
+        let info = TensorInfo {
+            dtype: t.dtype,
+            shape: t.shape.to_vec(),
+            data_offsets: (offset, offset + t.bytes.len()),
+        };
+        offset += t.bytes.len();
+        // TensorInfo is plain data (a dtype name and integers): serialising cannot fail.
+        let value = serde_json::to_value(&info).unwrap_or(serde_json::Value::Null);
+        header.insert(t.name.to_string(), value);
+    }
+    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for t in tensors {
+        out.extend_from_slice(&t.bytes);
+    }
+    out
+}
+
+/// Writes the masks as a safetensors file: key = parameter name, U8 (1 kept, 0 pruned), the
+/// weight's shape, in allocation order; `__metadata__` holds `pruneview.allocation` (the
+/// allocation JSON) and `source_sha256` (of the weights file, see [`sha256_file`]).
+pub fn write_masks(
+    path: &Path,
+    masks: &[LayerMask],
+    alloc: &Allocation,
+    source_sha256: &str,
+    inputs: &[&Path],
+) -> Result<(), ExportError> {
+    let by_name = masks_by_name(alloc, masks)?;
+    let tensors: Vec<RawTensor<'_>> = alloc
+        .layers
+        .iter()
+        .filter_map(|l| by_name.get(l.name.as_str()))
+        .map(|m| RawTensor {
+            name: &m.name,
+            dtype: Dtype::U8,
+            shape: &m.shape,
+            bytes: std::borrow::Cow::Borrowed(&m.mask),
+        })
+        .collect();
+    let metadata = BTreeMap::from([
+        (META_ALLOCATION.to_string(), alloc.to_json()),
+        (META_SOURCE_SHA256.to_string(), source_sha256.to_string()),
+    ]);
+    write_atomic(path, &encode_safetensors(&tensors, &metadata), inputs)?;
+    Ok(())
+}
+
+/// Element size in bytes of the float dtypes masks apply to.
+fn float_size(dtype: Dtype) -> Option<usize> {
+    match dtype {
+        Dtype::F32 => Some(4),
+        Dtype::F16 | Dtype::BF16 => Some(2),
+        _ => None,
+    }
+}
+
+/// Writes `weights` with the masks applied: every key of the input in the input's order;
+/// in masked tensors the pruned elements become zero of the tensor's own dtype (all-zero
+/// bytes: +0.0 in f32, f16 and bf16) and the kept ones keep their exact bits; every other
+/// tensor is copied byte for byte. The input's `__metadata__` is kept and
+/// `pruneview.allocation` is added (replacing an older one).
+pub fn write_pruned(
+    path: &Path,
+    weights: &Weights,
+    masks: &[LayerMask],
+    alloc: &Allocation,
+    inputs: &[&Path],
+) -> Result<(), ExportError> {
+    let by_name = masks_by_name(alloc, masks)?;
+    for m in masks {
+        let Some((dtype, shape, _)) = weights.raw(&m.name) else {
+            return Err(ExportError::MissingLayer {
+                path: weights.path().to_path_buf(),
+                key: m.name.clone(),
+            });
+        };
+        if float_size(dtype).is_none() {
+            return Err(ExportError::NotFloat {
+                path: weights.path().to_path_buf(),
+                key: m.name.clone(),
+                dtype: format!("{dtype:?}"),
+            });
+        }
+        if shape != m.shape.as_slice() {
+            return Err(ExportError::BadMask {
+                key: m.name.clone(),
+                reason: format!(
+                    "has shape {:?} but {} holds {shape:?}",
+                    m.shape,
+                    weights.path().display()
+                ),
+            });
+        }
+    }
+    // The input's order is the order of the tensors' bytes in the file: every raw slice
+    // borrows the one memory map, so slice addresses order them. Empty tensors sharing an
+    // offset keep name order (`keys()` is sorted and the sort is stable).
+    let mut keys = weights.keys();
+    keys.sort_by_key(|k| weights.raw(k).map_or(0, |(_, _, b)| b.as_ptr() as usize));
+    let mut tensors = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let Some((dtype, shape, bytes)) = weights.raw(key) else {
+            continue;
+        };
+        let bytes = match (by_name.get(key.as_str()), float_size(dtype)) {
+            (Some(m), Some(size)) => {
+                let mut b = bytes.to_vec();
+                for (chunk, &keep) in b.chunks_exact_mut(size).zip(&m.mask) {
+                    if keep == 0 {
+                        chunk.fill(0);
+                    }
+                }
+                std::borrow::Cow::Owned(b)
+            }
+            _ => std::borrow::Cow::Borrowed(bytes),
+        };
+        tensors.push(RawTensor {
+            name: key,
+            dtype,
+            shape,
+            bytes,
+        });
+    }
+    let mut metadata = weights.metadata().clone();
+    metadata.insert(META_ALLOCATION.to_string(), alloc.to_json());
+    write_atomic(path, &encode_safetensors(&tensors, &metadata), inputs)?;
+    Ok(())
+}
+
+/// Linear interpolation of `ys` over ascending `xs` at `x`; `None` outside `[xs[0], last]`
+/// (a curve says nothing beyond the levels it was computed at).
+fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> Option<f64> {
+    const EPS: f64 = 1e-12;
+    let (&first, &last) = (xs.first()?, xs.last()?);
+    if x < first - EPS || x > last + EPS || xs.len() != ys.len() {
+        return None;
+    }
+    let x = x.clamp(first, last);
+    let i = xs.partition_point(|&v| v < x);
+    if i == 0 {
+        return ys.first().copied();
+    }
+    let (x0, x1, y0, y1) = (xs[i - 1], xs[i], ys[i - 1], ys[i]);
+    if x1 <= x0 {
+        return Some(y1);
+    }
+    Some(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+}
+
+/// Shortest round-trip decimal, in exponent form for very small or large magnitudes.
+fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if v != 0.0 && !(1e-4..1e15).contains(&a) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Header of the CSV report.
+pub const CSV_HEADER: &str =
+    "name,shape,params,flops_dense,sparsity,pruned,params_kept,flops_kept,predicted_distortion";
+
+/// The CSV report as text: a header row, then one row per layer in allocation order.
+/// `flops_dense` and `flops_kept` (`(1 - s) * flops`, as the allocators count it) come from
+/// `curves` and are empty without them; `predicted_distortion` is the layer's combined
+/// curve (the allocation's lambdas) interpolated at its sparsity, empty when the curves do
+/// not cover the layer or that sparsity.
+pub fn csv_report(
+    alloc: &Allocation,
+    masks: &[LayerMask],
+    curves: Option<&Curves>,
+) -> Result<String, ExportError> {
+    let by_name = masks_by_name(alloc, masks)?;
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    for l in &alloc.layers {
+        let Some(m) = by_name.get(l.name.as_str()) else {
+            continue;
+        };
+        let s = l.sparsity;
+        let curve = curves.and_then(|c| c.layer(&l.name));
+        let flops_dense = curve.map(|c| c.flops);
+        let flops_kept = flops_dense.map(|f| (1.0 - s) * f);
+        let distortion =
+            curve.and_then(|c| interpolate(&c.sparsity, &c.distortion.combined(alloc.lambda), s));
+        let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_default();
+        let shape = if m.shape.is_empty() {
+            "scalar".to_string()
+        } else {
+            m.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        };
+        let row = [
+            csv_field(&l.name),
+            shape,
+            m.params().to_string(),
+            opt(flops_dense),
+            fmt_num(s),
+            m.pruned.to_string(),
+            m.kept().to_string(),
+            opt(flops_kept),
+            opt(distortion),
+        ];
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Writes [`csv_report`] to `path`, atomically.
+pub fn write_csv(
+    path: &Path,
+    alloc: &Allocation,
+    masks: &[LayerMask],
+    curves: Option<&Curves>,
+    inputs: &[&Path],
+) -> Result<(), ExportError> {
+    let text = csv_report(alloc, masks, curves)?;
+    write_atomic(path, text.as_bytes(), inputs)?;
+    Ok(())
+}
+
+/// The sha256 of a file, lowercase hex, read in 1 MiB chunks (weights files can be large).
+pub fn sha256_file(path: &Path) -> Result<String, ExportError> {
+    let read = |source| ExportError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read(e)),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_inside_the_levels_only() {
+        let xs = [0.0, 0.5, 1.0];
+        let ys = [0.0, 1.0, 3.0];
+        assert_eq!(interpolate(&xs, &ys, 0.25), Some(0.5));
+        assert_eq!(interpolate(&xs, &ys, 0.75), Some(2.0));
+        assert_eq!(interpolate(&xs, &ys, 0.0), Some(0.0));
+        assert_eq!(interpolate(&xs, &ys, 1.0), Some(3.0));
+        assert_eq!(interpolate(&xs[..2], &ys[..2], 0.9), None);
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("a.b"), "a.b");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+        assert_eq!(fmt_num(0.3), "0.3");
+        assert_eq!(fmt_num(1.5e-6), "1.5e-6");
+    }
+
+    #[test]
+    fn encoded_safetensors_keep_order_and_parse() {
+        let a = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let t = [
+            RawTensor {
+                name: "z",
+                dtype: Dtype::F32,
+                shape: &[2],
+                bytes: std::borrow::Cow::Borrowed(&a),
+            },
+            RawTensor {
+                name: "a",
+                dtype: Dtype::U8,
+                shape: &[],
+                bytes: std::borrow::Cow::Borrowed(&a[..1]),
+            },
+        ];
+        let meta = BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let bytes = encode_safetensors(&t, &meta);
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("z").unwrap().data(), &a);
+        assert_eq!(st.tensor("a").unwrap().data(), &a[..1]);
+        let (n, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(n % 8, 0);
+        assert_eq!(m.metadata().as_ref().unwrap()["k"], "v");
+        let header = String::from_utf8_lossy(&bytes[8..8 + n]);
+        assert!(header.find("\"z\"").unwrap() < header.find("\"a\"").unwrap());
+    }
+}

@@ -1,0 +1,289 @@
+//! Measured distortion (DESIGN.md, "The method", 4): prune, re-run the calibration scans,
+//! and compute D exactly against the dense outputs. Slow but true; it validates the
+//! predicted curves (per layer) and the additivity assumption (whole allocations).
+
+use rayon::prelude::*;
+
+use crate::detect::{Detector, RawOutputs};
+use crate::nn::Tensor;
+
+use super::curves::{Additivity, Curves, LayerFidelity, Measured, OutputNorm};
+use super::probe::{CalibScan, Control, ProbeError};
+use super::{Group, Lambdas, rank};
+
+/// The dense model's raw outputs on every calibration scan, and the normalisation.
+pub struct DenseReference {
+    outputs: Vec<RawOutputs>,
+    norms: Vec<OutputNorm>,
+}
+
+impl DenseReference {
+    pub fn compute(
+        det: &Detector,
+        scans: &[CalibScan],
+        norms: Vec<OutputNorm>,
+        ctl: &Control,
+    ) -> Result<Self, ProbeError> {
+        let mut outputs = Vec::with_capacity(scans.len());
+        for scan in scans {
+            ctl.check()?;
+            outputs.push(run(det, scan)?.raw);
+        }
+        Ok(DenseReference { outputs, norms })
+    }
+
+    /// Exact `(confidence, locality)` distortion of `det` (e.g. a pruned copy) against the
+    /// dense outputs: per tensor `mean((Y~ - Y)^2) / var`, summed per group, mean over scans.
+    pub fn distortion(
+        &self,
+        det: &Detector,
+        scans: &[CalibScan],
+        ctl: &Control,
+    ) -> Result<(f64, f64), ProbeError> {
+        let mut d = (0.0, 0.0);
+        for (scan, dense) in scans.iter().zip(&self.outputs) {
+            ctl.check()?;
+            let out = run(det, scan)?;
+            for (name, t) in &out.raw.tensors {
+                let (Some(norm), Some(r)) = (
+                    self.norms.iter().find(|n| &n.output == name),
+                    dense.get(name),
+                ) else {
+                    continue;
+                };
+                let var = if norm.variance > 1e-20 {
+                    norm.variance
+                } else {
+                    1.0
+                };
+                let v = mean_sq_diff(&t.data, &r.data) / var;
+                match norm.group {
+                    Group::Confidence => d.0 += v,
+                    Group::Locality => d.1 += v,
+                }
+            }
+        }
+        let n = scans.len().max(1) as f64;
+        Ok((d.0 / n, d.1 / n))
+    }
+}
+
+fn run(det: &Detector, scan: &CalibScan) -> Result<crate::detect::ForwardOutput, ProbeError> {
+    det.forward(&scan.points)
+        .map_err(|source| ProbeError::Model {
+            scan: scan.id.clone(),
+            source,
+        })
+}
+
+fn mean_sq_diff(a: &[f32], b: &[f32]) -> f64 {
+    let s: f64 = a
+        .par_chunks(1 << 14)
+        .zip(b.par_chunks(1 << 14))
+        .map(|(x, y)| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| ((p - q) as f64).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    s / a.len().max(1) as f64
+}
+
+/// A model, its calibration scans, their dense outputs and the rank order of every unit:
+/// everything a measurement needs.
+pub struct Measurer<'a> {
+    pub det: &'a Detector,
+    pub scans: &'a [CalibScan],
+    pub reference: DenseReference,
+    /// Per unit (in [`Detector::units`] order), the prune order of its weights.
+    pub orders: &'a [Vec<u32>],
+}
+
+impl Measurer<'_> {
+    /// Measured curves of the units at `layers` (indices into [`Detector::units`]) at `levels`:
+    /// each layer alone pruned in rank order, all scans re-run.
+    pub fn measured_curves(
+        &self,
+        layers: &[usize],
+        levels: &[f64],
+        ctl: &Control,
+    ) -> Result<Vec<Measured>, ProbeError> {
+        let (det, scans, reference, orders) = (self.det, self.scans, &self.reference, self.orders);
+        let mut work = det.clone();
+        let total = layers.len() * levels.len();
+        let mut out = Vec::with_capacity(layers.len());
+        for (li, &l) in layers.iter().enumerate() {
+            let dense = det.units()[l].weight.clone();
+            let mut m = Measured {
+                sparsity: levels.to_vec(),
+                ..Default::default()
+            };
+            for (k, &s) in levels.iter().enumerate() {
+                let pruned = rank::prune(&dense.data, &orders[l], s);
+                set_weight(&mut work, l, Tensor::from_vec(&dense.shape, pruned))?;
+                let (c, o) = reference.distortion(&work, scans, ctl)?;
+                m.confidence.push(c);
+                m.locality.push(o);
+                (ctl.on_step)(
+                    li * levels.len() + k + 1,
+                    total,
+                    &format!("measured {} at {s:.2}", det.units()[l].weight_name()),
+                );
+            }
+            set_weight(&mut work, l, dense)?;
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// One additivity check: the predicted sum of an allocation against the distortion measured
+    /// with all its layers pruned at once (and, when every layer's measured curve covers its
+    /// level, the sum of the measured curves).
+    pub fn additivity(
+        &self,
+        curves: &Curves,
+        lambdas: Lambdas,
+        flops_keep: f64,
+        sparsity: &[f64],
+        ctl: &Control,
+    ) -> Result<Additivity, ProbeError> {
+        let predicted = curves
+            .layers
+            .iter()
+            .zip(sparsity)
+            .map(|(l, &s)| interpolate(&l.sparsity, &l.distortion.combined(lambdas), s))
+            .sum();
+        let measured_sum = curves
+            .layers
+            .iter()
+            .zip(sparsity)
+            .map(|(l, &s)| {
+                if s <= 0.0 {
+                    return Some(0.0);
+                }
+                let m = &l.measured;
+                let levels = if m.sparsity.is_empty() {
+                    &l.sparsity
+                } else {
+                    &m.sparsity
+                };
+                levels
+                    .iter()
+                    .position(|&x| (x - s).abs() < 1e-9)
+                    .map(|i| lambdas.combine(m.confidence[i], m.locality[i]))
+            })
+            .sum::<Option<f64>>();
+        let pruned = pruned_detector(self.det, sparsity, self.orders)?;
+        let (c, o) = self.reference.distortion(&pruned, self.scans, ctl)?;
+        Ok(Additivity {
+            flops_keep,
+            predicted,
+            measured_sum,
+            measured: lambdas.combine(c, o),
+        })
+    }
+}
+
+fn set_weight(det: &mut Detector, unit: usize, w: Tensor) -> Result<(), ProbeError> {
+    let mut units = det.units_mut();
+    units[unit]
+        .set_weight(w)
+        .map_err(|e| ProbeError::Settings(e.to_string()))
+}
+
+/// A copy of `det` with every unit pruned at `sparsity[i]` (in `orders`' rank order).
+pub fn pruned_detector(
+    det: &Detector,
+    sparsity: &[f64],
+    orders: &[Vec<u32>],
+) -> Result<Detector, ProbeError> {
+    let mut work = det.clone();
+    for (i, &s) in sparsity.iter().enumerate() {
+        if s > 0.0 {
+            let w = &det.units()[i].weight;
+            let pruned = rank::prune(&w.data, &orders[i], s);
+            set_weight(&mut work, i, Tensor::from_vec(&w.shape, pruned))?;
+        }
+    }
+    Ok(work)
+}
+
+/// Spearman and Pearson correlation of the predicted (interpolated at the measured levels)
+/// and measured curves, combined with `lambdas`, for every layer that has measurements.
+pub fn layer_fidelity(curves: &Curves, lambdas: Lambdas) -> Vec<LayerFidelity> {
+    curves
+        .layers
+        .iter()
+        .filter(|l| !l.measured.is_empty())
+        .map(|l| {
+            let levels = if l.measured.sparsity.is_empty() {
+                &l.sparsity
+            } else {
+                &l.measured.sparsity
+            };
+            let predicted = l.distortion.combined(lambdas);
+            let p: Vec<f64> = levels
+                .iter()
+                .map(|&s| interpolate(&l.sparsity, &predicted, s))
+                .collect();
+            let m = l.measured.values().combined(lambdas);
+            LayerFidelity {
+                name: l.name.clone(),
+                spearman: pearson(&ranks(&p), &ranks(&m)),
+                pearson: pearson(&p, &m),
+                levels: levels.len(),
+            }
+        })
+        .collect()
+}
+
+/// Piecewise-linear interpolation of `ys` over ascending `xs` (clamped at the ends).
+pub fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> f64 {
+    match xs.iter().position(|&v| v >= x) {
+        None => ys.last().copied().unwrap_or(0.0),
+        Some(0) => ys[0],
+        Some(i) => {
+            let t = (x - xs[i - 1]) / (xs[i] - xs[i - 1]);
+            ys[i - 1] + t * (ys[i] - ys[i - 1])
+        }
+    }
+}
+
+/// Ranks with ties averaged (for Spearman).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Pearson correlation; `None` when either side is constant or there are < 2 points.
+pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return None;
+    }
+    let ma = a[..n].iter().sum::<f64>() / n as f64;
+    let mb = b[..n].iter().sum::<f64>() / n as f64;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (x, y) = (a[i] - ma, b[i] - mb);
+        sab += x * y;
+        saa += x * x;
+        sbb += y * y;
+    }
+    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+}

@@ -1,0 +1,515 @@
+//! Predicted distortion curves from Gauss-Newton probes (DESIGN.md, "The method", 3).
+//!
+//! For a group `g` of raw head outputs, a Rademacher probe `v` scaled per tensor by
+//! `1 / sqrt(n_t * var_t)` gives `E_v[(v . J Delta)^2] = sum_t |J_t Delta|^2 / (n_t var_t)`,
+//! exactly the group's normalised distortion to second order. One backward pass per probe
+//! and scan gives `g = J^T v` for every layer at once; since pruning adds weights to
+//! `Delta_l(s)` in rank order, `g . Delta_l(s)` at every level is a prefix sum of `-g_i w_i`
+//! along the rank: O(n_l) per probe, and memory stays O(params) (no Jacobians are stored).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use crate::detect::{Detector, DetectorError, RawOutputs};
+use crate::nn::Tensor;
+
+use super::curves::{
+    CURVES_FORMAT, Calibration, Curves, GroupValues, LayerCurve, ModelInfo, OutputNorm,
+};
+use super::{Group, Ranking, pruned_count, rank};
+
+/// One calibration scan, ready for the model (`N x num_point_features`).
+#[derive(Clone, Debug)]
+pub struct CalibScan {
+    /// Identity used in files and for the scan's probe seeds (e.g. the file name).
+    pub id: String,
+    pub points: Vec<f32>,
+}
+
+/// What to compute.
+#[derive(Clone, Debug)]
+pub struct CurveSettings {
+    /// Rademacher probes per scan and group.
+    pub probes: usize,
+    /// Sparsity levels, ascending in [0, 1].
+    pub levels: Vec<f64>,
+    pub seed: u64,
+    pub ranking: Ranking,
+    /// Use these output variances instead of computing them (so shards can be merged).
+    pub normalization: Option<Vec<OutputNorm>>,
+}
+
+impl CurveSettings {
+    /// `n` evenly spaced levels from 0 to 1 inclusive.
+    pub fn even_levels(n: usize) -> Vec<f64> {
+        match n {
+            0 => Vec::new(),
+            1 => vec![0.0],
+            _ => (0..n).map(|i| i as f64 / (n - 1) as f64).collect(),
+        }
+    }
+}
+
+impl Default for CurveSettings {
+    fn default() -> Self {
+        CurveSettings {
+            probes: 4,
+            levels: Self::even_levels(101),
+            seed: 0,
+            ranking: Ranking::Magnitude,
+            normalization: None,
+        }
+    }
+}
+
+/// Progress reporting and cancellation for long computations.
+pub struct Control<'a> {
+    pub cancel: &'a AtomicBool,
+    /// Called after each step with (steps done, total steps, what was done).
+    pub on_step: &'a (dyn Fn(usize, usize, &str) + Sync),
+}
+
+impl Control<'_> {
+    pub fn check(&self) -> Result<(), ProbeError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(ProbeError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("no calibration scans")]
+    NoScans,
+    #[error("scan {scan}: {source}")]
+    Model {
+        scan: String,
+        #[source]
+        source: DetectorError,
+    },
+    #[error("{0}")]
+    Settings(String),
+}
+
+/// One prunable layer: a unit's weight in [`Detector::units`] order.
+#[derive(Clone, Debug)]
+pub struct PrunableLayer {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub params: usize,
+    /// Dense FLOPs per scan (mean over the calibration scans).
+    pub flops: f64,
+}
+
+/// The layer table: every conv / transposed conv / linear weight, with its FLOPs at
+/// `mean_pfn_rows` PFN rows per scan.
+pub fn layer_table(det: &Detector, mean_pfn_rows: f64) -> Vec<PrunableLayer> {
+    // unit_flops is linear in the PFN rows; evaluate at 0 and 1 and interpolate so the
+    // mean is exact for a fractional row count.
+    let f0 = det.unit_flops(0);
+    let f1 = det.unit_flops(1);
+    det.units()
+        .into_iter()
+        .zip(f0.iter().zip(&f1))
+        .map(|(u, (&a, &b))| PrunableLayer {
+            name: u.weight_name(),
+            shape: u.weight.shape.clone(),
+            params: u.weight.numel(),
+            flops: a + (b - a) * mean_pfn_rows,
+        })
+        .collect()
+}
+
+/// Per raw output: sum, sum of squares and count over the calibration set.
+#[derive(Clone, Debug, Default)]
+struct Moments {
+    sum: f64,
+    sum_sq: f64,
+    count: f64,
+}
+
+impl Moments {
+    fn add(&mut self, data: &[f32]) {
+        let (s, q) = data
+            .par_chunks(1 << 14)
+            .map(|c| {
+                c.iter().fold((0f64, 0f64), |(s, q), &v| {
+                    let v = v as f64;
+                    (s + v, q + v * v)
+                })
+            })
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        self.sum += s;
+        self.sum_sq += q;
+        self.count += data.len() as f64;
+    }
+
+    fn variance(&self) -> f64 {
+        let n = self.count.max(1.0);
+        let mean = self.sum / n;
+        (self.sum_sq / n - mean * mean).max(0.0)
+    }
+}
+
+/// The dense outputs' variances over the scans (the normalisation of D).
+pub fn output_variances(
+    det: &Detector,
+    scans: &[CalibScan],
+    ctl: &Control,
+) -> Result<Vec<OutputNorm>, ProbeError> {
+    let mut moments: Vec<(String, Moments)> = Vec::new();
+    for (i, scan) in scans.iter().enumerate() {
+        ctl.check()?;
+        let out = det
+            .forward(&scan.points)
+            .map_err(|source| ProbeError::Model {
+                scan: scan.id.clone(),
+                source,
+            })?;
+        for (name, t) in &out.raw.tensors {
+            match moments.iter_mut().find(|(n, _)| n == name) {
+                Some((_, m)) => m.add(&t.data),
+                None => {
+                    let mut m = Moments::default();
+                    m.add(&t.data);
+                    moments.push((name.clone(), m));
+                }
+            }
+        }
+        (ctl.on_step)(i + 1, scans.len(), &format!("dense pass: {}", scan.id));
+    }
+    Ok(moments
+        .into_iter()
+        .map(|(output, m)| OutputNorm {
+            group: Group::of_output(&output),
+            variance: m.variance(),
+            output,
+        })
+        .collect())
+}
+
+/// Deterministic Rademacher signs from (seed, scan, group, probe, tensor): splitmix64.
+struct Signs(u64);
+
+impl Signs {
+    fn new(parts: &[&[u8]]) -> Signs {
+        // FNV-1a over the parts, then splitmix steps.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for p in parts {
+            for &b in p.iter() {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Signs(h)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `n` values of `+-scale`.
+    fn fill(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let bits = self.next();
+            for b in 0..64.min(n - out.len()) {
+                out.push(if bits >> b & 1 == 1 { scale } else { -scale });
+            }
+        }
+        out
+    }
+}
+
+/// The probe `v` of one group: Rademacher signs on the group's outputs, each tensor scaled
+/// by `1 / sqrt(numel * variance)`; other outputs are left out (zero).
+fn probe_for(
+    raw: &RawOutputs,
+    norms: &[OutputNorm],
+    group: Group,
+    seed: u64,
+    scan: &str,
+    k: usize,
+) -> RawOutputs {
+    let mut tensors = Vec::new();
+    for (name, t) in &raw.tensors {
+        let Some(norm) = norms.iter().find(|n| &n.output == name) else {
+            continue;
+        };
+        if norm.group != group {
+            continue;
+        }
+        let n = t.numel();
+        let var = if norm.variance > 1e-20 {
+            norm.variance
+        } else {
+            1.0
+        };
+        let scale = (1.0 / (n as f64 * var).sqrt()) as f32;
+        let mut signs = Signs::new(&[
+            &seed.to_le_bytes(),
+            scan.as_bytes(),
+            group.name().as_bytes(),
+            &(k as u64).to_le_bytes(),
+            name.as_bytes(),
+        ]);
+        tensors.push((
+            name.clone(),
+            Tensor::from_vec(&t.shape, signs.fill(n, scale)),
+        ));
+    }
+    RawOutputs { tensors }
+}
+
+/// What [`predicted_curves`] computes.
+pub struct Predicted {
+    pub curves: Curves,
+    /// Per unit (in [`Detector::units`] order), the prune order the curves assume.
+    pub orders: Vec<Vec<u32>>,
+    /// The Gauss-Newton diagonal per unit (saliency ranking only), needed to rebuild the
+    /// orders when exporting masks.
+    pub gn_diagonal: Option<Vec<Vec<f32>>>,
+}
+
+/// Predicted curves for every prunable layer (see the module docs).
+pub fn predicted_curves(
+    det: &Detector,
+    scans: &[CalibScan],
+    settings: &CurveSettings,
+    model: ModelInfo,
+    ctl: &Control,
+) -> Result<Predicted, ProbeError> {
+    if scans.is_empty() {
+        return Err(ProbeError::NoScans);
+    }
+    if settings.probes == 0 {
+        return Err(ProbeError::Settings(
+            "at least one probe per scan is needed".into(),
+        ));
+    }
+    if settings.levels.is_empty()
+        || settings.levels.windows(2).any(|w| w[0] >= w[1])
+        || settings.levels.iter().any(|s| !(0.0..=1.0).contains(s))
+    {
+        return Err(ProbeError::Settings(
+            "sparsity levels must be ascending and within [0, 1]".into(),
+        ));
+    }
+    let passes = if settings.ranking == Ranking::Saliency {
+        2
+    } else {
+        1
+    };
+    let norm_steps = if settings.normalization.is_some() {
+        0
+    } else {
+        scans.len()
+    };
+    let per_scan = 1 + Group::ALL.len() * settings.probes;
+    let total = norm_steps + passes * scans.len() * per_scan;
+    let step = std::sync::atomic::AtomicUsize::new(0);
+    let tick = |what: &str| {
+        let done = step.fetch_add(1, Ordering::Relaxed) + 1;
+        (ctl.on_step)(done, total, what);
+    };
+    let norms = match &settings.normalization {
+        Some(n) => n.clone(),
+        None => {
+            let inner = |_: usize, _: usize, what: &str| tick(what);
+            output_variances(
+                det,
+                scans,
+                &Control {
+                    cancel: ctl.cancel,
+                    on_step: &inner,
+                },
+            )?
+        }
+    };
+    let units = det.units();
+    let weights: Vec<&[f32]> = units.iter().map(|u| u.weight.data.as_slice()).collect();
+
+    // Saliency needs the Gauss-Newton diagonal before the rank is known: a first sweep
+    // accumulates E[g_i^2] (lambda 1 for both groups), the second the curves, with the same
+    // probes.
+    let mut gn_diagonal = None;
+    let orders: Vec<Vec<u32>> = match settings.ranking {
+        Ranking::Magnitude => weights
+            .par_iter()
+            .map(|w| rank::magnitude_order(w))
+            .collect(),
+        Ranking::Saliency => {
+            let mut diag: Vec<Vec<f64>> = weights.iter().map(|w| vec![0.0; w.len()]).collect();
+            sweep(det, scans, settings, &norms, ctl, &tick, |grads| {
+                diag.par_iter_mut().zip(grads).for_each(|(d, g)| {
+                    for (d, g) in d.iter_mut().zip(&g.weight.data) {
+                        *d += (*g as f64) * (*g as f64);
+                    }
+                });
+            })?;
+            let count = (scans.len() * settings.probes * Group::ALL.len()) as f64;
+            let diag: Vec<Vec<f32>> = diag
+                .iter()
+                .map(|d| d.iter().map(|&v| (v / count) as f32).collect())
+                .collect();
+            let orders = weights
+                .par_iter()
+                .zip(&diag)
+                .map(|(w, d)| rank::saliency_order(w, d))
+                .collect();
+            gn_diagonal = Some(diag);
+            orders
+        }
+    };
+
+    let levels = &settings.levels;
+    let counts: Vec<Vec<usize>> = weights
+        .iter()
+        .map(|w| levels.iter().map(|&s| pruned_count(s, w.len())).collect())
+        .collect();
+    let mut sums: Vec<GroupValues> = weights
+        .iter()
+        .map(|_| GroupValues::zeros(levels.len()))
+        .collect();
+    let mut pfn_rows = 0f64;
+    sweep_with_group(
+        det,
+        scans,
+        settings,
+        &norms,
+        ctl,
+        &tick,
+        &mut pfn_rows,
+        |group, grads| {
+            sums.par_iter_mut()
+                .zip(grads)
+                .zip(weights.par_iter().zip(&orders).zip(&counts))
+                .for_each(|((sum, g), ((w, order), counts))| {
+                    let values = prefix_at(&g.weight.data, w, order, counts);
+                    for (s, v) in sum.get_mut(group).iter_mut().zip(values) {
+                        *s += v * v;
+                    }
+                });
+        },
+    )?;
+    let mean_rows = pfn_rows / scans.len() as f64;
+    let table = layer_table(det, mean_rows);
+    let count = (scans.len() * settings.probes) as f64;
+    let layers = table
+        .into_iter()
+        .zip(sums)
+        .map(|(l, sum)| LayerCurve {
+            distortion: GroupValues {
+                confidence: sum.confidence.iter().map(|v| v / count).collect(),
+                locality: sum.locality.iter().map(|v| v / count).collect(),
+            },
+            sum: Some(sum),
+            name: l.name,
+            params: l.params,
+            flops: l.flops,
+            shape: l.shape,
+            sparsity: levels.clone(),
+            measured: Default::default(),
+        })
+        .collect();
+    let curves = Curves {
+        format: CURVES_FORMAT.into(),
+        model,
+        calibration: Calibration {
+            scans: scans.len(),
+            probes: settings.probes,
+            scan_ids: scans.iter().map(|s| s.id.clone()).collect(),
+            ranking: settings.ranking,
+            normalization: norms,
+            seed: settings.seed,
+        },
+        layers,
+        fidelity: None,
+    };
+    Ok(Predicted {
+        curves,
+        orders,
+        gn_diagonal,
+    })
+}
+
+/// `sum_{j < c} g[order[j]] * w[order[j]]` at each prune count `c` (in f64): `-g . Delta`.
+fn prefix_at(g: &[f32], w: &[f32], order: &[u32], counts: &[usize]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(counts.len());
+    let mut acc = 0f64;
+    let mut j = 0usize;
+    for &c in counts {
+        while j < c {
+            let i = order[j] as usize;
+            acc += g[i] as f64 * w[i] as f64;
+            j += 1;
+        }
+        out.push(acc);
+    }
+    out
+}
+
+/// One pass over the scans: a taped forward per scan, then one backward per group and probe;
+/// `each` sees every probe's unit gradients.
+fn sweep(
+    det: &Detector,
+    scans: &[CalibScan],
+    settings: &CurveSettings,
+    norms: &[OutputNorm],
+    ctl: &Control,
+    tick: &(dyn Fn(&str) + Sync),
+    mut each: impl FnMut(&[crate::detect::UnitGrads]),
+) -> Result<(), ProbeError> {
+    let mut rows = 0.0;
+    sweep_with_group(det, scans, settings, norms, ctl, tick, &mut rows, |_, g| {
+        each(g)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep_with_group(
+    det: &Detector,
+    scans: &[CalibScan],
+    settings: &CurveSettings,
+    norms: &[OutputNorm],
+    ctl: &Control,
+    tick: &(dyn Fn(&str) + Sync),
+    pfn_rows: &mut f64,
+    mut each: impl FnMut(Group, &[crate::detect::UnitGrads]),
+) -> Result<(), ProbeError> {
+    for scan in scans {
+        ctl.check()?;
+        let model_err = |source| ProbeError::Model {
+            scan: scan.id.clone(),
+            source,
+        };
+        let taped = det.forward_taped(&scan.points).map_err(model_err)?;
+        *pfn_rows += taped.out.pillars.point_rows as f64;
+        tick(&format!("{}: forward", scan.id));
+        for group in Group::ALL {
+            for k in 0..settings.probes {
+                ctl.check()?;
+                let v = probe_for(&taped.out.raw, norms, group, settings.seed, &scan.id, k);
+                if v.tensors.is_empty() {
+                    tick(&format!("{}: no {} outputs", scan.id, group.name()));
+                    continue;
+                }
+                let grads = det.backward(&taped, &v).map_err(model_err)?;
+                each(group, &grads);
+                tick(&format!("{}: {} probe {}", scan.id, group.name(), k + 1));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! Exports on the reference PointPillars weights (f32, and an f16 copy): masks agree with
+//! `rank`, the pruned file differs from its input only in the zeroed entries, metadata is
+//! carried, inputs are never overwritten, bad allocations are named, and a NumPy user
+//! (`tests/python/check_masks.py`, numpy + safetensors only) gets the same pruned weights by
+//! applying the masks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pruneview::io::{OutTensor, WriteError, write_safetensors};
+use pruneview::model::Weights;
+use pruneview::model::weights::to_f32;
+use pruneview::prune::allocation::{ALLOCATION_FORMAT, LayerSparsity};
+use pruneview::prune::curves::{
+    CURVES_FORMAT, Calibration, GroupValues, LayerCurve, Measured, ModelInfo,
+};
+use pruneview::prune::export::{
+    CSV_HEADER, ExportError, LayerMask, META_ALLOCATION, META_SOURCE_SHA256, Orders, build_masks,
+    csv_report, sha256_file, write_csv, write_masks, write_pruned,
+};
+use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, rank};
+
+fn pp_weights() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/pointpillar_kitti_000008/weights.safetensors")
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pruneview-export-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Layers at the edges (0 and 1), ordinary levels, one whose `s * n` sits just under an
+/// integer in floating point (0.29), a 2-d linear and a bias.
+const LAYERS: &[(&str, f64)] = &[
+    ("vfe.pfn_layers.0.linear.weight", 0.3),
+    ("backbone_2d.blocks.0.1.weight", 0.77),
+    ("backbone_2d.blocks.2.10.weight", 0.29),
+    ("backbone_2d.deblocks.1.0.weight", 1.0),
+    ("dense_head.conv_cls.weight", 0.0),
+    ("dense_head.conv_box.bias", 0.5),
+];
+
+fn allocation(layers: &[(&str, f64)]) -> Allocation {
+    Allocation {
+        format: ALLOCATION_FORMAT.into(),
+        method: "uniform".into(),
+        budget: Budget {
+            kind: BudgetKind::Flops,
+            keep: 0.5,
+        },
+        model: ModelInfo {
+            name: "pointpillar".into(),
+            weights_sha256: String::new(),
+        },
+        ranking: Ranking::Magnitude,
+        lambda: Lambdas {
+            confidence: 1.0,
+            locality: 0.5,
+        },
+        flops_kept: 0.5,
+        params_kept: 0.5,
+        flops_dense: 1e9,
+        flops: 5e8,
+        predicted_distortion: 0.0,
+        layers: layers
+            .iter()
+            .map(|&(name, sparsity)| LayerSparsity {
+                name: name.into(),
+                sparsity,
+            })
+            .collect(),
+    }
+}
+
+/// The reference weights with every f32 tensor converted to f16 (int64 buffers untouched)
+/// and a `pruneview.config` entry in `__metadata__`, which the pruned file must keep.
+fn f16_copy(dir: &Path) -> PathBuf {
+    let w = Weights::open(&pp_weights()).unwrap();
+    let tensors: Vec<OutTensor> = w
+        .keys()
+        .into_iter()
+        .map(|k| {
+            let (dtype, shape, bytes) = w.raw(&k).unwrap();
+            let mut t = OutTensor {
+                name: k,
+                dtype,
+                shape: shape.to_vec(),
+                bytes: bytes.to_vec(),
+            };
+            if dtype == safetensors::Dtype::F32 {
+                t.bytes = bytes
+                    .chunks_exact(4)
+                    .flat_map(|b| {
+                        half::f16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes()
+                    })
+                    .collect();
+                t.dtype = safetensors::Dtype::F16;
+            }
+            t
+        })
+        .collect();
+    let path = dir.join("half.safetensors");
+    let meta = HashMap::from([(
+        "pruneview.config".to_string(),
+        r#"{"MODEL": {"NAME": "PointPillar"}}"#.to_string(),
+    )]);
+    write_safetensors(&path, &tensors, Some(meta), &[]).unwrap();
+    path
+}
+
+/// The header of a safetensors file, in file order (`serde_json` preserves order here).
+fn header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[8..8 + n]).unwrap()
+}
+
+fn tensor_keys(path: &Path) -> Vec<String> {
+    header(path)
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect()
+}
+
+struct Exported {
+    masks: Vec<LayerMask>,
+    masks_path: PathBuf,
+    pruned_path: PathBuf,
+}
+
+fn export(weights_path: &Path, dir: &Path, tag: &str) -> Exported {
+    let w = Weights::open(weights_path).unwrap();
+    let alloc = allocation(LAYERS);
+    let masks = build_masks(&alloc, &w, Orders::Magnitude).unwrap();
+    let masks_path = dir.join(format!("{tag}.masks.safetensors"));
+    let pruned_path = dir.join(format!("{tag}.pruned.safetensors"));
+    let sha = sha256_file(weights_path).unwrap();
+    write_masks(&masks_path, &masks, &alloc, &sha, &[weights_path]).unwrap();
+    write_pruned(&pruned_path, &w, &masks, &alloc, &[weights_path]).unwrap();
+    Exported {
+        masks,
+        masks_path,
+        pruned_path,
+    }
+}
+
+/// Masks agree with `rank`; the pruned file has the input's keys in the input's order, and
+/// its bytes equal the input's except the pruned elements, which are all-zero bytes.
+fn check_export(weights_path: &Path, e: &Exported) {
+    let w = Weights::open(weights_path).unwrap();
+    let alloc = allocation(LAYERS);
+    assert_eq!(e.masks.len(), LAYERS.len());
+    for (m, &(name, s)) in e.masks.iter().zip(LAYERS) {
+        assert_eq!(m.name, name);
+        let (dtype, shape, bytes) = w.raw(name).unwrap();
+        assert_eq!(m.shape, shape);
+        let n = m.mask.len();
+        assert_eq!(n, shape.iter().product::<usize>());
+        let zeros = m.mask.iter().filter(|&&v| v == 0).count();
+        assert_eq!(zeros, rank::pruned_count(s, n), "{name}");
+        assert_eq!(m.pruned, zeros, "{name}");
+        let order = rank::magnitude_order(&to_f32(dtype, bytes).unwrap());
+        assert_eq!(m.mask, rank::mask(&order, s), "{name}");
+    }
+    // floor(s * n) with the tolerance: 0.29 * 589824 = 171048.96.
+    assert_eq!(e.masks[2].pruned, 171_048);
+    assert_eq!(e.masks[3].kept(), 0);
+    assert_eq!(e.masks[4].pruned, 0);
+
+    // The masks file: U8 tensors of the weights' shapes, holding exactly the masks.
+    let mf = Weights::open(&e.masks_path).unwrap();
+    assert_eq!(mf.keys().len(), LAYERS.len());
+    for m in &e.masks {
+        let (dtype, shape, bytes) = mf.raw(&m.name).unwrap();
+        assert_eq!(dtype, safetensors::Dtype::U8);
+        assert_eq!(shape, m.shape.as_slice());
+        assert_eq!(bytes, m.mask.as_slice());
+    }
+    let meta = mf.metadata();
+    let stored: Allocation = serde_json::from_str(&meta[META_ALLOCATION]).unwrap();
+    assert_eq!(stored, alloc);
+    assert_eq!(meta[META_SOURCE_SHA256], sha256_file(weights_path).unwrap());
+    assert_eq!(meta[META_SOURCE_SHA256].len(), 64);
+
+    // The pruned file.
+    let p = Weights::open(&e.pruned_path).unwrap();
+    assert_eq!(tensor_keys(&e.pruned_path), tensor_keys(weights_path));
+    let masks: HashMap<&str, &LayerMask> = e.masks.iter().map(|m| (m.name.as_str(), m)).collect();
+    let mut zeroed = 0;
+    for key in w.keys() {
+        let (dtype, shape, bytes) = w.raw(&key).unwrap();
+        let (pdtype, pshape, pbytes) = p.raw(&key).unwrap();
+        assert_eq!((dtype, shape), (pdtype, pshape), "{key}");
+        assert_eq!(bytes.len(), pbytes.len(), "{key}");
+        let Some(m) = masks.get(key.as_str()) else {
+            assert_eq!(bytes, pbytes, "{key} must be copied byte for byte");
+            continue;
+        };
+        let size = bytes.len() / m.mask.len();
+        for (i, &keep) in m.mask.iter().enumerate() {
+            let (a, b) = (
+                &bytes[i * size..(i + 1) * size],
+                &pbytes[i * size..(i + 1) * size],
+            );
+            if keep == 1 {
+                assert_eq!(a, b, "{key}[{i}] is kept and must be unchanged");
+            } else {
+                assert!(b.iter().all(|&x| x == 0), "{key}[{i}] must be +0.0");
+                zeroed += 1;
+            }
+        }
+    }
+    assert_eq!(zeroed, e.masks.iter().map(|m| m.pruned).sum::<usize>());
+    // The input's metadata is kept and the allocation added.
+    for (k, v) in w.metadata() {
+        assert_eq!(p.metadata().get(k), Some(v), "metadata `{k}` must be kept");
+    }
+    let stored: Allocation = serde_json::from_str(&p.metadata()[META_ALLOCATION]).unwrap();
+    assert_eq!(stored, alloc);
+}
+
+#[test]
+fn f32_masks_follow_rank_and_pruned_file_changes_only_pruned_entries() {
+    let dir = tempdir("f32");
+    let e = export(&pp_weights(), &dir, "f32");
+    check_export(&pp_weights(), &e);
+    // Deterministic: the same inputs give the same bytes.
+    let again = export(&pp_weights(), &dir, "again");
+    for (a, b) in [
+        (&e.masks_path, &again.masks_path),
+        (&e.pruned_path, &again.pruned_path),
+    ] {
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn f16_weights_are_pruned_in_f16_and_keep_their_metadata() {
+    let dir = tempdir("f16");
+    let half = f16_copy(&dir);
+    let e = export(&half, &dir, "f16");
+    check_export(&half, &e);
+    let p = Weights::open(&e.pruned_path).unwrap();
+    assert_eq!(
+        p.raw("backbone_2d.blocks.0.1.weight").unwrap().0,
+        safetensors::Dtype::F16
+    );
+    assert!(p.metadata()["pruneview.config"].contains("PointPillar"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn given_orders_are_used_and_checked() {
+    let w = Weights::open(&pp_weights()).unwrap();
+    let key = "dense_head.conv_box.bias";
+    let alloc = allocation(&[(key, 0.5)]);
+    let reversed: Vec<u32> = (0..42).rev().collect();
+    let orders = HashMap::from([(key.to_string(), reversed)]);
+    let masks = build_masks(&alloc, &w, Orders::Given(&orders)).unwrap();
+    let mut want = vec![1u8; 42];
+    want[21..].fill(0);
+    assert_eq!(masks[0].mask, want);
+
+    let mut dup: Vec<u32> = (0..42).collect();
+    dup[5] = 4;
+    let orders = HashMap::from([(key.to_string(), dup)]);
+    let err = build_masks(&alloc, &w, Orders::Given(&orders)).unwrap_err();
+    assert!(
+        matches!(err, ExportError::BadOrder { .. }) && err.to_string().contains(key),
+        "{err}"
+    );
+    let short = HashMap::from([(key.to_string(), (0..41).collect::<Vec<u32>>())]);
+    let err = build_masks(&alloc, &w, Orders::Given(&short)).unwrap_err();
+    assert!(err.to_string().contains("41 entries"), "{err}");
+    let err = build_masks(&alloc, &w, Orders::Given(&HashMap::new())).unwrap_err();
+    assert!(err.to_string().contains("no order"), "{err}");
+}
+
+#[test]
+fn unknown_and_non_float_layers_are_named() {
+    let w = Weights::open(&pp_weights()).unwrap();
+    let key = "backbone_2d.blocks.9.1.weight";
+    let err = build_masks(&allocation(&[(key, 0.5)]), &w, Orders::Magnitude).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ExportError::MissingLayer { .. }), "{msg}");
+    assert!(
+        msg.contains(key) && msg.contains("weights.safetensors"),
+        "{msg}"
+    );
+
+    let err = build_masks(&allocation(&[("global_step", 0.5)]), &w, Orders::Magnitude).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("global_step") && msg.contains("I64") && msg.contains("weights.safetensors"),
+        "{msg}"
+    );
+
+    let dup = allocation(&[
+        ("dense_head.conv_box.bias", 0.5),
+        ("dense_head.conv_box.bias", 0.1),
+    ]);
+    let err = build_masks(&dup, &w, Orders::Magnitude).unwrap_err();
+    assert!(matches!(err, ExportError::DuplicateLayer { .. }), "{err}");
+}
+
+#[test]
+fn masks_that_do_not_match_the_allocation_are_refused() {
+    let w = Weights::open(&pp_weights()).unwrap();
+    let dir = tempdir("mismatch");
+    let alloc = allocation(LAYERS);
+    let mut masks = build_masks(&alloc, &w, Orders::Magnitude).unwrap();
+    masks.pop();
+    let err = write_pruned(&dir.join("p.safetensors"), &w, &masks, &alloc, &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("dense_head.conv_box.bias"),
+        "{err}"
+    );
+    assert!(!dir.join("p.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn refuses_to_overwrite_the_input_weights() {
+    let dir = tempdir("overwrite");
+    let copy = dir.join("weights.safetensors");
+    std::fs::copy(pp_weights(), &copy).unwrap();
+    let original = std::fs::read(&copy).unwrap();
+    let w = Weights::open(&copy).unwrap();
+    let alloc = allocation(LAYERS);
+    let masks = build_masks(&alloc, &w, Orders::Magnitude).unwrap();
+    let inputs: &[&Path] = &[&copy];
+    let sha = sha256_file(&copy).unwrap();
+    let errs = [
+        write_pruned(&copy, &w, &masks, &alloc, inputs).unwrap_err(),
+        write_masks(&copy, &masks, &alloc, &sha, inputs).unwrap_err(),
+        write_csv(&copy, &alloc, &masks, None, inputs).unwrap_err(),
+    ];
+    for err in errs {
+        assert!(
+            matches!(
+                err,
+                ExportError::Write(WriteError::WouldOverwriteInput { .. })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+    }
+    drop(w);
+    assert_eq!(std::fs::read(&copy).unwrap(), original);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn csv_reports_every_layer_with_curve_values() {
+    let w = Weights::open(&pp_weights()).unwrap();
+    let alloc = allocation(LAYERS);
+    let masks = build_masks(&alloc, &w, Orders::Magnitude).unwrap();
+    let curves = Curves {
+        format: CURVES_FORMAT.into(),
+        model: alloc.model.clone(),
+        calibration: Calibration {
+            scans: 1,
+            probes: 1,
+            scan_ids: vec![],
+            ranking: Ranking::Magnitude,
+            normalization: vec![],
+            seed: 0,
+        },
+        layers: vec![LayerCurve {
+            name: "vfe.pfn_layers.0.linear.weight".into(),
+            params: 640,
+            flops: 1000.0,
+            shape: vec![64, 10],
+            sparsity: vec![0.0, 0.5, 1.0],
+            distortion: GroupValues {
+                confidence: vec![0.0, 1.0, 3.0],
+                locality: vec![0.0, 2.0, 4.0],
+            },
+            sum: None,
+            measured: Measured::default(),
+        }],
+        fidelity: None,
+    };
+    curves.validate().unwrap();
+
+    let text = csv_report(&alloc, &masks, Some(&curves)).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(text.lines().next(), Some(CSV_HEADER));
+    assert_eq!(rows.len(), 1 + LAYERS.len());
+    let num = |s: &str| s.parse::<f64>().unwrap();
+    // With curves: flops, (1 - s) * flops and the lambda-combined curve (conf + 0.5 loc =
+    // [0, 2, 5]) interpolated at s = 0.3.
+    let r = &rows[1];
+    assert_eq!(&r[..3], ["vfe.pfn_layers.0.linear.weight", "64x10", "640"]);
+    assert_eq!(num(r[3]), 1000.0);
+    assert_eq!(num(r[4]), 0.3);
+    assert_eq!((r[5], r[6]), ("192", "448"));
+    assert!((num(r[7]) - 700.0).abs() < 1e-9, "{}", r[7]);
+    assert!((num(r[8]) - 1.2).abs() < 1e-12, "{}", r[8]);
+    // Without a curve: the FLOPs and distortion cells are empty.
+    let r = &rows[2];
+    assert_eq!(r[0], "backbone_2d.blocks.0.1.weight");
+    assert_eq!(r[1], "64x64x3x3");
+    assert_eq!((r[2], r[5], r[6]), ("36864", "28385", "8479"));
+    assert_eq!((r[3], r[7], r[8]), ("", "", ""));
+    for (row, m) in rows[1..].iter().zip(&masks) {
+        assert_eq!(row.len(), 9);
+        assert_eq!(row[5].parse::<usize>().unwrap(), m.pruned);
+    }
+
+    let dir = tempdir("csv");
+    let path = dir.join("report.csv");
+    write_csv(&path, &alloc, &masks, Some(&curves), &[]).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    let bare = csv_report(&alloc, &masks, None).unwrap();
+    assert!(
+        bare.lines()
+            .skip(1)
+            .all(|l| l.split(',').nth(3) == Some(""))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The interpreter for the NumPy check: `PRUNEVIEW_PYTHON`, else `python3`. It must have
+/// numpy and safetensors; a missing one fails the test (no silent skip).
+fn python() -> String {
+    let py = std::env::var("PRUNEVIEW_PYTHON").unwrap_or_else(|_| "python3".into());
+    let fix = "run `bash scripts/test.sh` (it installs numpy and safetensors), or set \
+               PRUNEVIEW_PYTHON to a Python that has them";
+    match Command::new(&py)
+        .args(["-c", "import numpy, safetensors.numpy"])
+        .output()
+    {
+        Ok(o) if o.status.success() => py,
+        Ok(o) => panic!(
+            "`{py}` cannot import numpy and safetensors ({}); {fix}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => panic!("cannot run `{py}` ({e}); {fix}"),
+    }
+}
+
+#[test]
+fn numpy_user_reproduces_the_pruned_weights_from_the_masks() {
+    let py = python();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_masks.py");
+    let dir = tempdir("python");
+    let half = f16_copy(&dir);
+    for (weights, tag) in [(pp_weights(), "f32"), (half, "f16")] {
+        let e = export(&weights, &dir, tag);
+        let out = Command::new(&py)
+            .arg(&script)
+            .args([&e.masks_path, &weights, &e.pruned_path])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "check_masks.py failed on {tag}:\n{stdout}\n{stderr}"
+        );
+        println!("{tag}:\n{stdout}");
+        assert!(stdout.contains("6 masks"), "{stdout}");
+        assert!(stdout.contains("source sha256 ok"), "{stdout}");
+
+        // And the check does catch a wrong file: the masks against the weights as pruned.
+        let out = Command::new(&py)
+            .arg(&script)
+            .args([&e.masks_path, &e.pruned_path, &weights])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "check_masks.py must fail on swapped files"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
