@@ -1,6 +1,8 @@
 //! Command-line subcommands. `pruneview` with no subcommand prints help (the desktop app
 //! will open there once it exists).
 
+mod prune;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,6 +44,36 @@ pub enum Command {
         after_help = "Example:\n  pruneview bench --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242 --runs 10"
     )]
     Bench(BenchArgs),
+    /// Gradients of sum(probe * raw outputs) w.r.t. every weight and bias (a VJP).
+    #[command(
+        after_help = "Example:\n  pruneview grad --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242 --probe golden.safetensors --dump grads.safetensors"
+    )]
+    Grad(prune::GradArgs),
+    /// Per-layer distortion-vs-sparsity curves from Gauss-Newton probes (optionally measured).
+    #[command(
+        after_help = "Examples:\n  pruneview curves --config pointpillar.yaml --weights pp.safetensors \\\n      --scans kitti/training/velodyne --fov-calib kitti/training/calib --image-size 375x1242 \\\n      --probes 4 --out curves.json\n  pruneview curves --weights demo.safetensors --scans scans/ --measured all --out curves.json"
+    )]
+    Curves(prune::CurvesCmd),
+    /// Merge curve shards computed on disjoint scan subsets (same model and settings).
+    #[command(
+        after_help = "Example:\n  pruneview curves ... --scans a/ --out norm.json\n  pruneview curves ... --scans a/ --norm-from norm.json --out a.json\n  pruneview curves ... --scans b/ --norm-from norm.json --out b.json\n  pruneview merge a.json b.json --out all.json"
+    )]
+    Merge(prune::MergeArgs),
+    /// Choose per-layer sparsities under a FLOPs or params budget.
+    #[command(
+        after_help = "Examples:\n  pruneview solve --curves curves.json --flops-keep 0.25 --out alloc.json\n  pruneview solve --curves curves.json --flops-keep 0.25 --method lamp --weights pp.safetensors --out lamp.json"
+    )]
+    Solve(prune::SolveCmd),
+    /// Write masks, pruned weights and a CSV report for an allocation.
+    #[command(
+        after_help = "Example:\n  pruneview export --weights pp.safetensors --alloc alloc.json --masks masks.safetensors \\\n      --pruned pruned.safetensors --csv report.csv --curves curves.json"
+    )]
+    Export(prune::ExportCmd),
+    /// curves + solve + export in one run.
+    #[command(
+        after_help = "Example:\n  pruneview prune --config pointpillar.yaml --weights pp.safetensors --scans velodyne/ \\\n      --fov-calib calib/ --image-size 375x1242 --flops-keep 0.3 --out pruned-30/"
+    )]
+    Prune(prune::PruneCmd),
 }
 
 /// Which model to load.
@@ -180,6 +212,12 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Detect(a)) => detect(a),
         Some(Command::Bench(a)) => bench(a),
+        Some(Command::Grad(a)) => prune::grad(a),
+        Some(Command::Curves(a)) => prune::curves(a),
+        Some(Command::Merge(a)) => prune::merge(a),
+        Some(Command::Solve(a)) => prune::solve(a),
+        Some(Command::Export(a)) => prune::export_cmd(a),
+        Some(Command::Prune(a)) => prune::prune(a),
     }
 }
 
@@ -388,4 +426,15 @@ fn bench(a: BenchArgs) -> Result<()> {
         rayon::current_num_threads()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks argument definitions (unique names, valid relations) only when a
+    /// subcommand is parsed; this checks them all at once.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,0 +1,377 @@
+//! The pruning subcommands end to end on the KITTI PointPillars reference model and the real
+//! KITTI frames: `grad` against OpenPCDet's gradients, `curves | solve | export`, `prune`,
+//! `merge`, clear errors for bad input, and Ctrl-C leaving no output file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pruneview::model::Weights;
+use pruneview::prune::{Allocation, Curves};
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+fn pp(rel: &str) -> PathBuf {
+    shared().join("reference").join(rel)
+}
+
+fn kitti(rel: &str) -> PathBuf {
+    shared().join("data/kitti/training").join(rel)
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pruneview-cliprune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tempdir");
+    d
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn run(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pruneview"))
+        .args(args)
+        .output()
+        .expect("run pruneview")
+}
+
+fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "pruneview failed: {err}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    assert!(!o.status.success(), "pruneview should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+/// Model and calibration flags: both real KITTI frames, camera-FOV filtered per frame.
+fn model_and_scans() -> Vec<String> {
+    args(&[
+        "--config",
+        &s(&pp("cfgs/kitti_models/pointpillar.yaml")),
+        "--weights",
+        &s(&pp("pointpillar_kitti_000008/weights.safetensors")),
+        "--scans",
+        &s(&kitti("velodyne")),
+        "--fov-calib",
+        &s(&kitti("calib")),
+        "--image-size",
+        "375x1242",
+    ])
+}
+
+#[test]
+fn grad_dumps_openpcdet_gradients() {
+    let dir = tempdir("grad");
+    let out = dir.join("grads.safetensors");
+    let o = run(&args(&[
+        "grad",
+        "--config",
+        &s(&pp("cfgs/kitti_models/pointpillar.yaml")),
+        "--weights",
+        &s(&pp("pointpillar_kitti_000008/weights.safetensors")),
+        "--scan",
+        &s(&pp("pointpillar_kitti_000008/points_in.bin")),
+        "--probe",
+        &s(&pp("pointpillar_kitti_000008/golden.safetensors")),
+        "--dump",
+        &s(&out),
+    ]));
+    ok(&o);
+    let ours = Weights::open(&out).expect("dump");
+    let golden = Weights::open(&pp("pointpillar_kitti_000008/golden.safetensors")).expect("golden");
+    let names: Vec<String> = golden
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("grad."))
+        .collect();
+    assert_eq!(ours.keys().len(), names.len());
+    for name in [
+        "grad.backbone_2d.blocks.1.4.weight",
+        "grad.dense_head.conv_cls.bias",
+    ] {
+        let a = ours.tensor_any_shape(name).expect(name);
+        let b = golden.tensor(name, &a.shape).expect(name);
+        let (d, n) = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .fold((0f64, 0f64), |(d, n), (x, y)| {
+                (d + ((x - y) as f64).powi(2), n + (*y as f64).powi(2))
+            });
+        assert!(d.sqrt() <= 1e-3 * n.sqrt(), "{name}");
+    }
+    // The probe must fit the model's outputs.
+    let o = run(&args(&[
+        "grad",
+        "--config",
+        &s(&pp("cfgs/kitti_models/pointpillar.yaml")),
+        "--weights",
+        &s(&pp("pointpillar_kitti_000008/weights.safetensors")),
+        "--scan",
+        &s(&pp("pointpillar_kitti_000008/points_in.bin")),
+        "--probe",
+        &s(&pp("pointpillar_kitti_000008/weights.safetensors")),
+        "--dump",
+        &s(&dir.join("x.safetensors")),
+    ]));
+    let e = err(&o);
+    assert!(e.contains("probe.cls_preds"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn curves_solve_export_and_prune() {
+    let dir = tempdir("pipeline");
+    let curves = dir.join("curves.json");
+    let mut a = args(&["curves"]);
+    a.extend(model_and_scans());
+    a.extend(args(&[
+        "--probes",
+        "1",
+        "--levels",
+        "21",
+        "--out",
+        &s(&curves),
+    ]));
+    ok(&run(&a));
+    let c = Curves::load(&curves).expect("curves");
+    assert_eq!(c.layers.len(), 23);
+    assert_eq!(c.calibration.scans, 2);
+    assert_eq!(c.model.weights_sha256.len(), 64);
+
+    // Every method gives an allocation within budget.
+    let weights = s(&pp("pointpillar_kitti_000008/weights.safetensors"));
+    for method in ["dp", "uniform", "global", "lamp", "erk"] {
+        let alloc = dir.join(format!("{method}.json"));
+        let stdout = ok(&run(&args(&[
+            "solve",
+            "--curves",
+            &s(&curves),
+            "--flops-keep",
+            "0.3",
+            "--method",
+            method,
+            "--weights",
+            &weights,
+            "--out",
+            &s(&alloc),
+        ])));
+        assert!(stdout.contains("FLOPs kept"), "{stdout}");
+        let a = Allocation::load(&alloc).expect("allocation");
+        assert_eq!(a.method, method);
+        assert!(a.flops_kept <= 0.3 + 1e-12, "{method}: {}", a.flops_kept);
+        assert!(a.flops_kept > 0.25, "{method}: {}", a.flops_kept);
+    }
+    // Params budget and a locked layer.
+    let locked = dir.join("locked.json");
+    ok(&run(&args(&[
+        "solve",
+        "--curves",
+        &s(&curves),
+        "--params-keep",
+        "0.5",
+        "--lock",
+        "dense_head.conv_cls",
+        "--out",
+        &s(&locked),
+    ])));
+    let a = Allocation::load(&locked).expect("allocation");
+    assert!(a.params_kept <= 0.5);
+    assert_eq!(a.sparsity_of("dense_head.conv_cls.weight"), Some(0.0));
+
+    // Export the DP allocation.
+    let (masks, pruned, csv) = (
+        dir.join("m.safetensors"),
+        dir.join("p.safetensors"),
+        dir.join("r.csv"),
+    );
+    ok(&run(&args(&[
+        "export",
+        "--weights",
+        &weights,
+        "--alloc",
+        &s(&dir.join("dp.json")),
+        "--masks",
+        &s(&masks),
+        "--pruned",
+        &s(&pruned),
+        "--csv",
+        &s(&csv),
+        "--curves",
+        &s(&curves),
+    ])));
+    let m = Weights::open(&masks).expect("masks");
+    assert_eq!(m.keys().len(), 23);
+    let report = std::fs::read_to_string(&csv).expect("csv");
+    assert_eq!(report.lines().count(), 24);
+
+    // Bad input: budget outside [0, 1], unknown layer, truncated curves; nothing written.
+    let out = dir.join("never.json");
+    for (bad, expect) in [
+        (vec!["--flops-keep", "1.5"], "fraction"),
+        (
+            vec!["--flops-keep", "0.3", "--lock", "no.such.layer"],
+            "no.such.layer",
+        ),
+    ] {
+        let mut a = args(&["solve", "--curves", &s(&curves), "--out", &s(&out)]);
+        a.extend(args(&bad));
+        let e = err(&run(&a));
+        assert!(e.contains(expect), "{e}");
+    }
+    let truncated = dir.join("truncated.json");
+    let text = std::fs::read_to_string(&curves).expect("read");
+    std::fs::write(&truncated, &text[..text.len() / 2]).expect("write");
+    let e = err(&run(&args(&[
+        "solve",
+        "--curves",
+        &s(&truncated),
+        "--flops-keep",
+        "0.3",
+        "--out",
+        &s(&out),
+    ])));
+    assert!(e.contains("truncated.json"), "{e}");
+    assert!(!out.exists());
+    // Refuses to overwrite an input.
+    let e = err(&run(&args(&[
+        "solve",
+        "--curves",
+        &s(&curves),
+        "--flops-keep",
+        "0.3",
+        "--out",
+        &s(&curves),
+    ])));
+    assert!(e.contains("refusing to overwrite"), "{e}");
+
+    // `prune` chains everything into one folder.
+    let outdir = dir.join("pruned-30");
+    let mut a = args(&["prune"]);
+    a.extend(model_and_scans());
+    a.extend(args(&[
+        "--max-scans",
+        "1",
+        "--probes",
+        "1",
+        "--levels",
+        "11",
+        "--flops-keep",
+        "0.3",
+        "--out",
+        &s(&outdir),
+    ]));
+    ok(&run(&a));
+    for f in [
+        "curves.json",
+        "allocation.json",
+        "masks.safetensors",
+        "pruned.safetensors",
+        "report.csv",
+    ] {
+        assert!(outdir.join(f).exists(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shards_computed_separately_merge() {
+    let dir = tempdir("merge");
+    let norm = dir.join("norm.json");
+    let base = |extra: &[&str], out: &Path| {
+        let mut a = args(&["curves"]);
+        a.extend(model_and_scans());
+        a.extend(args(&["--probes", "1", "--levels", "11"]));
+        a.extend(args(extra));
+        a.extend(args(&["--out", &s(out)]));
+        ok(&run(&a));
+    };
+    base(&[], &norm);
+    let n = s(&norm);
+    // Each shard: one frame (`--scans` replaced by a single file).
+    let shard = |frame: &str, out: &Path| {
+        let mut a = args(&["curves"]);
+        let mut m = model_and_scans();
+        m[5] = s(&kitti(&format!("velodyne/{frame}.bin")));
+        a.extend(m);
+        a.extend(args(&[
+            "--probes",
+            "1",
+            "--levels",
+            "11",
+            "--norm-from",
+            &n,
+            "--out",
+            &s(out),
+        ]));
+        ok(&run(&a));
+    };
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    shard("000000", &a);
+    shard("000008", &b);
+    let merged = dir.join("merged.json");
+    ok(&run(&args(&[
+        "merge",
+        &s(&a),
+        &s(&b),
+        "--out",
+        &s(&merged),
+    ])));
+    let m = Curves::load(&merged).expect("merged");
+    let whole = Curves::load(&norm).expect("whole");
+    assert_eq!(m.calibration.scans, 2);
+    for (x, y) in m.layers.iter().zip(&whole.layers) {
+        for (p, q) in x.distortion.confidence.iter().zip(&y.distortion.confidence) {
+            assert!((p - q).abs() <= 1e-12 * q.abs().max(1e-300), "{}", x.name);
+        }
+    }
+    // The same shard twice is refused.
+    let e = err(&run(&args(&[
+        "merge",
+        &s(&a),
+        &s(&a),
+        "--out",
+        &s(&dir.join("x.json")),
+    ])));
+    assert!(e.contains("in both shards"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_curves_and_writes_nothing() {
+    let dir = tempdir("ctrlc");
+    let out = dir.join("curves.json");
+    let mut a = args(&["curves"]);
+    a.extend(model_and_scans());
+    a.extend(args(&["--probes", "50", "--out", &s(&out)]));
+    let child = Command::new(env!("CARGO_BIN_EXE_pruneview"))
+        .args(&a)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let o = child.wait_with_output().expect("wait");
+    let e = err(&o);
+    assert!(e.contains("cancelled"), "{e}");
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
