@@ -86,6 +86,23 @@ fn curves(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The full-size target, timed once per call (criterion would need 10 runs of
+    // ~2.5 minutes): `PRUNEVIEW_BENCH_FULL=1 cargo bench --bench curves`.
+    if std::env::var_os("PRUNEVIEW_BENCH_FULL").is_some() {
+        let settings = CurveSettings {
+            probes: 4,
+            ..CurveSettings::default()
+        };
+        let t = std::time::Instant::now();
+        let p = predicted_curves(&det, &scans, &settings, model, &ctl).expect("curves");
+        println!(
+            "full run: {} scans x 4 probes x 2 groups, {} layers x 101 levels: {:.1} s",
+            scans.len(),
+            p.curves.layers.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
 }
 
 criterion_group!(benches, curves);

@@ -61,6 +61,16 @@ pub struct Unit {
     pub relu: bool,
     /// The BN-folded layer the forward pass runs (prepacked by `nn`).
     op: FoldedOp,
+    /// The folded layer's VJP operator, built on the first backward pass and reused by every
+    /// later probe (rebuilt whenever the weight changes, since `Unit::new` starts empty).
+    vjp: std::sync::OnceLock<Result<Backward, String>>,
+}
+
+/// What [`Unit::backward`] reuses across calls: the folded weight and its VJP operator.
+#[derive(Clone, Debug)]
+struct Backward {
+    folded: Tensor,
+    conv: Option<nn::vjp::ConvVjp>,
 }
 
 /// A unit's BN-folded kernel, ready to run.
@@ -144,6 +154,7 @@ impl Unit {
             bn,
             relu,
             op,
+            vjp: Default::default(),
         })
     }
 
@@ -180,6 +191,7 @@ impl Unit {
             self.relu,
         )?;
         self.weight = weight;
+        self.vjp = Default::default();
         Ok(())
     }
 
@@ -274,6 +286,22 @@ impl Unit {
         })
     }
 
+    fn prepare_backward(&self) -> Result<Backward, NnError> {
+        let (folded, _) = self.folded()?;
+        let conv = match self.kind {
+            UnitKind::Conv { stride, padding } => Some(nn::vjp::ConvVjp::conv(
+                &folded,
+                Conv2dParams::new(stride, padding),
+            )?),
+            UnitKind::ConvTranspose { stride } => Some(nn::vjp::ConvVjp::conv_transpose(
+                &folded,
+                Conv2dParams::new(stride, 0),
+            )?),
+            UnitKind::Linear => None,
+        };
+        Ok(Backward { folded, conv })
+    }
+
     /// The weight axis that indexes output channels (1 for transposed convs).
     fn out_axis(&self) -> usize {
         usize::from(matches!(self.kind, UnitKind::ConvTranspose { .. }))
@@ -297,15 +325,17 @@ impl Unit {
         if self.relu {
             nn::vjp::relu_vjp_inplace(&mut dy.data, &y.data);
         }
-        let (wf, _) = self.folded()?;
-        let g = match self.kind {
-            UnitKind::Conv { stride, padding } => {
-                nn::vjp::conv2d_vjp(x, &wf, Conv2dParams::new(stride, padding), &dy, need_dx)?
-            }
-            UnitKind::ConvTranspose { stride } => {
-                nn::vjp::conv_transpose2d_vjp(x, &wf, Conv2dParams::new(stride, 0), &dy, need_dx)?
-            }
-            UnitKind::Linear => nn::vjp::linear_vjp(x, &wf, &dy, need_dx)?,
+        let prepared = self
+            .vjp
+            .get_or_init(|| self.prepare_backward().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|msg| NnError::Invalid {
+                op: "unit backward",
+                msg: format!("{}: {msg}", self.weight_name()),
+            })?;
+        let g = match &prepared.conv {
+            Some(conv) => conv.apply(x, &dy, need_dx)?,
+            None => nn::vjp::linear_vjp(x, &prepared.folded, &dy, need_dx)?,
         };
         let Some(bn) = &self.bn else {
             let bias = self.bias.as_ref().map(|_| g.db.clone());
