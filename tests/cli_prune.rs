@@ -255,7 +255,8 @@ fn curves_solve_export_and_prune() {
     ])));
     assert!(e.contains("refusing to overwrite"), "{e}");
 
-    // `prune` chains everything into one folder.
+    // `prune` chains everything into one folder; here with the saliency ranking, whose
+    // Gauss-Newton diagonal is kept beside the curves so masks can be rebuilt.
     let outdir = dir.join("pruned-30");
     let mut a = args(&["prune"]);
     a.extend(model_and_scans());
@@ -266,6 +267,8 @@ fn curves_solve_export_and_prune() {
         "1",
         "--levels",
         "11",
+        "--ranking",
+        "saliency",
         "--flops-keep",
         "0.3",
         "--out",
@@ -274,12 +277,48 @@ fn curves_solve_export_and_prune() {
     ok(&run(&a));
     for f in [
         "curves.json",
+        "curves.saliency.safetensors",
         "allocation.json",
         "masks.safetensors",
         "pruned.safetensors",
         "report.csv",
     ] {
         assert!(outdir.join(f).exists(), "{f}");
+    }
+    let alloc = Allocation::load(&outdir.join("allocation.json")).expect("allocation");
+    assert_eq!(alloc.ranking, pruneview::prune::Ranking::Saliency);
+    // Rebuilding the masks needs the diagonal: without it, a clear error; with it, the same
+    // masks as `prune` wrote.
+    let again = dir.join("again.safetensors");
+    let export = |extra: &[&str]| {
+        let mut a = args(&[
+            "export",
+            "--weights",
+            &weights,
+            "--alloc",
+            &s(&outdir.join("allocation.json")),
+            "--masks",
+            &s(&again),
+        ]);
+        a.extend(args(extra));
+        run(&a)
+    };
+    let e = err(&export(&[]));
+    assert!(e.contains("--saliency"), "{e}");
+    ok(&export(&[
+        "--saliency",
+        &s(&outdir.join("curves.saliency.safetensors")),
+    ]));
+    let (m1, m2) = (
+        Weights::open(&outdir.join("masks.safetensors")).expect("masks"),
+        Weights::open(&again).expect("masks again"),
+    );
+    for k in m1.keys() {
+        assert_eq!(
+            m1.raw(&k).expect("raw").2,
+            m2.raw(&k).expect("raw").2,
+            "{k}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -431,20 +431,24 @@ fn saliency_path(curves: &Path) -> PathBuf {
     curves.with_extension("saliency.safetensors")
 }
 
-pub fn curves(a: CurvesCmd) -> Result<()> {
+/// Loads the model and scans and computes the curves: the common part of `curves` and
+/// `prune`. Returns the detector, the curves and the calibration files (inputs of the run).
+fn model_and_curves(
+    model: &ModelArgs,
+    calib: &CalibArgs,
+    curves: &CurveArgs,
+    lambdas: Lambdas,
+) -> Result<(Detector, Predicted, Vec<PathBuf>)> {
     let cancel = cancel_flag();
-    let det = a.model.load()?;
-    let scans = a.calib.load(&det)?;
-    let predicted = compute_curves(
-        &det,
-        &a.model.weights,
-        &scans,
-        &a.curves,
-        a.lambdas.get(),
-        &cancel,
-    )?;
+    let det = model.load()?;
+    let scans = calib.load(&det)?;
+    let predicted = compute_curves(&det, &model.weights, &scans, curves, lambdas, &cancel)?;
+    Ok((det, predicted, calib.files()?))
+}
+
+pub fn curves(a: CurvesCmd) -> Result<()> {
+    let (det, predicted, files) = model_and_curves(&a.model, &a.calib, &a.curves, a.lambdas.get())?;
     let mut inputs = a.model.inputs();
-    let files = a.calib.files()?;
     inputs.extend(files.iter().map(PathBuf::as_path));
     write_curves(&a.out, &predicted, &det, &inputs)?;
     eprintln!(
@@ -783,23 +787,13 @@ pub struct PruneCmd {
 }
 
 pub fn prune(a: PruneCmd) -> Result<()> {
-    let cancel = cancel_flag();
-    let det = a.model.load()?;
-    let scans = a.calib.load(&det)?;
-    let predicted = compute_curves(
-        &det,
-        &a.model.weights,
-        &scans,
-        &a.curves,
-        a.solve.lambdas.get(),
-        &cancel,
-    )?;
+    let (det, predicted, files) =
+        model_and_curves(&a.model, &a.calib, &a.curves, a.solve.lambdas.get())?;
     let weights = Weights::open(&a.model.weights)?;
     let alloc = solve_allocation(&predicted.curves, &a.solve, Some(&weights))?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
     let mut inputs = a.model.inputs();
-    let files = a.calib.files()?;
     inputs.extend(files.iter().map(PathBuf::as_path));
     let curves_path = a.out.join("curves.json");
     write_curves(&curves_path, &predicted, &det, &inputs)?;

@@ -166,8 +166,9 @@ pub struct Additivity {
     pub flops_keep: f64,
     /// Sum of the per-layer predicted distortions of that allocation.
     pub predicted: f64,
-    /// Sum of the per-layer measured distortions at the allocation (when every layer's
-    /// measured curve covers its level), i.e. what additivity predicts from measurement.
+    /// Sum of the per-layer measured distortions at the allocation (interpolated between
+    /// measured levels; absent when a layer was not measured up to its sparsity): what
+    /// additivity predicts from measurement alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_sum: Option<f64>,
     /// Distortion measured by pruning all layers at once.

@@ -154,6 +154,8 @@ impl Measurer<'_> {
             .zip(sparsity)
             .map(|(l, &s)| interpolate(&l.sparsity, &l.distortion.combined(lambdas), s))
             .sum();
+        // Additivity applied to the measured curves: each layer's measured distortion,
+        // interpolated between its measured levels (with 0 at sparsity 0).
         let measured_sum = curves
             .layers
             .iter()
@@ -168,10 +170,18 @@ impl Measurer<'_> {
                 } else {
                     &m.sparsity
                 };
-                levels
-                    .iter()
-                    .position(|&x| (x - s).abs() < 1e-9)
-                    .map(|i| lambdas.combine(m.confidence[i], m.locality[i]))
+                if levels.last().is_none_or(|&top| s > top + 1e-9) {
+                    return None;
+                }
+                let mut xs = vec![0.0];
+                let mut ys = vec![0.0];
+                for (i, &x) in levels.iter().enumerate() {
+                    if x > 0.0 {
+                        xs.push(x);
+                        ys.push(lambdas.combine(m.confidence[i], m.locality[i]));
+                    }
+                }
+                Some(interpolate(&xs, &ys, s))
             })
             .sum::<Option<f64>>();
         let pruned = pruned_detector(self.det, sparsity, self.orders)?;

@@ -351,13 +351,23 @@ pub fn predicted_curves(
             .collect(),
         Ranking::Saliency => {
             let mut diag: Vec<Vec<f64>> = weights.iter().map(|w| vec![0.0; w.len()]).collect();
-            sweep(det, scans, settings, &norms, ctl, &tick, |grads| {
-                diag.par_iter_mut().zip(grads).for_each(|(d, g)| {
-                    for (d, g) in d.iter_mut().zip(&g.weight.data) {
-                        *d += (*g as f64) * (*g as f64);
-                    }
-                });
-            })?;
+            let mut rows = 0.0;
+            sweep(
+                det,
+                scans,
+                settings,
+                &norms,
+                ctl,
+                &tick,
+                &mut rows,
+                |_, grads| {
+                    diag.par_iter_mut().zip(grads).for_each(|(d, g)| {
+                        for (d, g) in d.iter_mut().zip(&g.weight.data) {
+                            *d += (*g as f64) * (*g as f64);
+                        }
+                    });
+                },
+            )?;
             let count = (scans.len() * settings.probes * Group::ALL.len()) as f64;
             let diag: Vec<Vec<f32>> = diag
                 .iter()
@@ -383,7 +393,7 @@ pub fn predicted_curves(
         .map(|_| GroupValues::zeros(levels.len()))
         .collect();
     let mut pfn_rows = 0f64;
-    sweep_with_group(
+    sweep(
         det,
         scans,
         settings,
@@ -460,25 +470,10 @@ fn prefix_at(g: &[f32], w: &[f32], order: &[u32], counts: &[usize]) -> Vec<f64> 
     out
 }
 
-/// One pass over the scans: a taped forward per scan, then one backward per group and probe;
-/// `each` sees every probe's unit gradients.
-fn sweep(
-    det: &Detector,
-    scans: &[CalibScan],
-    settings: &CurveSettings,
-    norms: &[OutputNorm],
-    ctl: &Control,
-    tick: &(dyn Fn(&str) + Sync),
-    mut each: impl FnMut(&[crate::detect::UnitGrads]),
-) -> Result<(), ProbeError> {
-    let mut rows = 0.0;
-    sweep_with_group(det, scans, settings, norms, ctl, tick, &mut rows, |_, g| {
-        each(g)
-    })
-}
-
+/// One pass over the scans: a taped forward per scan (adding its PFN rows to `pfn_rows`), then
+/// one backward per group and probe; `each` sees every probe's unit gradients.
 #[allow(clippy::too_many_arguments)]
-fn sweep_with_group(
+fn sweep(
     det: &Detector,
     scans: &[CalibScan],
     settings: &CurveSettings,
