@@ -16,6 +16,11 @@ use pruneview::detect::{Detector, FovFilter, prepare_scan};
 use pruneview::prune::curves::ModelInfo;
 use pruneview::prune::probe::{CalibScan, Control, CurveSettings, predicted_curves};
 
+/// As in the `pruneview` binary: the backward pass allocates and frees large maps per layer,
+/// and the system allocator returns them to the OS (page faults on every reuse).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
