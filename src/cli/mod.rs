@@ -122,7 +122,8 @@ pub struct ScanArgs {
     #[arg(long, value_parser = parse_format)]
     pub format: Option<ScanFormat>,
     /// KITTI calib file: keep only points inside camera 2's field of view (as OpenPCDet's
-    /// FOV_POINTS_ONLY). Needs --image-size.
+    /// FOV_POINTS_ONLY). Needs --image-size. With several scans, a folder holding
+    /// `<scan stem>.txt` for each (KITTI layout).
     #[arg(long, value_name = "calib.txt", requires = "image_size")]
     pub fov_calib: Option<PathBuf>,
     /// Image size HxW for the FOV filter and KITTI output, e.g. 375x1242.

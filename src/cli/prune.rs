@@ -206,6 +206,7 @@ pub struct CurvesCmd {
     /// Group weights for the fidelity report (the curves keep both groups separately).
     #[command(flatten)]
     pub lambdas: LambdaArgs,
+    /// Where to write the curves (`pruneview-curves/1` JSON).
     #[arg(long, value_name = "curves.json")]
     pub out: PathBuf,
 }
@@ -467,6 +468,7 @@ pub struct MergeArgs {
     /// Curve files computed on disjoint scan subsets with the same settings and `--norm-from`.
     #[arg(required = true, num_args = 2..)]
     pub shards: Vec<PathBuf>,
+    /// Where to write the merged curves.
     #[arg(long, value_name = "curves.json")]
     pub out: PathBuf,
 }
@@ -579,6 +581,7 @@ pub struct SolveCmd {
     /// Weights (needed by the global and lamp baselines).
     #[arg(long, value_name = "W.safetensors")]
     pub weights: Option<PathBuf>,
+    /// Where to write the allocation (`pruneview-allocation/1` JSON).
     #[arg(long, value_name = "alloc.json")]
     pub out: PathBuf,
 }
