@@ -5,6 +5,7 @@
 //! public surface (see DESIGN.md).
 
 pub mod detect;
+pub mod eval;
 pub mod io;
 pub mod model;
 pub mod nn;
