@@ -11,3 +11,4 @@ pub mod model;
 pub mod nn;
 pub mod pointcloud;
 pub mod prune;
+pub mod synth;
