@@ -1,6 +1,7 @@
 //! Command-line subcommands. `pruneview` with no subcommand prints help (the desktop app
 //! will open there once it exists).
 
+mod data;
 mod prune;
 
 use std::collections::HashMap;
@@ -74,6 +75,14 @@ pub enum Command {
         after_help = "Example:\n  pruneview prune --config pointpillar.yaml --weights pp.safetensors --scans velodyne/ \\\n      --fov-calib calib/ --image-size 375x1242 --flops-keep 0.3 --out pruned-30/"
     )]
     Prune(prune::PruneCmd),
+    /// Write synthetic KITTI-layout LiDAR scenes (ray-cast HDL-64E, labelled).
+    #[command(after_help = "Example:\n  pruneview synth --out synth/ --count 200 --seed 1")]
+    Synth(data::SynthArgs),
+    /// Run a model (optionally with masks) on a KITTI-layout folder and print KITTI AP.
+    #[command(
+        after_help = "Examples:\n  pruneview eval --weights demo.safetensors --dataset synth/\n  pruneview eval --config pointpillar.yaml --weights pp.safetensors --masks masks.safetensors \\\n      --dataset kitti/training --split ImageSets/val.txt --json"
+    )]
+    Eval(data::EvalArgs),
 }
 
 /// Which model to load.
@@ -219,6 +228,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Solve(a)) => prune::solve(a),
         Some(Command::Export(a)) => prune::export_cmd(a),
         Some(Command::Prune(a)) => prune::prune(a),
+        Some(Command::Synth(a)) => data::synth(a),
+        Some(Command::Eval(a)) => data::eval_cmd(a),
     }
 }
 

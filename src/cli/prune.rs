@@ -212,7 +212,7 @@ pub struct CurvesCmd {
 }
 
 /// Ctrl-C sets the flag (a second Ctrl-C exits at once).
-fn cancel_flag() -> Arc<AtomicBool> {
+pub(super) fn cancel_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     let _ = ctrlc::set_handler(move || {
@@ -224,7 +224,7 @@ fn cancel_flag() -> Arc<AtomicBool> {
     flag
 }
 
-fn bar(prefix: &str) -> ProgressBar {
+pub(super) fn bar(prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new(1);
     pb.set_style(
         ProgressStyle::with_template(
