@@ -170,7 +170,7 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
             })
             .collect();
         dt.push(objects);
-        gt.push(load_labels(&a.dataset.join(format!("label_2/{id}.txt")))?);
+        gt.push(load_labels(a.dataset.join(format!("label_2/{id}.txt")))?);
         pb.inc(1);
     }
     pb.finish_and_clear();
