@@ -118,7 +118,8 @@ impl CalibArgs {
         Ok(files)
     }
 
-    pub fn load(&self, det: &Detector) -> Result<Vec<CalibScan>> {
+    /// The scan files and the scans read from them.
+    pub fn load(&self, det: &Detector) -> Result<(Vec<PathBuf>, Vec<CalibScan>)> {
         let files = self.files()?;
         let mut scans = Vec::with_capacity(files.len());
         for f in &files {
@@ -140,7 +141,7 @@ impl CalibArgs {
                 points: prepared.points,
             });
         }
-        Ok(scans)
+        Ok((files, scans))
     }
 }
 
@@ -352,7 +353,7 @@ fn compute_curves(
         for keep in [0.5, 0.3, 0.2] {
             let sol = frontier.query(keep)?;
             let check = with_progress("additivity", cancel, |ctl| {
-                measurer.additivity(curves, lambdas, keep, &sol.sparsity, ctl)
+                measurer.additivity(curves, lambdas, keep, &sol, ctl)
             })?;
             fidelity.additivity.push(check);
         }
@@ -442,9 +443,9 @@ fn model_and_curves(
 ) -> Result<(Detector, Predicted, Vec<PathBuf>)> {
     let cancel = cancel_flag();
     let det = model.load()?;
-    let scans = calib.load(&det)?;
+    let (files, scans) = calib.load(&det)?;
     let predicted = compute_curves(&det, &model.weights, &scans, curves, lambdas, &cancel)?;
-    Ok((det, predicted, calib.files()?))
+    Ok((det, predicted, files))
 }
 
 pub fn curves(a: CurvesCmd) -> Result<()> {

@@ -390,3 +390,23 @@ impl Curves {
         Ok(out)
     }
 }
+
+/// Linear interpolation of `ys` over ascending `xs` at `x`; `None` outside `[xs[0], last]`
+/// (a curve says nothing beyond the levels it was computed at).
+pub fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> Option<f64> {
+    const EPS: f64 = 1e-12;
+    let (&first, &last) = (xs.first()?, xs.last()?);
+    if x < first - EPS || x > last + EPS || xs.len() != ys.len() {
+        return None;
+    }
+    let x = x.clamp(first, last);
+    let i = xs.partition_point(|&v| v < x);
+    if i == 0 {
+        return ys.first().copied();
+    }
+    let (x0, x1, y0, y1) = (xs[i - 1], xs[i], ys[i - 1], ys[i]);
+    if x1 <= x0 {
+        return Some(y1);
+    }
+    Some(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+}

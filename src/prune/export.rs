@@ -27,7 +27,7 @@ use safetensors::tensor::{Dtype, TensorInfo};
 use sha2::{Digest, Sha256};
 
 use super::allocation::Allocation;
-use super::curves::Curves;
+use super::curves::{Curves, interpolate};
 use super::rank;
 use crate::io::{WriteError, write_atomic};
 use crate::model::Weights;
@@ -430,26 +430,6 @@ pub fn write_pruned(
     metadata.insert(META_ALLOCATION.to_string(), alloc.to_json());
     write_atomic(path, &encode_safetensors(&tensors, &metadata), inputs)?;
     Ok(())
-}
-
-/// Linear interpolation of `ys` over ascending `xs` at `x`; `None` outside `[xs[0], last]`
-/// (a curve says nothing beyond the levels it was computed at).
-fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> Option<f64> {
-    const EPS: f64 = 1e-12;
-    let (&first, &last) = (xs.first()?, xs.last()?);
-    if x < first - EPS || x > last + EPS || xs.len() != ys.len() {
-        return None;
-    }
-    let x = x.clamp(first, last);
-    let i = xs.partition_point(|&v| v < x);
-    if i == 0 {
-        return ys.first().copied();
-    }
-    let (x0, x1, y0, y1) = (xs[i - 1], xs[i], ys[i - 1], ys[i]);
-    if x1 <= x0 {
-        return Some(y1);
-    }
-    Some(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
 }
 
 /// Shortest round-trip decimal, in exponent form for very small or large magnitudes.

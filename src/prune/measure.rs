@@ -7,7 +7,8 @@ use rayon::prelude::*;
 use crate::detect::{Detector, RawOutputs};
 use crate::nn::Tensor;
 
-use super::curves::{Additivity, Curves, LayerFidelity, Measured, OutputNorm};
+use super::alloc::Solution;
+use super::curves::{Additivity, Curves, LayerFidelity, Measured, OutputNorm, interpolate};
 use super::probe::{CalibScan, Control, ProbeError};
 use super::{Group, Lambdas, rank};
 
@@ -113,8 +114,9 @@ impl Measurer<'_> {
         let mut work = det.clone();
         let total = layers.len() * levels.len();
         let mut out = Vec::with_capacity(layers.len());
+        let units = det.units();
         for (li, &l) in layers.iter().enumerate() {
-            let dense = det.units()[l].weight.clone();
+            let dense = units[l].weight.clone();
             let mut m = Measured {
                 sparsity: levels.to_vec(),
                 ..Default::default()
@@ -128,7 +130,7 @@ impl Measurer<'_> {
                 (ctl.on_step)(
                     li * levels.len() + k + 1,
                     total,
-                    &format!("measured {} at {s:.2}", det.units()[l].weight_name()),
+                    &format!("measured {} at {s:.2}", units[l].weight_name()),
                 );
             }
             set_weight(&mut work, l, dense)?;
@@ -137,23 +139,18 @@ impl Measurer<'_> {
         Ok(out)
     }
 
-    /// One additivity check: the predicted sum of an allocation against the distortion measured
-    /// with all its layers pruned at once (and, when every layer's measured curve covers its
-    /// level, the sum of the measured curves).
+    /// One additivity check: an allocation's predicted sum (the allocator's own
+    /// `solution.predicted`) against the distortion measured with all its layers pruned at
+    /// once, and the sum of the measured curves at its sparsities when they cover them.
     pub fn additivity(
         &self,
         curves: &Curves,
         lambdas: Lambdas,
         flops_keep: f64,
-        sparsity: &[f64],
+        solution: &Solution,
         ctl: &Control,
     ) -> Result<Additivity, ProbeError> {
-        let predicted = curves
-            .layers
-            .iter()
-            .zip(sparsity)
-            .map(|(l, &s)| interpolate(&l.sparsity, &l.distortion.combined(lambdas), s))
-            .sum();
+        let sparsity = &solution.sparsity;
         // Additivity applied to the measured curves: each layer's measured distortion,
         // interpolated between its measured levels (with 0 at sparsity 0).
         let measured_sum = curves
@@ -181,14 +178,14 @@ impl Measurer<'_> {
                         ys.push(lambdas.combine(m.confidence[i], m.locality[i]));
                     }
                 }
-                Some(interpolate(&xs, &ys, s))
+                Some(interpolate_clamped(&xs, &ys, s))
             })
             .sum::<Option<f64>>();
         let pruned = pruned_detector(self.det, sparsity, self.orders)?;
         let (c, o) = self.reference.distortion(&pruned, self.scans, ctl)?;
         Ok(Additivity {
             flops_keep,
-            predicted,
+            predicted: solution.predicted,
             measured_sum,
             measured: lambdas.combine(c, o),
         })
@@ -235,7 +232,7 @@ pub fn layer_fidelity(curves: &Curves, lambdas: Lambdas) -> Vec<LayerFidelity> {
             let predicted = l.distortion.combined(lambdas);
             let p: Vec<f64> = levels
                 .iter()
-                .map(|&s| interpolate(&l.sparsity, &predicted, s))
+                .map(|&s| interpolate_clamped(&l.sparsity, &predicted, s))
                 .collect();
             let m = l.measured.values().combined(lambdas);
             LayerFidelity {
@@ -248,15 +245,11 @@ pub fn layer_fidelity(curves: &Curves, lambdas: Lambdas) -> Vec<LayerFidelity> {
         .collect()
 }
 
-/// Piecewise-linear interpolation of `ys` over ascending `xs` (clamped at the ends).
-pub fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> f64 {
-    match xs.iter().position(|&v| v >= x) {
-        None => ys.last().copied().unwrap_or(0.0),
-        Some(0) => ys[0],
-        Some(i) => {
-            let t = (x - xs[i - 1]) / (xs[i] - xs[i - 1]);
-            ys[i - 1] + t * (ys[i] - ys[i - 1])
-        }
+/// [`interpolate`] held constant beyond the first and last level.
+fn interpolate_clamped(xs: &[f64], ys: &[f64], x: f64) -> f64 {
+    match (xs.first(), xs.last()) {
+        (Some(&first), Some(&last)) => interpolate(xs, ys, x.clamp(first, last)).unwrap_or(0.0),
+        _ => 0.0,
     }
 }
 
