@@ -13,7 +13,7 @@ use pruneview::prune::measure::{DenseReference, Measurer, layer_fidelity};
 use pruneview::prune::probe::{
     CalibScan, Control, CurveSettings, ProbeError, output_variances, predicted_curves,
 };
-use pruneview::prune::{Group, Lambdas, rank};
+use pruneview::prune::{Group, Lambdas, Weighting, rank};
 
 fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
@@ -132,9 +132,16 @@ fn probe_gradient_predicts_output_change() {
 }
 
 /// Predicted and measured curves agree in shape (rank correlation) for layers in the head,
-/// the backbone and the VFE; the fidelity report computes the same correlation.
+/// the backbone and the VFE, for both distortions; the fidelity report computes the same
+/// correlation.
 #[test]
 fn predicted_curves_track_measured_curves() {
+    for weighting in [Weighting::Detection, Weighting::Raw] {
+        predicted_curves_track_measured(weighting);
+    }
+}
+
+fn predicted_curves_track_measured(weighting: Weighting) {
     let s = setup();
     let (cancel, f) = quiet();
     let ctl = Control {
@@ -144,6 +151,7 @@ fn predicted_curves_track_measured_curves() {
     let settings = CurveSettings {
         probes: 4,
         levels: CurveSettings::even_levels(11),
+        weighting,
         ..CurveSettings::default()
     };
     let scans = &s.scans[1..];
@@ -161,6 +169,7 @@ fn predicted_curves_track_measured_curves() {
         reference: DenseReference::compute(
             &s.det,
             scans,
+            weighting,
             p.curves.calibration.normalization.clone(),
             &ctl,
         )
@@ -177,7 +186,7 @@ fn predicted_curves_track_measured_curves() {
     assert_eq!(fidelity.len(), 3);
     for f in &fidelity {
         let rho = f.spearman.expect("non-constant curves");
-        assert!(rho >= 0.9, "{}: spearman {rho:.3}", f.name);
+        assert!(rho >= 0.9, "{} ({weighting:?}): spearman {rho:.3}", f.name);
     }
     // Sanity: the measured values are distortions (zero only when nothing changed).
     let cls = &p.curves.layers[layers[0]];
@@ -201,7 +210,7 @@ fn shards_merge_exactly_and_runs_are_deterministic() {
         cancel: &cancel,
         on_step: &f,
     };
-    let norms = output_variances(&s.det, &s.scans, &ctl).expect("variances");
+    let norms = output_variances(&s.det, &s.scans, Weighting::Detection, &ctl).expect("variances");
     let settings = CurveSettings {
         probes: 1,
         levels: CurveSettings::even_levels(21),
@@ -245,8 +254,13 @@ fn shards_merge_exactly_and_runs_are_deterministic() {
     let mut other = a.clone();
     other.calibration.normalization[0].variance *= 2.0;
     other.calibration.scan_ids = vec!["x".into()];
-    let err = Curves::merge(&[a, other], &["a".into(), "o".into()]).expect_err("norm");
+    let err =
+        Curves::merge(&[a.clone(), other.clone()], &["a".into(), "o".into()]).expect_err("norm");
     assert!(err.to_string().contains("--norm-from"), "{err}");
+    other.calibration.normalization = a.calibration.normalization.clone();
+    other.calibration.distortion = Weighting::Raw;
+    let err = Curves::merge(&[a, other], &["a".into(), "o".into()]).expect_err("distortion");
+    assert!(err.to_string().contains("different distortions"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -369,6 +369,7 @@ fn csv_reports_every_layer_with_curve_values() {
             probes: 1,
             scan_ids: vec![],
             ranking: Ranking::Magnitude,
+            distortion: Default::default(),
             normalization: vec![],
             seed: 0,
         },

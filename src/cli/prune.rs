@@ -19,7 +19,7 @@ use pruneview::prune::curves::ModelInfo;
 use pruneview::prune::export::{self, Orders};
 use pruneview::prune::measure::{DenseReference, Measurer, layer_fidelity};
 use pruneview::prune::probe::{self, CalibScan, Control, CurveSettings, Predicted};
-use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, rank};
+use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, Weighting, rank};
 
 use super::{ModelArgs, ScanArgs};
 
@@ -160,6 +160,12 @@ pub struct CurveArgs {
     /// diagonal; one more pass over the probes, and a `.saliency.safetensors` sidecar).
     #[arg(long, default_value = "magnitude")]
     pub ranking: Ranking,
+    /// What the distortion compares: `detection` (scores after the sigmoid, box errors
+    /// weighted by the dense confidence of their anchor or cell) or `raw` (every logit and
+    /// regression value equally, the paper's form; on trained models background anchors
+    /// dominate it).
+    #[arg(long, default_value = "detection")]
+    pub distortion: Weighting,
     /// Take the output normalisation from this curves file, so that shards computed on
     /// different scans can be merged exactly.
     #[arg(long, value_name = "curves.json")]
@@ -300,7 +306,19 @@ fn compute_curves(
     cancel: &AtomicBool,
 ) -> Result<Predicted> {
     let normalization = match &args.norm_from {
-        Some(p) => Some(Curves::load(p)?.calibration.normalization),
+        Some(p) => {
+            let c = Curves::load(p)?.calibration;
+            if c.distortion != args.distortion {
+                bail!(
+                    "{}: normalised for the {} distortion, not {}; pass --distortion {}",
+                    p.display(),
+                    c.distortion.name(),
+                    args.distortion.name(),
+                    c.distortion.name()
+                );
+            }
+            Some(c.normalization)
+        }
         None => None,
     };
     let settings = CurveSettings {
@@ -308,6 +326,7 @@ fn compute_curves(
         levels: CurveSettings::even_levels(args.levels),
         seed: args.seed,
         ranking: args.ranking,
+        weighting: args.distortion,
         normalization,
     };
     let model = model_info(det, weights)?;
@@ -334,7 +353,7 @@ fn compute_curves(
             det,
             scans,
             reference: with_progress("dense", cancel, |ctl| {
-                DenseReference::compute(det, scans, norms, ctl)
+                DenseReference::compute(det, scans, settings.weighting, norms, ctl)
             })?,
             orders: &predicted.orders,
         };

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Group, Lambdas, Ranking};
+use super::{Group, Lambdas, Ranking, Weighting};
 
 pub const CURVES_FORMAT: &str = "pruneview-curves/1";
 
@@ -43,6 +43,9 @@ pub struct Calibration {
     pub scan_ids: Vec<String>,
     #[serde(default)]
     pub ranking: Ranking,
+    /// What D compares (files without the field: `raw`, the paper's form).
+    #[serde(default)]
+    pub distortion: Weighting,
     /// Per raw head output: the dense output's variance over the calibration set that the
     /// distortion is normalised by. Shards must agree on it to merge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -339,6 +342,13 @@ impl Curves {
                 return Err(err(
                     "different probe counts, rankings or seeds; compute the shards with the same settings".into(),
                 ));
+            }
+            if a.distortion != b.distortion {
+                return Err(err(format!(
+                    "different distortions ({} vs {}); compute the shards with the same --distortion",
+                    a.distortion.name(),
+                    b.distortion.name()
+                )));
             }
             if a.normalization != b.normalization {
                 return Err(err("the shards were normalised by different output variances; compute them with `--norm-from` one shared file".into()));

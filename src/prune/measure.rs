@@ -2,19 +2,21 @@
 //! and compute D exactly against the dense outputs. Slow but true; it validates the
 //! predicted curves (per layer) and the additivity assumption (whole allocations).
 
-use rayon::prelude::*;
-
 use crate::detect::{Detector, RawOutputs};
 use crate::nn::Tensor;
 
 use super::alloc::Solution;
 use super::curves::{Additivity, Curves, LayerFidelity, Measured, OutputNorm, interpolate};
+use super::distortion::{self, Weighting};
 use super::probe::{CalibScan, Control, ProbeError};
 use super::{Group, Lambdas, rank};
 
-/// The dense model's raw outputs on every calibration scan, and the normalisation.
+/// The dense model's raw outputs on every calibration scan, what D compares, and the
+/// normalisation.
 pub struct DenseReference {
     outputs: Vec<RawOutputs>,
+    weighting: Weighting,
+    classes: usize,
     norms: Vec<OutputNorm>,
 }
 
@@ -22,6 +24,7 @@ impl DenseReference {
     pub fn compute(
         det: &Detector,
         scans: &[CalibScan],
+        weighting: Weighting,
         norms: Vec<OutputNorm>,
         ctl: &Control,
     ) -> Result<Self, ProbeError> {
@@ -30,11 +33,17 @@ impl DenseReference {
             ctl.check()?;
             outputs.push(run(det, scan)?.raw);
         }
-        Ok(DenseReference { outputs, norms })
+        Ok(DenseReference {
+            outputs,
+            weighting,
+            classes: det.config.class_names.len(),
+            norms,
+        })
     }
 
     /// Exact `(confidence, locality)` distortion of `det` (e.g. a pruned copy) against the
-    /// dense outputs: per tensor `mean((Y~ - Y)^2) / var`, summed per group, mean over scans.
+    /// dense outputs: per tensor [`distortion::tensor_distortion`], summed per group, mean
+    /// over scans.
     pub fn distortion(
         &self,
         det: &Detector,
@@ -45,19 +54,16 @@ impl DenseReference {
         for (scan, dense) in scans.iter().zip(&self.outputs) {
             ctl.check()?;
             let out = run(det, scan)?;
-            for (name, t) in &out.raw.tensors {
-                let (Some(norm), Some(r)) = (
+            // Weights come from the dense outputs (where the dense model sees objects).
+            let weights = distortion::tensor_weights(dense, self.weighting, self.classes);
+            for ((name, r), tw) in dense.tensors.iter().zip(&weights) {
+                let (Some(norm), Some(t)) = (
                     self.norms.iter().find(|n| &n.output == name),
-                    dense.get(name),
+                    out.raw.get(name),
                 ) else {
                     continue;
                 };
-                let var = if norm.variance > 1e-20 {
-                    norm.variance
-                } else {
-                    1.0
-                };
-                let v = mean_sq_diff(&t.data, &r.data) / var;
+                let v = distortion::tensor_distortion(&t.data, &r.data, tw, norm.variance);
                 match norm.group {
                     Group::Confidence => d.0 += v,
                     Group::Locality => d.1 += v,
@@ -75,20 +81,6 @@ fn run(det: &Detector, scan: &CalibScan) -> Result<crate::detect::ForwardOutput,
             scan: scan.id.clone(),
             source,
         })
-}
-
-fn mean_sq_diff(a: &[f32], b: &[f32]) -> f64 {
-    let s: f64 = a
-        .par_chunks(1 << 14)
-        .zip(b.par_chunks(1 << 14))
-        .map(|(x, y)| {
-            x.iter()
-                .zip(y)
-                .map(|(p, q)| ((p - q) as f64).powi(2))
-                .sum::<f64>()
-        })
-        .sum();
-    s / a.len().max(1) as f64
 }
 
 /// A model, its calibration scans, their dense outputs and the rank order of every unit:

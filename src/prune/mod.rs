@@ -2,6 +2,7 @@
 //!
 //! Stages, one module each (DESIGN.md, "The method"):
 //! - [`rank`]: the order in which a layer's weights are pruned, and masks from a sparsity;
+//! - [`distortion`]: what D compares (raw outputs, or scores and confidence-weighted boxes);
 //! - [`curves`]: the `pruneview-curves/1` file (per-layer distortion vs sparsity), merging;
 //! - [`probe`]: computing curves: Gauss-Newton probes (predicted) and measured curves;
 //! - [`alloc`]: per-layer sparsities under a FLOPs or params budget (DP and baselines);
@@ -12,6 +13,7 @@
 pub mod alloc;
 pub mod allocation;
 pub mod curves;
+pub mod distortion;
 pub mod export;
 pub mod measure;
 pub mod probe;
@@ -19,6 +21,7 @@ pub mod rank;
 
 pub use allocation::{Allocation, Budget, BudgetKind};
 pub use curves::{Curves, LayerCurve};
+pub use distortion::Weighting;
 pub use rank::{Ranking, pruned_count};
 
 /// The two distortion groups of DESIGN.md: head outputs that score (`cls_preds`, `hm`) and

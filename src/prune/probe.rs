@@ -1,8 +1,8 @@
 //! Predicted distortion curves from Gauss-Newton probes (DESIGN.md, "The method", 3).
 //!
-//! For a group `g` of raw head outputs, a Rademacher probe `v` scaled per tensor by
-//! `1 / sqrt(n_t * var_t)` gives `E_v[(v . J Delta)^2] = sum_t |J_t Delta|^2 / (n_t var_t)`,
-//! exactly the group's normalised distortion to second order. One backward pass per probe
+//! For a group `g` of raw head outputs, a Rademacher probe `v` scaled per element as
+//! [`distortion::probe_scales`] says (for raw outputs: `1 / sqrt(n_t * var_t)`) gives
+//! `E_v[(v . J Delta)^2]` = the group's normalised distortion to second order. One backward pass per probe
 //! and scan gives `g = J^T v` for every layer at once; since pruning adds weights to
 //! `Delta_l(s)` in rank order, `g . Delta_l(s)` at every level is a prefix sum of `-g_i w_i`
 //! along the rank: O(n_l) per probe, and memory stays O(params) (no Jacobians are stored).
@@ -17,6 +17,7 @@ use crate::nn::Tensor;
 use super::curves::{
     CURVES_FORMAT, Calibration, Curves, GroupValues, LayerCurve, ModelInfo, OutputNorm,
 };
+use super::distortion::{self, WeightedMoments, Weighting};
 use super::{Group, Ranking, pruned_count, rank};
 
 /// One calibration scan, ready for the model (`N x num_point_features`).
@@ -36,6 +37,8 @@ pub struct CurveSettings {
     pub levels: Vec<f64>,
     pub seed: u64,
     pub ranking: Ranking,
+    /// What D compares ([`Weighting::Detection`] unless the paper's raw form is asked for).
+    pub weighting: Weighting,
     /// Use these output variances instead of computing them (so shards can be merged).
     pub normalization: Option<Vec<OutputNorm>>,
 }
@@ -58,6 +61,7 @@ impl Default for CurveSettings {
             levels: Self::even_levels(101),
             seed: 0,
             ranking: Ranking::Magnitude,
+            weighting: Weighting::Detection,
             normalization: None,
         }
     }
@@ -125,44 +129,16 @@ pub fn layer_table(det: &Detector, mean_pfn_rows: f64) -> Vec<PrunableLayer> {
         .collect()
 }
 
-/// Per raw output: sum, sum of squares and count over the calibration set.
-#[derive(Clone, Debug, Default)]
-struct Moments {
-    sum: f64,
-    sum_sq: f64,
-    count: f64,
-}
-
-impl Moments {
-    fn add(&mut self, data: &[f32]) {
-        let (s, q) = data
-            .par_chunks(1 << 14)
-            .map(|c| {
-                c.iter().fold((0f64, 0f64), |(s, q), &v| {
-                    let v = v as f64;
-                    (s + v, q + v * v)
-                })
-            })
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-        self.sum += s;
-        self.sum_sq += q;
-        self.count += data.len() as f64;
-    }
-
-    fn variance(&self) -> f64 {
-        let n = self.count.max(1.0);
-        let mean = self.sum / n;
-        (self.sum_sq / n - mean * mean).max(0.0)
-    }
-}
-
-/// The dense outputs' variances over the scans (the normalisation of D).
+/// The normalisation of D: per output, the dense outputs' (weighted, see [`distortion`])
+/// variance over the scans.
 pub fn output_variances(
     det: &Detector,
     scans: &[CalibScan],
+    weighting: Weighting,
     ctl: &Control,
 ) -> Result<Vec<OutputNorm>, ProbeError> {
-    let mut moments: Vec<(String, Moments)> = Vec::new();
+    let classes = det.config.class_names.len();
+    let mut moments: Vec<(String, WeightedMoments)> = Vec::new();
     for (i, scan) in scans.iter().enumerate() {
         ctl.check()?;
         let out = det
@@ -171,15 +147,16 @@ pub fn output_variances(
                 scan: scan.id.clone(),
                 source,
             })?;
-        for (name, t) in &out.raw.tensors {
-            match moments.iter_mut().find(|(n, _)| n == name) {
-                Some((_, m)) => m.add(&t.data),
+        let weights = distortion::tensor_weights(&out.raw, weighting, classes);
+        for ((name, t), tw) in out.raw.tensors.iter().zip(&weights) {
+            let idx = match moments.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
                 None => {
-                    let mut m = Moments::default();
-                    m.add(&t.data);
-                    moments.push((name.clone(), m));
+                    moments.push((name.clone(), WeightedMoments::default()));
+                    moments.len() - 1
                 }
-            }
+            };
+            moments[idx].1.add(t, tw);
         }
         (ctl.on_step)(i + 1, scans.len(), &format!("dense pass: {}", scan.id));
     }
@@ -219,23 +196,27 @@ impl Signs {
         z ^ (z >> 31)
     }
 
-    /// `n` values of `+-scale`.
-    fn fill(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
+    /// `+-scales[i]`, one random sign per element.
+    fn apply(&mut self, scales: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(scales.len());
+        for chunk in scales.chunks(64) {
             let bits = self.next();
-            for b in 0..64.min(n - out.len()) {
-                out.push(if bits >> b & 1 == 1 { scale } else { -scale });
-            }
+            out.extend(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &s)| if bits >> b & 1 == 1 { s } else { -s }),
+            );
         }
         out
     }
 }
 
-/// The probe `v` of one group: Rademacher signs on the group's outputs, each tensor scaled
-/// by `1 / sqrt(numel * variance)`; other outputs are left out (zero).
+/// The probe `v` of one group: Rademacher signs on the group's outputs, each element scaled
+/// by [`distortion::probe_scales`]; other outputs are left out (zero).
 fn probe_for(
     raw: &RawOutputs,
+    weights: &[distortion::TensorWeights],
     norms: &[OutputNorm],
     group: Group,
     seed: u64,
@@ -243,20 +224,14 @@ fn probe_for(
     k: usize,
 ) -> RawOutputs {
     let mut tensors = Vec::new();
-    for (name, t) in &raw.tensors {
+    for ((name, t), tw) in raw.tensors.iter().zip(weights) {
         let Some(norm) = norms.iter().find(|n| &n.output == name) else {
             continue;
         };
         if norm.group != group {
             continue;
         }
-        let n = t.numel();
-        let var = if norm.variance > 1e-20 {
-            norm.variance
-        } else {
-            1.0
-        };
-        let scale = (1.0 / (n as f64 * var).sqrt()) as f32;
+        let scales = distortion::probe_scales(&t.data, tw, norm.variance);
         let mut signs = Signs::new(&[
             &seed.to_le_bytes(),
             scan.as_bytes(),
@@ -266,7 +241,7 @@ fn probe_for(
         ]);
         tensors.push((
             name.clone(),
-            Tensor::from_vec(&t.shape, signs.fill(n, scale)),
+            Tensor::from_vec(&t.shape, signs.apply(&scales)),
         ));
     }
     RawOutputs { tensors }
@@ -330,6 +305,7 @@ pub fn predicted_curves(
             output_variances(
                 det,
                 scans,
+                settings.weighting,
                 &Control {
                     cancel: ctl.cancel,
                     on_step: &inner,
@@ -441,6 +417,7 @@ pub fn predicted_curves(
             probes: settings.probes,
             scan_ids: scans.iter().map(|s| s.id.clone()).collect(),
             ranking: settings.ranking,
+            distortion: settings.weighting,
             normalization: norms,
             seed: settings.seed,
         },
@@ -492,10 +469,23 @@ fn sweep(
         let taped = det.forward_taped(&scan.points).map_err(model_err)?;
         *pfn_rows += taped.out.pillars.point_rows as f64;
         tick(&format!("{}: forward", scan.id));
+        let weights = distortion::tensor_weights(
+            &taped.out.raw,
+            settings.weighting,
+            det.config.class_names.len(),
+        );
         for group in Group::ALL {
             for k in 0..settings.probes {
                 ctl.check()?;
-                let v = probe_for(&taped.out.raw, norms, group, settings.seed, &scan.id, k);
+                let v = probe_for(
+                    &taped.out.raw,
+                    &weights,
+                    norms,
+                    group,
+                    settings.seed,
+                    &scan.id,
+                    k,
+                );
                 if v.tensors.is_empty() {
                     tick(&format!("{}: no {} outputs", scan.id, group.name()));
                     continue;

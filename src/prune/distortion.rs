@@ -1,0 +1,333 @@
+//! What the detection distortion D compares, per raw head output (DESIGN.md, "The method", 1).
+//!
+//! `Raw` is DESIGN.md's definition: every element of every output tensor counts equally and
+//! logits are compared as logits. On a trained detector this is dominated by the background:
+//! hundreds of thousands of anchors whose logits sit far below zero, where a pruned model may
+//! move a logit from -9 to -5 without changing a single detection. Allocations that minimise
+//! it can lose most of the AP (measured on the demo model: docs/pruning-report.md).
+//!
+//! `Detection` (the default) compares what the detector reports:
+//! - confidence outputs (`cls_preds`, `hm`) after the sigmoid, i.e. as scores;
+//! - locality outputs (boxes, directions, CenterPoint regressions) weighted per location by
+//!   the dense model's confidence there (the highest class score of that anchor or BEV cell),
+//!   so a box error counts as much as the box is likely to be reported.
+//!
+//! For one tensor with transform `T`, element weights `w` (from the dense outputs of the same
+//! scan) and normalising variance `var` (the `w`-weighted variance of `T(Y)` over the
+//! calibration set): `D_t = sum_i w_i (T(Y~_i) - T(Y_i))^2 / (sum_i w_i * var)`. Its
+//! Gauss-Newton form scales each probe element by `T'(Y_i) sqrt(w_i / (sum w * var))`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::RawOutputs;
+use crate::nn::Tensor;
+
+use super::Group;
+
+/// Which distortion the curves measure (stored in the curves file; see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// Logits and regressions as they are, every element equal (the paper's form). Files
+    /// written without the field use it.
+    #[default]
+    Raw,
+    /// Scores after the sigmoid; locality weighted by the dense confidence per location.
+    Detection,
+}
+
+impl Weighting {
+    pub fn name(self) -> &'static str {
+        match self {
+            Weighting::Raw => "raw",
+            Weighting::Detection => "detection",
+        }
+    }
+}
+
+impl std::str::FromStr for Weighting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(Weighting::Raw),
+            "detection" => Ok(Weighting::Detection),
+            _ => Err(format!(
+                "unknown distortion `{s}` (expected detection or raw)"
+            )),
+        }
+    }
+}
+
+pub fn sigmoid(y: f32) -> f64 {
+    1.0 / (1.0 + (-(y as f64)).exp())
+}
+
+/// How one output tensor of one scan enters D.
+pub struct TensorWeights {
+    /// Compare after the sigmoid (confidence outputs under `Detection`).
+    pub sigmoid: bool,
+    /// Per-element importance; `None`: all 1.
+    pub weights: Option<Vec<f32>>,
+}
+
+impl TensorWeights {
+    /// The transformed value the distortion compares.
+    pub fn value(&self, y: f32) -> f64 {
+        if self.sigmoid { sigmoid(y) } else { y as f64 }
+    }
+
+    /// `dT/dy` at `y` (the Gauss-Newton linearisation of the transform).
+    pub fn slope(&self, y: f32) -> f64 {
+        if self.sigmoid {
+            let s = sigmoid(y);
+            s * (1.0 - s)
+        } else {
+            1.0
+        }
+    }
+
+    pub fn weight(&self, i: usize) -> f64 {
+        self.weights.as_ref().map_or(1.0, |w| w[i] as f64)
+    }
+
+    /// `sum_i w_i` over a tensor of `n` elements.
+    pub fn total(&self, n: usize) -> f64 {
+        self.weights
+            .as_ref()
+            .map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum())
+    }
+}
+
+/// The weights of every output of one scan's dense outputs, in `raw.tensors` order.
+/// `num_classes` is the model's class count (anchor heads lay out `A x classes` per cell).
+pub fn tensor_weights(
+    raw: &RawOutputs,
+    weighting: Weighting,
+    num_classes: usize,
+) -> Vec<TensorWeights> {
+    raw.tensors
+        .iter()
+        .map(|(name, t)| {
+            let detection = weighting == Weighting::Detection;
+            if Group::of_output(name) == Group::Confidence {
+                return TensorWeights {
+                    sigmoid: detection,
+                    weights: None,
+                };
+            }
+            TensorWeights {
+                sigmoid: false,
+                weights: detection
+                    .then(|| location_weights(raw, name, t, num_classes))
+                    .flatten(),
+            }
+        })
+        .collect()
+}
+
+/// One weight per element of locality output `name`: the dense confidence (best class
+/// score) of the anchor or BEV cell it belongs to. `None` when the layout is not recognised.
+fn location_weights(
+    raw: &RawOutputs,
+    name: &str,
+    t: &Tensor,
+    num_classes: usize,
+) -> Option<Vec<f32>> {
+    let n = t.numel();
+    match name.rsplit_once('.') {
+        // CenterPoint: `headN.center` etc. go with `headN.hm` ([1, C, H, W]; NCHW).
+        Some((head, _)) => {
+            let hm = raw.get(&format!("{head}.hm"))?;
+            let plane = hm.shape.get(2)? * hm.shape.get(3)?;
+            if plane == 0 || n % plane != 0 {
+                return None;
+            }
+            let mut best = vec![0f32; plane];
+            for scores in hm.data.chunks_exact(plane) {
+                for (b, &z) in best.iter_mut().zip(scores) {
+                    *b = b.max(sigmoid(z) as f32);
+                }
+            }
+            Some((0..n).map(|i| best[i % plane]).collect())
+        }
+        // Anchor head: `cls_preds` is [1, H, W, A * classes]; `box_preds` [1, H, W, A * code].
+        None => {
+            let cls = raw.get("cls_preds")?;
+            if num_classes == 0 || cls.numel() % num_classes != 0 {
+                return None;
+            }
+            let best: Vec<f32> = cls
+                .data
+                .chunks_exact(num_classes)
+                .map(|s| s.iter().fold(0f32, |b, &z| b.max(sigmoid(z) as f32)))
+                .collect();
+            if best.is_empty() || n % best.len() != 0 {
+                return None;
+            }
+            let per_anchor = n / best.len();
+            Some((0..n).map(|i| best[i / per_anchor]).collect())
+        }
+    }
+}
+
+/// Running weighted moments of one output's transformed values over the calibration scans;
+/// the normalising variance of D.
+#[derive(Clone, Debug, Default)]
+pub struct WeightedMoments {
+    sum_w: f64,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl WeightedMoments {
+    pub fn add(&mut self, t: &Tensor, tw: &TensorWeights) {
+        for (i, &y) in t.data.iter().enumerate() {
+            let (w, v) = (tw.weight(i), tw.value(y));
+            self.sum_w += w;
+            self.sum += w * v;
+            self.sum_sq += w * v * v;
+        }
+    }
+
+    pub fn variance(&self) -> f64 {
+        if self.sum_w <= 0.0 {
+            return 0.0;
+        }
+        let mean = self.sum / self.sum_w;
+        (self.sum_sq / self.sum_w - mean * mean).max(0.0)
+    }
+}
+
+/// A usable normalising variance (a constant output gets 1, so D stays finite).
+pub fn usable_variance(v: f64) -> f64 {
+    if v > 1e-20 { v } else { 1.0 }
+}
+
+/// `D_t` of one tensor: `sum w (T(a) - T(b))^2 / (sum w * var)`, `b` the dense output.
+pub fn tensor_distortion(pruned: &[f32], dense: &[f32], tw: &TensorWeights, var: f64) -> f64 {
+    let total = tw.total(dense.len());
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let s: f64 = pruned
+        .iter()
+        .zip(dense)
+        .enumerate()
+        .map(|(i, (&a, &b))| tw.weight(i) * (tw.value(a) - tw.value(b)).powi(2))
+        .sum();
+    s / (total * usable_variance(var))
+}
+
+/// Per-element probe scales `T'(y) sqrt(w / (sum w * var))` (Gauss-Newton form of D_t).
+pub fn probe_scales(dense: &[f32], tw: &TensorWeights, var: f64) -> Vec<f32> {
+    let total = tw.total(dense.len());
+    let denom = total.max(1e-30) * usable_variance(var);
+    dense
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| (tw.slope(y) * (tw.weight(i) / denom).sqrt()) as f32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor_outputs() -> RawOutputs {
+        // One cell, 2 anchors, 3 classes; box code 7, direction 2.
+        RawOutputs {
+            tensors: vec![
+                (
+                    "cls_preds".into(),
+                    Tensor::from_vec(&[1, 1, 1, 6], vec![-9.0, -8.0, 2.0, -6.0, -7.0, -9.0]),
+                ),
+                (
+                    "box_preds".into(),
+                    Tensor::from_vec(&[1, 1, 1, 14], (0..14).map(|i| i as f32).collect()),
+                ),
+                (
+                    "dir_cls_preds".into(),
+                    Tensor::from_vec(&[1, 1, 1, 4], vec![0.0; 4]),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn raw_weights_everything_equally() {
+        let tw = tensor_weights(&anchor_outputs(), Weighting::Raw, 3);
+        assert!(tw.iter().all(|t| !t.sigmoid && t.weights.is_none()));
+    }
+
+    #[test]
+    fn detection_weights_boxes_by_their_anchor_score() {
+        let tw = tensor_weights(&anchor_outputs(), Weighting::Detection, 3);
+        assert!(tw[0].sigmoid && tw[0].weights.is_none());
+        let (a0, a1) = (sigmoid(2.0) as f32, sigmoid(-6.0) as f32);
+        let boxes = tw[1].weights.as_ref().unwrap();
+        assert!(boxes[..7].iter().all(|&w| w == a0));
+        assert!(boxes[7..].iter().all(|&w| w == a1));
+        assert_eq!(tw[2].weights.as_ref().unwrap(), &vec![a0, a0, a1, a1]);
+    }
+
+    #[test]
+    fn centerpoint_regressions_use_their_heads_heatmap() {
+        let raw = RawOutputs {
+            tensors: vec![
+                (
+                    "head0.hm".into(),
+                    Tensor::from_vec(&[1, 2, 1, 2], vec![0.0, -5.0, -9.0, 3.0]),
+                ),
+                (
+                    "head0.center".into(),
+                    Tensor::from_vec(&[1, 2, 1, 2], vec![1.0; 4]),
+                ),
+            ],
+        };
+        let tw = tensor_weights(&raw, Weighting::Detection, 2);
+        let (c0, c1) = (sigmoid(0.0) as f32, sigmoid(3.0) as f32);
+        assert_eq!(tw[1].weights.as_ref().unwrap(), &vec![c0, c1, c0, c1]);
+    }
+
+    #[test]
+    fn background_logit_moves_count_little_as_scores() {
+        let raw = TensorWeights {
+            sigmoid: false,
+            weights: None,
+        };
+        let scores = TensorWeights {
+            sigmoid: true,
+            weights: None,
+        };
+        // A background logit moving by 4 against a foreground logit moving by 1.
+        let d = |tw: &TensorWeights, a: f32, b: f32| tensor_distortion(&[a], &[b], tw, 1.0);
+        assert!(d(&raw, -5.0, -9.0) > d(&raw, 0.0, 1.0));
+        assert!(d(&scores, -5.0, -9.0) < 0.01 * d(&scores, 0.0, 1.0));
+    }
+
+    #[test]
+    fn probe_scales_square_to_the_distortion_weights() {
+        let tw = TensorWeights {
+            sigmoid: true,
+            weights: Some(vec![0.5, 2.0]),
+        };
+        let dense = [0.3f32, -1.0];
+        let s = probe_scales(&dense, &tw, 0.1);
+        // For a small change e of element 0, D ~ s_0^2 e^2.
+        let e = 1e-3f32;
+        let d = tensor_distortion(&[0.3 + e, -1.0], &dense, &tw, 0.1);
+        let want = (s[0] as f64 * e as f64).powi(2);
+        assert!((d - want).abs() < 1e-3 * want, "{d} vs {want}");
+    }
+
+    #[test]
+    fn weighted_variance() {
+        let mut m = WeightedMoments::default();
+        let tw = TensorWeights {
+            sigmoid: false,
+            weights: Some(vec![1.0, 1.0, 0.0]),
+        };
+        m.add(&Tensor::from_vec(&[3], vec![1.0, 3.0, 100.0]), &tw);
+        assert!((m.variance() - 1.0).abs() < 1e-12);
+    }
+}
