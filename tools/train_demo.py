@@ -582,6 +582,22 @@ def export_safetensors(model, cfg, out, global_step=0):
     return size
 
 
+def load_exported(model, path):
+    """Loads weights written by `export_safetensors` (the inverse mapping): every model key must
+    be present with its shape, so a file for another architecture is refused, not half-loaded."""
+    from safetensors.torch import load_file
+    tensors = load_file(path)
+    sd = model.state_dict()
+    missing = [k for k in sd if k not in tensors]
+    if missing:
+        raise SystemExit(f"{path}: missing {len(missing)} tensors, e.g. {missing[:3]}")
+    for k, v in sd.items():
+        if tensors[k].shape != v.shape:
+            raise SystemExit(f"{path}: {k} has shape {tuple(tensors[k].shape)}, model needs {tuple(v.shape)}")
+    model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in sd.items()})
+    print(f"initialised from {path} ({len(sd)} tensors)")
+
+
 @torch.no_grad()
 def precise_bn(model, ds, bs, dev, iters, seed=0):
     """Re-estimates every BatchNorm's running mean/var as the plain average over `iters`
@@ -664,6 +680,8 @@ def main():
     ap.add_argument("--max-iters", type=int, default=None, help="stop (after checkpointing) at this global step")
     ap.add_argument("--image-size", default="375x1242", help="HxW of image_2 for FOV_POINTS_ONLY")
     ap.add_argument("--resume", action="store_true", help="continue from WORK_DIR/latest.pth")
+    ap.add_argument("--init", metavar="WEIGHTS.safetensors",
+                    help="start from an exported model's weights (fine-tuning; fresh optimizer and schedule)")
     ap.add_argument("--export", help="write OUT.safetensors (OpenPCDet key names + pruneview.config)")
     ap.add_argument("--export-only", action="store_true", help="export from WORK_DIR/latest.pth, no training")
     ap.add_argument("--precise-bn", type=int, default=0, metavar="N",
@@ -718,6 +736,8 @@ def main():
     clip = o.get("GRAD_NORM_CLIP", 10)
 
     start_epoch, skip, step = 0, 0, 0
+    if args.init and not args.resume:
+        load_exported(model, args.init)
     if args.resume:
         p = work / "latest.pth"
         if not p.exists():
