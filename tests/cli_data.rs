@@ -1,5 +1,6 @@
-//! `pruneview synth` and `pruneview eval` end to end: synthetic scenes in KITTI layout, then
-//! the KITTI PointPillars reference model (dense and masked) evaluated on them.
+//! `pruneview synth`, `eval` and `report` end to end: synthetic scenes in KITTI layout, the
+//! KITTI PointPillars reference model (dense and masked) evaluated on them, and the pruning
+//! report of the bundled demo model on the bundled scans.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -90,5 +91,100 @@ fn synth_then_eval_dense_and_masked() {
     let table = ok(&o);
     assert!(table.contains("KITTI AP (3 frames"), "{table}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 layers masked"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn synth_fov_only_keeps_the_camera_view() {
+    let dir = std::env::temp_dir().join(format!("pruneview-clifov-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (full, fov) = (dir.join("full"), dir.join("fov"));
+    for (out, extra) in [(&full, None), (&fov, Some("--fov-only"))] {
+        let o = out.to_string_lossy().into_owned();
+        let mut args = vec!["synth", "--out", &o, "--count", "1", "--seed", "3"];
+        args.extend(extra);
+        ok(&run(&args));
+    }
+    let size = |d: &PathBuf| {
+        std::fs::metadata(d.join("velodyne/000000.bin"))
+            .expect("bin")
+            .len()
+    };
+    assert!(
+        size(&fov) * 3 < size(&full),
+        "{} vs {}",
+        size(&fov),
+        size(&full)
+    );
+    assert_eq!(
+        std::fs::read(full.join("label_2/000000.txt")).expect("labels"),
+        std::fs::read(fov.join("label_2/000000.txt")).expect("labels")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn report_writes_table_json_and_plot() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let scans = root.join("assets/scans/synthetic");
+    let dir = std::env::temp_dir().join(format!("pruneview-clireport-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let split = dir.join("split.txt");
+    std::fs::write(&split, "000000\n000001\n000002\n000003\n").expect("split");
+    let calib: Vec<String> = (60..62)
+        .map(|i| {
+            scans
+                .join(format!("velodyne/{i:06}.bin"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let out = dir.join("report");
+    let weights = root.join("assets/demo_pointpillar.safetensors");
+    let args = |dataset: &str| {
+        vec![
+            "report".to_string(),
+            "--weights".into(),
+            weights.to_string_lossy().into_owned(),
+            "--scans".into(),
+            calib[0].clone(),
+            calib[1].clone(),
+            "--probes".into(),
+            "1".into(),
+            "--levels".into(),
+            "11".into(),
+            "--dataset".into(),
+            dataset.into(),
+            "--split".into(),
+            split.to_string_lossy().into_owned(),
+            "--keeps".into(),
+            "1,0.5".into(),
+            "--methods".into(),
+            "dp,uniform".into(),
+            "--out".into(),
+            out.to_string_lossy().into_owned(),
+        ]
+    };
+    // A missing dataset is named, and nothing is written.
+    let missing = dir.join("no-such-set");
+    let a = args(&missing.to_string_lossy());
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no-such-set"), "{err}");
+    assert!(!out.exists());
+
+    let a = args(&scans.to_string_lossy());
+    let md = ok(&run(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(md.contains("| 50% (2.00x) |"), "{md}");
+    for f in ["report.md", "report.json", "ap_vs_flops.png", "curves.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("json"))
+            .expect("parse");
+    assert_eq!(json["rows"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["eval_frames"], 4);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -57,3 +57,56 @@ fn demo_model_detects_cars_on_held_out_synthetic_scenes() {
         report.to_table()
     );
 }
+
+/// The real KITTI frame 000008 (6 labelled cars; `assets/scans/kitti`): how many of its cars
+/// the demo model, trained only on synthetic scenes, finds at BEV IoU >= 0.5.
+#[test]
+fn demo_model_finds_cars_in_the_real_kitti_frame() {
+    use pruneview::detect::{FovFilter, iou::kitti_iou_bev, prepare_scan};
+    use pruneview::eval::overlap::camera_box;
+    use pruneview::pointcloud::Calib;
+    use pruneview::pointcloud::kitti::load_labels;
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let det = Detector::load(None, &root.join("assets/demo_pointpillar.safetensors"))
+        .expect("demo model");
+    let kitti = root.join("assets/scans/kitti");
+    let calib_path = kitti.join("calib/000008.txt");
+    let scan = prepare_scan(
+        &kitti.join("velodyne/000008.bin"),
+        None,
+        Some(&FovFilter {
+            calib: calib_path.clone(),
+            image: IMAGE,
+        }),
+        &det.config.data.used_features,
+    )
+    .expect("scan");
+    let calib = Calib::load(&calib_path).expect("calib");
+    let cars: Vec<_> = load_labels(kitti.join("label_2/000008.txt"))
+        .expect("labels")
+        .into_iter()
+        .filter(|o| o.name == "Car")
+        .collect();
+    assert_eq!(cars.len(), 6);
+    let boxes: Vec<_> = det
+        .detect(&scan.points)
+        .expect("detect")
+        .iter()
+        .filter(|d| det.config.class_names[d.label - 1] == "Car")
+        .map(|d| camera_box(&calib.lidar_box_to_prediction(&d.bbox, "Car", d.score, IMAGE)))
+        .collect();
+    let found = cars
+        .iter()
+        .filter(|c| {
+            boxes
+                .iter()
+                .any(|b| kitti_iou_bev(&camera_box(c), b) >= 0.5)
+        })
+        .count();
+    println!(
+        "found {found} of 6 labelled cars in KITTI 000008 ({} car boxes)",
+        boxes.len()
+    );
+    assert!(found >= 1, "found {found} of 6 cars");
+}

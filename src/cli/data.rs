@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use pruneview::detect::{Detector, FovFilter, prepare_scan};
-use pruneview::eval::{self, KittiClass};
+use pruneview::detect::Detector;
+use pruneview::eval::{self, EvalSet};
 use pruneview::model::Weights;
 use pruneview::nn::Tensor;
-use pruneview::pointcloud::kitti::load_labels;
-use pruneview::pointcloud::{Calib, ImageSize};
+use pruneview::pointcloud::{Calib, ImageSize, Scan, kitti};
 
 use super::ModelArgs;
 use super::prune::{bar, cancel_flag};
@@ -27,6 +26,10 @@ pub struct SynthArgs {
     /// Scenes are a pure function of (seed, index).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Keep only the points inside camera 2's field of view (what a FOV_POINTS_ONLY model
+    /// sees; files about 7x smaller).
+    #[arg(long)]
+    pub fov_only: bool,
 }
 
 pub fn synth(a: SynthArgs) -> Result<()> {
@@ -38,6 +41,15 @@ pub fn synth(a: SynthArgs) -> Result<()> {
     };
     let t = std::time::Instant::now();
     let n = pruneview::synth::synth_to_dir(&a.out, a.count, a.seed, &progress, &cancel)?;
+    if a.fov_only {
+        for i in 0..n {
+            let bin = a.out.join(format!("velodyne/{i:06}.bin"));
+            let mut scan = Scan::load(&bin)?;
+            let calib = Calib::load(a.out.join(format!("calib/{i:06}.txt")))?;
+            kitti::fov_filter(&mut scan, &calib, pruneview::synth::IMAGE);
+            scan.write_bin(&bin)?;
+        }
+    }
     pb.finish_and_clear();
     eprintln!(
         "{}: {n} scenes in {:.1} s",
@@ -105,8 +117,9 @@ pub fn apply_masks(det: &mut Detector, path: &Path) -> Result<usize> {
     Ok(applied)
 }
 
-fn frame_list(a: &EvalArgs) -> Result<Vec<String>> {
-    match &a.split {
+/// The frame ids of a split file, or every label of the dataset.
+pub fn frame_list(dataset: &Path, split: Option<&Path>) -> Result<Vec<String>> {
+    match split {
         Some(f) => Ok(std::fs::read_to_string(f)
             .with_context(|| format!("{}: cannot read the split", f.display()))?
             .lines()
@@ -114,7 +127,7 @@ fn frame_list(a: &EvalArgs) -> Result<Vec<String>> {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect()),
-        None => Ok(eval::frame_ids(a.dataset.join("label_2"))?),
+        None => Ok(eval::frame_ids(dataset.join("label_2"))?),
     }
 }
 
@@ -125,56 +138,25 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         let n = apply_masks(&mut det, m)?;
         eprintln!("{}: {n} layers masked", m.display());
     }
-    let classes: Vec<KittiClass> = det
-        .config
-        .class_names
-        .iter()
-        .filter_map(|c| c.parse().ok())
-        .collect();
-    if classes.is_empty() {
-        bail!(
-            "none of the model's classes ({}) is a KITTI class",
-            det.config.class_names.join(", ")
-        );
-    }
-    let ids = frame_list(&a)?;
-    if ids.is_empty() {
-        bail!("{}: no frames to evaluate", a.dataset.display());
-    }
+    eval::model_classes(&det)?;
+    let ids = frame_list(&a.dataset, a.split.as_deref())?;
     let pb = bar("eval");
-    pb.set_length(ids.len() as u64);
-    let (mut gt, mut dt) = (Vec::new(), Vec::new());
-    for id in &ids {
-        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            bail!("cancelled");
-        }
-        let calib_path = a.dataset.join(format!("calib/{id}.txt"));
-        let fov = FovFilter {
-            calib: calib_path.clone(),
-            image: a.image_size,
-        };
-        let scan = prepare_scan(
-            &a.dataset.join(format!("velodyne/{id}.bin")),
-            None,
-            Some(&fov),
-            &det.config.data.used_features,
-        )?;
-        let calib = Calib::load(&calib_path)?;
-        let names = &det.config.class_names;
-        let objects = det
-            .detect(&scan.points)?
-            .iter()
-            .map(|d| {
-                let class = names.get(d.label - 1).map_or("?", String::as_str);
-                calib.lidar_box_to_prediction(&d.bbox, class, d.score, a.image_size)
-            })
-            .collect();
-        dt.push(objects);
-        gt.push(load_labels(a.dataset.join(format!("label_2/{id}.txt")))?);
-        pb.inc(1);
-    }
+    let tick = |done: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    };
+    pb.set_message("reading");
+    let set = EvalSet::load(
+        &a.dataset,
+        &ids,
+        a.image_size,
+        &det.config.data.used_features,
+        &cancel,
+        &tick,
+    )?;
+    pb.set_message("detecting");
+    let report = set.evaluate(&det, &cancel, &tick)?;
     pb.finish_and_clear();
-    let report = eval::evaluate(&gt, &dt, &classes)?;
     if a.json {
         println!("{}", report.to_json());
     } else {

@@ -23,6 +23,7 @@
 //! ground truth and detections alike (a KITTI result file is a label file with a 16th field, the
 //! score; a missing score counts as 0, as `get_label_annos` reads it).
 
+pub mod dataset;
 pub mod matching;
 pub mod overlap;
 
@@ -35,6 +36,8 @@ use thiserror::Error;
 
 use crate::pointcloud::KittiObject;
 use crate::pointcloud::kitti::{KittiError, load_labels};
+
+pub use dataset::{DatasetError, EvalSet, model_classes};
 
 use matching::{FrameView, SAMPLE_POINTS, ap_r11, ap_r40, clean_frame, precision_curve};
 
