@@ -11,4 +11,5 @@ pub mod model;
 pub mod nn;
 pub mod pointcloud;
 pub mod prune;
+pub mod report;
 pub mod synth;

@@ -3,6 +3,7 @@
 
 mod data;
 mod prune;
+mod report;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,12 @@ pub enum Command {
         after_help = "Examples:\n  pruneview eval --weights demo.safetensors --dataset synth/\n  pruneview eval --config pointpillar.yaml --weights pp.safetensors --masks masks.safetensors \\\n      --dataset kitti/training --split ImageSets/val.txt --json"
     )]
     Eval(data::EvalArgs),
+    /// AP of pruned models (no fine-tuning) for several FLOPs budgets and methods: a markdown
+    /// table, JSON and a PNG plot.
+    #[command(
+        after_help = "Example:\n  pruneview report --weights assets/demo_pointpillar.safetensors \\\n      --scans calib/velodyne --fov-calib calib/calib --image-size 375x1242 \\\n      --dataset heldout/ --out docs/report/"
+    )]
+    Report(report::ReportCmd),
 }
 
 /// Which model to load.
@@ -230,6 +237,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Prune(a)) => prune::prune(a),
         Some(Command::Synth(a)) => data::synth(a),
         Some(Command::Eval(a)) => data::eval_cmd(a),
+        Some(Command::Report(a)) => report::report_cmd(a),
     }
 }
 

@@ -297,7 +297,7 @@ fn measured_units(det: &Detector, spec: &str) -> Result<Vec<usize>> {
 }
 
 /// Computes curves (and measured curves and the fidelity report when asked).
-fn compute_curves(
+pub(super) fn compute_curves(
     det: &Detector,
     weights: &Path,
     scans: &[CalibScan],
@@ -423,7 +423,7 @@ fn print_fidelity(f: &pruneview::prune::curves::Fidelity) {
     }
 }
 
-fn write_curves(
+pub(super) fn write_curves(
     path: &Path,
     predicted: &Predicted,
     det: &Detector,

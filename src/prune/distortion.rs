@@ -139,7 +139,7 @@ fn location_weights(
         Some((head, _)) => {
             let hm = raw.get(&format!("{head}.hm"))?;
             let plane = hm.shape.get(2)? * hm.shape.get(3)?;
-            if plane == 0 || n % plane != 0 {
+            if plane == 0 || !n.is_multiple_of(plane) {
                 return None;
             }
             let mut best = vec![0f32; plane];
@@ -153,7 +153,7 @@ fn location_weights(
         // Anchor head: `cls_preds` is [1, H, W, A * classes]; `box_preds` [1, H, W, A * code].
         None => {
             let cls = raw.get("cls_preds")?;
-            if num_classes == 0 || cls.numel() % num_classes != 0 {
+            if num_classes == 0 || !cls.numel().is_multiple_of(num_classes) {
                 return None;
             }
             let best: Vec<f32> = cls
@@ -161,7 +161,7 @@ fn location_weights(
                 .chunks_exact(num_classes)
                 .map(|s| s.iter().fold(0f32, |b, &z| b.max(sigmoid(z) as f32)))
                 .collect();
-            if best.is_empty() || n % best.len() != 0 {
+            if best.is_empty() || !n.is_multiple_of(best.len()) {
                 return None;
             }
             let per_anchor = n / best.len();

@@ -1,0 +1,207 @@
+//! `pruneview report`: AP of pruned models (no fine-tuning) over FLOPs budgets and methods.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use pruneview::eval::{DatasetError, EvalSet};
+use pruneview::io::write_atomic;
+use pruneview::pointcloud::ImageSize;
+use pruneview::prune::alloc::Method;
+use pruneview::prune::probe::Control;
+use pruneview::prune::probe::ProbeError;
+use pruneview::prune::{Curves, Ranking, rank};
+use pruneview::report::{self, ReportError, ReportInputs, ReportSettings};
+
+use super::ModelArgs;
+use super::data::frame_list;
+use super::prune::{
+    CalibArgs, CurveArgs, LambdaArgs, bar, cancel_flag, compute_curves, write_curves,
+};
+
+#[derive(Args, Debug)]
+pub struct ReportCmd {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Calibration scans: the curves are computed from them (unless `--curves` is given), and
+    /// every pruned model's distortion is measured on them.
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    #[command(flatten)]
+    pub curves: CurveArgs,
+    /// Use these curves (magnitude ranking) instead of computing them.
+    #[arg(long = "curves", value_name = "curves.json")]
+    pub curves_file: Option<PathBuf>,
+    /// Labelled KITTI-layout folder to evaluate on (velodyne/, label_2/, calib/); keep it apart
+    /// from the calibration scans.
+    #[arg(long, value_name = "DIR")]
+    pub dataset: PathBuf,
+    /// File with one frame id per line; default: every label of the dataset.
+    #[arg(long, value_name = "FILE")]
+    pub split: Option<PathBuf>,
+    /// FLOPs kept (fractions; 1 is the dense model).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,0.5,0.35,0.25,0.2,0.15"
+    )]
+    pub keeps: Vec<f64>,
+    /// Allocation methods to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "dp,uniform,global,lamp,erk"
+    )]
+    pub methods: Vec<String>,
+    #[command(flatten)]
+    pub lambdas: LambdaArgs,
+    /// Budget bins of the DP.
+    #[arg(long, default_value_t = 4096)]
+    pub bins: usize,
+    /// Folder for report.md, report.json, ap_vs_flops.png (and curves.json when computed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+pub fn report_cmd(a: ReportCmd) -> Result<()> {
+    let methods: Vec<Method> = a
+        .methods
+        .iter()
+        .map(|m| m.parse())
+        .collect::<Result<_, _>>()?;
+    let cancel = cancel_flag();
+    let det = a.model.load()?;
+    let (files, scans) = a.calib.load(&det)?;
+    let mut inputs = a.model.inputs();
+    inputs.extend(files.iter().map(PathBuf::as_path));
+    inputs.extend(a.curves_file.as_deref());
+
+    // Curves: read, or computed here (and written beside the report).
+    let (curves, orders, computed) = match &a.curves_file {
+        Some(p) => {
+            let c = Curves::load(p)?;
+            if c.calibration.ranking != Ranking::Magnitude {
+                bail!(
+                    "{}: saliency-ranked curves need their masks' order; let the report compute \
+                     the curves (drop --curves) or use magnitude curves",
+                    p.display()
+                );
+            }
+            let orders = det
+                .units()
+                .iter()
+                .map(|u| rank::magnitude_order(&u.weight.data))
+                .collect();
+            (c, orders, None)
+        }
+        None => {
+            let p = compute_curves(
+                &det,
+                &a.model.weights,
+                &scans,
+                &a.curves,
+                a.lambdas.get(),
+                &cancel,
+            )?;
+            (p.curves.clone(), p.orders.clone(), Some(p))
+        }
+    };
+
+    let image = a
+        .calib
+        .scan_args
+        .image_size
+        .unwrap_or(ImageSize { h: 375, w: 1242 });
+    let ids = frame_list(&a.dataset, a.split.as_deref())?;
+    let pb = bar("eval set");
+    let tick = |done: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    };
+    let eval = EvalSet::load(
+        &a.dataset,
+        &ids,
+        image,
+        &det.config.data.used_features,
+        &cancel,
+        &tick,
+    )
+    .map_err(|e| cancelled_or(e.into()))?;
+    pb.finish_and_clear();
+
+    let pb = bar("report");
+    let on_step = |done: usize, total: usize, what: &str| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        pb.set_message(what.to_string());
+    };
+    let ctl = Control {
+        cancel: &cancel,
+        on_step: &on_step,
+    };
+    let t = std::time::Instant::now();
+    let settings = ReportSettings {
+        keeps: a.keeps.clone(),
+        methods,
+        lambdas: a.lambdas.get(),
+        bins: a.bins,
+    };
+    let inputs_run = ReportInputs {
+        det: &det,
+        curves: &curves,
+        orders: &orders,
+        scans: &scans,
+        eval: &eval,
+    };
+    let result = report::run(&inputs_run, &settings, &ctl);
+    pb.finish_and_clear();
+    let rep = result.map_err(cancelled_or)?;
+    eprintln!(
+        "report: {} cells in {:.1} s",
+        rep.rows.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
+    if let Some(p) = &computed {
+        write_curves(&a.out.join("curves.json"), p, &det, &inputs)?;
+    }
+    let md = format!("# Pruning without fine-tuning\n\n{}", rep.to_markdown());
+    write_atomic(&a.out.join("report.md"), md.as_bytes(), &inputs)?;
+    write_atomic(
+        &a.out.join("report.json"),
+        rep.to_json().as_bytes(),
+        &inputs,
+    )?;
+    write_plot(&rep, &a.out.join("ap_vs_flops.png"))?;
+    println!("{}", rep.to_markdown());
+    eprintln!(
+        "{}: report.md, report.json, ap_vs_flops.png",
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Cancellation is reported plainly; other errors as they are.
+fn cancelled_or(e: ReportError) -> anyhow::Error {
+    let cancelled = match &e {
+        ReportError::Probe(ProbeError::Cancelled) => true,
+        ReportError::Dataset(d) => matches!(**d, DatasetError::Cancelled),
+        _ => false,
+    };
+    if cancelled {
+        anyhow::anyhow!("cancelled; nothing was written")
+    } else {
+        e.into()
+    }
+}
+
+/// The PNG, drawn to a temporary name and renamed, so a failed draw leaves no half file.
+fn write_plot(rep: &report::PruningReport, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp.png");
+    report::plot::write_png(rep, &tmp).map_err(anyhow::Error::msg)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Does pruning keep accuracy? For each FLOPs budget and allocation method: prune (masks
+//! only, no fine-tuning), run the pruned model over a labelled set and record KITTI AP, next
+//! to the allocation's predicted distortion and the distortion measured on the calibration
+//! scans. Written as a markdown table, JSON and a PNG plot ([`plot`]).
+
+pub mod plot;
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::detect::Detector;
+use crate::eval::{
+    DatasetError, Difficulty, EvalReport, EvalSet, KittiClass, Metric, RecallPoints,
+};
+use crate::prune::alloc::{self, AllocError, Method, Problem};
+use crate::prune::measure::{DenseReference, pruned_detector};
+use crate::prune::probe::{CalibScan, Control, ProbeError};
+use crate::prune::{Budget, BudgetKind, Curves, Lambdas};
+
+/// Format tag of the JSON report.
+pub const REPORT_FORMAT: &str = "pruneview-pruning-report/1";
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Dataset(Box<DatasetError>),
+    #[error("the curves have no layer `{0}` of this model (computed for another model?)")]
+    UnknownLayer(String),
+    #[error("FLOPs kept must lie in (0, 1], got {0}")]
+    Keep(f64),
+}
+
+impl From<DatasetError> for ReportError {
+    fn from(e: DatasetError) -> Self {
+        ReportError::Dataset(Box::new(e))
+    }
+}
+
+/// One evaluated model: AP per class and the means the report compares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    /// `(class, AP_BEV, AP_3D)`, moderate, R40.
+    pub classes: Vec<(String, f64, f64)>,
+    pub mean_bev: f64,
+    pub mean_3d: f64,
+}
+
+impl Accuracy {
+    pub fn of(report: &EvalReport, classes: &[KittiClass]) -> Accuracy {
+        let ap = |c: KittiClass, m: Metric| {
+            report
+                .ap(c, m, Difficulty::Moderate, RecallPoints::R40)
+                .unwrap_or(0.0)
+        };
+        let classes: Vec<(String, f64, f64)> = classes
+            .iter()
+            .map(|&c| {
+                (
+                    c.name().to_string(),
+                    ap(c, Metric::Bev),
+                    ap(c, Metric::ThreeD),
+                )
+            })
+            .collect();
+        let n = classes.len().max(1) as f64;
+        Accuracy {
+            mean_bev: classes.iter().map(|c| c.1).sum::<f64>() / n,
+            mean_3d: classes.iter().map(|c| c.2).sum::<f64>() / n,
+            classes,
+        }
+    }
+}
+
+/// One (budget, method) cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub method: String,
+    /// The budget asked for (fraction of the prunable layers' FLOPs kept).
+    pub flops_keep: f64,
+    /// What the allocation keeps, counted as the masks prune.
+    pub flops_kept: f64,
+    pub params_kept: f64,
+    /// Sum of the per-layer predicted distortions at the allocation (additivity).
+    pub predicted_distortion: f64,
+    /// Distortion of the pruned model measured on the calibration scans.
+    pub measured_distortion: f64,
+    pub accuracy: Accuracy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruningReport {
+    pub format: String,
+    pub model: crate::prune::curves::ModelInfo,
+    /// What the curves were computed from.
+    pub calibration_scans: usize,
+    pub probes: usize,
+    pub distortion: String,
+    pub ranking: String,
+    pub eval_dir: String,
+    pub eval_frames: usize,
+    pub dense: Accuracy,
+    pub rows: Vec<Row>,
+}
+
+/// What to run.
+pub struct ReportSettings {
+    /// FLOPs kept, e.g. `[1.0, 0.5, 0.35, 0.25, 0.2, 0.15]`; 1.0 is the dense model.
+    pub keeps: Vec<f64>,
+    pub methods: Vec<Method>,
+    pub lambdas: Lambdas,
+    pub bins: usize,
+}
+
+/// Everything a report runs on.
+pub struct ReportInputs<'a> {
+    pub det: &'a Detector,
+    pub curves: &'a Curves,
+    /// Prune order per unit ([`Detector::units`] order), as the curves assume.
+    pub orders: &'a [Vec<u32>],
+    /// Calibration scans, for the measured distortion.
+    pub scans: &'a [CalibScan],
+    pub eval: &'a EvalSet,
+}
+
+/// Runs every (budget, method) cell. `ctl.on_step` counts evaluated frames.
+pub fn run(
+    inputs: &ReportInputs,
+    settings: &ReportSettings,
+    ctl: &Control,
+) -> Result<PruningReport, ReportError> {
+    let ReportInputs {
+        det,
+        curves,
+        orders,
+        scans,
+        eval,
+    } = *inputs;
+    if let Some(&k) = settings.keeps.iter().find(|&&k| !(k > 0.0 && k <= 1.0)) {
+        return Err(ReportError::Keep(k));
+    }
+    let classes = crate::eval::model_classes(det)?;
+    let units = unit_indices(det, curves)?;
+    let problem = Problem::from_curves(curves, settings.lambdas, &Default::default())?;
+    let weights: Vec<&[f32]> = units
+        .iter()
+        .map(|&u| det.units()[u].weight.data.as_slice())
+        .collect();
+    let frontier = alloc::Frontier::build(&problem, BudgetKind::Flops, settings.bins)?;
+    let reference = DenseReference::compute(
+        det,
+        scans,
+        curves.calibration.distortion,
+        curves.calibration.normalization.clone(),
+        ctl,
+    )?;
+
+    let pruned_keeps: Vec<f64> = settings
+        .keeps
+        .iter()
+        .copied()
+        .filter(|&k| k < 1.0)
+        .collect();
+    let frames = eval.frames.len();
+    let total = frames * (1 + pruned_keeps.len() * settings.methods.len());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let evaluate = |d: &Detector, what: &str| -> Result<Accuracy, ReportError> {
+        let base = done.load(std::sync::atomic::Ordering::Relaxed);
+        let tick = |i: usize, _: usize| (ctl.on_step)(base + i, total, what);
+        let report = eval.evaluate(d, ctl.cancel, &tick)?;
+        done.fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
+        Ok(Accuracy::of(&report, &classes))
+    };
+
+    let dense = evaluate(det, "dense")?;
+    let mut rows = Vec::new();
+    for &keep in &pruned_keeps {
+        for &method in &settings.methods {
+            let budget = Budget {
+                kind: BudgetKind::Flops,
+                keep,
+            };
+            let solution = match method {
+                Method::Dp => frontier.query(keep)?,
+                _ => alloc::solve(method, &problem, Some(&weights), budget, settings.bins)?,
+            };
+            let mut sparsity = vec![0.0; det.units().len()];
+            for (&u, &s) in units.iter().zip(&solution.sparsity) {
+                sparsity[u] = s;
+            }
+            let pruned = pruned_detector(det, &sparsity, orders)?;
+            let (c, l) = reference.distortion(&pruned, scans, ctl)?;
+            let accuracy = evaluate(
+                &pruned,
+                &format!("{} at {:.0}%", method.name(), keep * 100.0),
+            )?;
+            rows.push(Row {
+                method: method.name().to_string(),
+                flops_keep: keep,
+                flops_kept: solution.flops_kept,
+                params_kept: solution.params_kept,
+                predicted_distortion: solution.predicted,
+                measured_distortion: settings.lambdas.combine(c, l),
+                accuracy,
+            });
+        }
+    }
+    Ok(PruningReport {
+        format: REPORT_FORMAT.into(),
+        model: curves.model.clone(),
+        calibration_scans: curves.calibration.scans,
+        probes: curves.calibration.probes,
+        distortion: curves.calibration.distortion.name().into(),
+        ranking: format!("{:?}", curves.calibration.ranking).to_lowercase(),
+        eval_dir: eval.dir.display().to_string(),
+        eval_frames: frames,
+        dense,
+        rows,
+    })
+}
+
+/// The unit index of every curve layer (curves may list the layers in any order).
+fn unit_indices(det: &Detector, curves: &Curves) -> Result<Vec<usize>, ReportError> {
+    curves
+        .layers
+        .iter()
+        .map(|l| {
+            det.units()
+                .iter()
+                .position(|u| u.weight_name() == l.name)
+                .ok_or_else(|| ReportError::UnknownLayer(l.name.clone()))
+        })
+        .collect()
+}
+
+impl PruningReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    /// The budgets evaluated, largest first.
+    pub fn keeps(&self) -> Vec<f64> {
+        let mut k: Vec<f64> = self.rows.iter().map(|r| r.flops_keep).collect();
+        k.sort_by(|a, b| b.total_cmp(a));
+        k.dedup();
+        k
+    }
+
+    pub fn methods(&self) -> Vec<String> {
+        let mut m: Vec<String> = Vec::new();
+        for r in &self.rows {
+            if !m.contains(&r.method) {
+                m.push(r.method.clone());
+            }
+        }
+        m
+    }
+
+    pub fn row(&self, method: &str, keep: f64) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.method == method && (r.flops_keep - keep).abs() < 1e-9)
+    }
+
+    /// The largest FLOPs reduction at which `dp` stays within `tolerance` AP of dense (mean
+    /// moderate AP_BEV), if any.
+    pub fn dp_lossless_reduction(&self, tolerance: f64) -> Option<f64> {
+        self.rows
+            .iter()
+            .filter(|r| r.method == "dp" && r.accuracy.mean_bev >= self.dense.mean_bev - tolerance)
+            .map(|r| 1.0 / r.flops_keep)
+            .fold(None, |best, x| Some(best.map_or(x, |b: f64| b.max(x))))
+    }
+
+    /// Markdown: a summary table (mean AP per budget and method), then every cell in detail.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let methods = self.methods();
+        let _ = writeln!(
+            s,
+            "Model `{}` (weights sha256 `{}`), evaluated on {} frames of `{}`.\n\
+             Curves: {} calibration scans x {} probes, `{}` distortion, `{}` ranking. \
+             No fine-tuning: the pruned models are the dense weights times the masks.\n",
+            self.model.name,
+            short(&self.model.weights_sha256),
+            self.eval_frames,
+            self.eval_dir,
+            self.calibration_scans,
+            self.probes,
+            self.distortion,
+            self.ranking
+        );
+        let _ = writeln!(
+            s,
+            "Mean over classes of moderate AP_BEV (R40); dense: **{:.2}**. Best per budget in bold.\n",
+            self.dense.mean_bev
+        );
+        let _ = write!(s, "| FLOPs kept |");
+        for m in &methods {
+            let _ = write!(s, " {m} |");
+        }
+        let _ = write!(s, "\n|---|");
+        for _ in &methods {
+            let _ = write!(s, "---:|");
+        }
+        s.push('\n');
+        for keep in self.keeps() {
+            let _ = write!(s, "| {:.0}% ({:.2}x) |", keep * 100.0, 1.0 / keep);
+            let best = methods
+                .iter()
+                .filter_map(|m| self.row(m, keep))
+                .map(|r| r.accuracy.mean_bev)
+                .fold(f64::NEG_INFINITY, f64::max);
+            for m in &methods {
+                match self.row(m, keep) {
+                    Some(r) if r.accuracy.mean_bev == best => {
+                        let _ = write!(s, " **{:.2}** |", r.accuracy.mean_bev);
+                    }
+                    Some(r) => {
+                        let _ = write!(s, " {:.2} |", r.accuracy.mean_bev);
+                    }
+                    None => s.push_str(" - |"),
+                }
+            }
+            s.push('\n');
+        }
+        let names: Vec<&str> = self.dense.classes.iter().map(|c| c.0.as_str()).collect();
+        let _ = write!(
+            s,
+            "\nEvery cell: moderate AP (R40) per class as BEV / 3D, FLOPs and params actually kept, \
+             the allocation's predicted distortion (sum over layers) and the distortion measured \
+             with all layers pruned at once.\n\n| FLOPs kept | method | kept FLOPs | kept params |"
+        );
+        for n in &names {
+            let _ = write!(s, " {n} |");
+        }
+        let _ = writeln!(s, " mean BEV | mean 3D | D predicted | D measured |");
+        let _ = write!(s, "|---|---|---:|---:|");
+        for _ in &names {
+            s.push_str("---:|");
+        }
+        s.push_str("---:|---:|---:|---:|\n");
+        let _ = write!(s, "| 100% | dense | 100% | 100% |");
+        for c in &self.dense.classes {
+            let _ = write!(s, " {:.2} / {:.2} |", c.1, c.2);
+        }
+        let _ = writeln!(
+            s,
+            " {:.2} | {:.2} | 0 | 0 |",
+            self.dense.mean_bev, self.dense.mean_3d
+        );
+        for keep in self.keeps() {
+            for m in &methods {
+                let Some(r) = self.row(m, keep) else { continue };
+                let _ = write!(
+                    s,
+                    "| {:.0}% | {} | {:.1}% | {:.1}% |",
+                    keep * 100.0,
+                    m,
+                    r.flops_kept * 100.0,
+                    r.params_kept * 100.0
+                );
+                for c in &r.accuracy.classes {
+                    let _ = write!(s, " {:.2} / {:.2} |", c.1, c.2);
+                }
+                let _ = writeln!(
+                    s,
+                    " {:.2} | {:.2} | {:.3e} | {:.3e} |",
+                    r.accuracy.mean_bev,
+                    r.accuracy.mean_3d,
+                    r.predicted_distortion,
+                    r.measured_distortion
+                );
+            }
+        }
+        s
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
