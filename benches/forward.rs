@@ -1,5 +1,6 @@
-//! End-to-end forward pass of the reference models on real scans: the numbers behind the
-//! engine's speed targets (KITTI PointPillars on frame 000008: voxelize to NMS <= 0.5 s).
+//! End-to-end forward pass of the reference models on real scans and of the bundled demo
+//! model on a bundled scan: the numbers behind the engine's speed targets (KITTI PointPillars
+//! on frame 000008: voxelize to NMS <= 0.5 s; demo model on a demo scan <= 150 ms).
 
 use std::path::PathBuf;
 
@@ -61,5 +62,25 @@ fn centerpoint(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, pointpillars, centerpoint);
+fn demo(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let det = Detector::load(None, &root.join("assets/demo_pointpillar.safetensors"))
+        .expect("load the bundled demo model");
+    // A held-out synthetic scan (camera-view points, as the model sees them).
+    let scan = prepare_scan(
+        &root.join("assets/scans/synthetic/velodyne/000000.bin"),
+        None,
+        None,
+        &det.config.data.used_features,
+    )
+    .expect("demo scan");
+    let mut g = c.benchmark_group("demo_pointpillar_synthetic_000000");
+    g.sample_size(20);
+    g.bench_function("pipeline_voxelize_to_nms", |b| {
+        b.iter(|| det.decode(&det.forward(&scan.points).expect("forward").raw))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, pointpillars, centerpoint, demo);
 criterion_main!(benches);

@@ -61,6 +61,9 @@ pub struct OutputNorm {
     pub output: String,
     pub group: Group,
     pub variance: f64,
+    /// Per component of a box code (`detection` distortion): each one's variance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_variance: Vec<f64>,
 }
 
 /// Values per group, aligned with a sparsity list.

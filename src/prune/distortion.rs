@@ -10,12 +10,17 @@
 //! - confidence outputs (`cls_preds`, `hm`) after the sigmoid, i.e. as scores;
 //! - locality outputs (boxes, directions, CenterPoint regressions) weighted per location by
 //!   the dense model's confidence there (the highest class score of that anchor or BEV cell),
-//!   so a box error counts as much as the box is likely to be reported.
+//!   so a box error counts as much as the box is likely to be reported;
+//! - each component of a box code (x, y, z, l, w, h, heading residuals; CenterPoint's map
+//!   channels) normalised by its own variance. With one variance per tensor the heading
+//!   residual, the widest-spread component, dominates, and an allocation that keeps headings
+//!   but loses centres and sizes (what BEV IoU 0.7 needs) looks good.
 //!
 //! For one tensor with transform `T`, element weights `w` (from the dense outputs of the same
-//! scan) and normalising variance `var` (the `w`-weighted variance of `T(Y)` over the
-//! calibration set): `D_t = sum_i w_i (T(Y~_i) - T(Y_i))^2 / (sum_i w_i * var)`. Its
-//! Gauss-Newton form scales each probe element by `T'(Y_i) sqrt(w_i / (sum w * var))`.
+//! scan) and normalising variance `var_i` (the `w`-weighted variance over the calibration set
+//! of `T(Y)`, or of element i's component): `D_t = sum_i w_i (T(Y~_i) - T(Y_i))^2 / var_i /
+//! sum_i w_i`. Its Gauss-Newton form scales each probe element by
+//! `T'(Y_i) sqrt(w_i / (var_i sum w))`.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +28,7 @@ use crate::detect::RawOutputs;
 use crate::nn::Tensor;
 
 use super::Group;
+use super::curves::OutputNorm;
 
 /// Which distortion the curves measure (stored in the curves file; see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +74,32 @@ pub struct TensorWeights {
     pub sigmoid: bool,
     /// Per-element importance; `None`: all 1.
     pub weights: Option<Vec<f32>>,
+    /// The components (box code channels), each normalised by its own variance.
+    pub channels: Option<Channels>,
+}
+
+/// Which component an element of a locality output belongs to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Channels {
+    /// Anchor head, NHWC: `count` code values per anchor, element `i` is `i % count`.
+    Interleaved { count: usize },
+    /// CenterPoint, NCHW: element `i` is channel `i / plane`.
+    Planar { count: usize, plane: usize },
+}
+
+impl Channels {
+    pub fn count(self) -> usize {
+        match self {
+            Channels::Interleaved { count } | Channels::Planar { count, .. } => count,
+        }
+    }
+
+    pub fn of(self, i: usize) -> usize {
+        match self {
+            Channels::Interleaved { count } => i % count,
+            Channels::Planar { plane, .. } => i / plane,
+        }
+    }
 }
 
 impl TensorWeights {
@@ -96,6 +128,17 @@ impl TensorWeights {
             .as_ref()
             .map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum())
     }
+
+    /// Per element: the variance that normalises it (its component's when the norm has
+    /// them, else the tensor's), usable as a divisor.
+    fn variances(&self, n: usize, norm: &OutputNorm) -> Vec<f64> {
+        match self.channels {
+            Some(c) if norm.channel_variance.len() == c.count() => (0..n)
+                .map(|i| usable_variance(norm.channel_variance[c.of(i)]))
+                .collect(),
+            _ => vec![usable_variance(norm.variance); n],
+        }
+    }
 }
 
 /// The weights of every output of one scan's dense outputs, in `raw.tensors` order.
@@ -113,26 +156,30 @@ pub fn tensor_weights(
                 return TensorWeights {
                     sigmoid: detection,
                     weights: None,
+                    channels: None,
                 };
             }
+            let located = detection
+                .then(|| location_weights(raw, name, t, num_classes))
+                .flatten();
             TensorWeights {
                 sigmoid: false,
-                weights: detection
-                    .then(|| location_weights(raw, name, t, num_classes))
-                    .flatten(),
+                channels: located.as_ref().map(|l| l.1),
+                weights: located.map(|l| l.0),
             }
         })
         .collect()
 }
 
 /// One weight per element of locality output `name`: the dense confidence (best class
-/// score) of the anchor or BEV cell it belongs to. `None` when the layout is not recognised.
+/// score) of the anchor or BEV cell it belongs to; and its components. `None` when the
+/// layout is not recognised.
 fn location_weights(
     raw: &RawOutputs,
     name: &str,
     t: &Tensor,
     num_classes: usize,
-) -> Option<Vec<f32>> {
+) -> Option<(Vec<f32>, Channels)> {
     let n = t.numel();
     match name.rsplit_once('.') {
         // CenterPoint: `headN.center` etc. go with `headN.hm` ([1, C, H, W]; NCHW).
@@ -148,7 +195,11 @@ fn location_weights(
                     *b = b.max(sigmoid(z) as f32);
                 }
             }
-            Some((0..n).map(|i| best[i % plane]).collect())
+            let channels = Channels::Planar {
+                count: n / plane,
+                plane,
+            };
+            Some(((0..n).map(|i| best[i % plane]).collect(), channels))
         }
         // Anchor head: `cls_preds` is [1, H, W, A * classes]; `box_preds` [1, H, W, A * code].
         None => {
@@ -165,36 +216,72 @@ fn location_weights(
                 return None;
             }
             let per_anchor = n / best.len();
-            Some((0..n).map(|i| best[i / per_anchor]).collect())
+            let channels = Channels::Interleaved { count: per_anchor };
+            Some(((0..n).map(|i| best[i / per_anchor]).collect(), channels))
         }
     }
 }
 
-/// Running weighted moments of one output's transformed values over the calibration scans;
-/// the normalising variance of D.
+/// Weighted first and second moments.
+#[derive(Clone, Copy, Debug, Default)]
+struct Moments {
+    w: f64,
+    s: f64,
+    ss: f64,
+}
+
+impl Moments {
+    fn add(&mut self, w: f64, v: f64) {
+        self.w += w;
+        self.s += w * v;
+        self.ss += w * v * v;
+    }
+
+    fn variance(&self) -> f64 {
+        if self.w <= 0.0 {
+            return 0.0;
+        }
+        let mean = self.s / self.w;
+        (self.ss / self.w - mean * mean).max(0.0)
+    }
+}
+
+/// Running weighted moments of one output's transformed values over the calibration scans,
+/// for the whole tensor and per component: its normalisation.
 #[derive(Clone, Debug, Default)]
 pub struct WeightedMoments {
-    sum_w: f64,
-    sum: f64,
-    sum_sq: f64,
+    all: Moments,
+    channels: Vec<Moments>,
 }
 
 impl WeightedMoments {
     pub fn add(&mut self, t: &Tensor, tw: &TensorWeights) {
+        if let Some(c) = tw.channels
+            && self.channels.len() != c.count()
+        {
+            self.channels = vec![Moments::default(); c.count()];
+        }
         for (i, &y) in t.data.iter().enumerate() {
             let (w, v) = (tw.weight(i), tw.value(y));
-            self.sum_w += w;
-            self.sum += w * v;
-            self.sum_sq += w * v * v;
+            self.all.add(w, v);
+            if let Some(c) = tw.channels {
+                self.channels[c.of(i)].add(w, v);
+            }
         }
     }
 
     pub fn variance(&self) -> f64 {
-        if self.sum_w <= 0.0 {
-            return 0.0;
+        self.all.variance()
+    }
+
+    /// The normalisation record of output `output`.
+    pub fn norm(&self, output: String) -> OutputNorm {
+        OutputNorm {
+            group: Group::of_output(&output),
+            variance: self.variance(),
+            channel_variance: self.channels.iter().map(Moments::variance).collect(),
+            output,
         }
-        let mean = self.sum / self.sum_w;
-        (self.sum_sq / self.sum_w - mean * mean).max(0.0)
     }
 }
 
@@ -203,35 +290,50 @@ pub fn usable_variance(v: f64) -> f64 {
     if v > 1e-20 { v } else { 1.0 }
 }
 
-/// `D_t` of one tensor: `sum w (T(a) - T(b))^2 / (sum w * var)`, `b` the dense output.
-pub fn tensor_distortion(pruned: &[f32], dense: &[f32], tw: &TensorWeights, var: f64) -> f64 {
+/// `D_t` of one tensor: `sum w (T(a) - T(b))^2 / var / sum w`, `b` the dense output.
+pub fn tensor_distortion(
+    pruned: &[f32],
+    dense: &[f32],
+    tw: &TensorWeights,
+    norm: &OutputNorm,
+) -> f64 {
     let total = tw.total(dense.len());
     if total <= 0.0 {
         return 0.0;
     }
+    let var = tw.variances(dense.len(), norm);
     let s: f64 = pruned
         .iter()
         .zip(dense)
         .enumerate()
-        .map(|(i, (&a, &b))| tw.weight(i) * (tw.value(a) - tw.value(b)).powi(2))
+        .map(|(i, (&a, &b))| tw.weight(i) * (tw.value(a) - tw.value(b)).powi(2) / var[i])
         .sum();
-    s / (total * usable_variance(var))
+    s / total
 }
 
-/// Per-element probe scales `T'(y) sqrt(w / (sum w * var))` (Gauss-Newton form of D_t).
-pub fn probe_scales(dense: &[f32], tw: &TensorWeights, var: f64) -> Vec<f32> {
-    let total = tw.total(dense.len());
-    let denom = total.max(1e-30) * usable_variance(var);
+/// Per-element probe scales `T'(y) sqrt(w / (var sum w))` (Gauss-Newton form of D_t).
+pub fn probe_scales(dense: &[f32], tw: &TensorWeights, norm: &OutputNorm) -> Vec<f32> {
+    let total = tw.total(dense.len()).max(1e-30);
+    let var = tw.variances(dense.len(), norm);
     dense
         .iter()
         .enumerate()
-        .map(|(i, &y)| (tw.slope(y) * (tw.weight(i) / denom).sqrt()) as f32)
+        .map(|(i, &y)| (tw.slope(y) * (tw.weight(i) / (var[i] * total)).sqrt()) as f32)
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn norm(variance: f64) -> OutputNorm {
+        OutputNorm {
+            output: "t".into(),
+            group: Group::Locality,
+            variance,
+            channel_variance: vec![],
+        }
+    }
 
     fn anchor_outputs() -> RawOutputs {
         // One cell, 2 anchors, 3 classes; box code 7, direction 2.
@@ -263,6 +365,7 @@ mod tests {
     fn detection_weights_boxes_by_their_anchor_score() {
         let tw = tensor_weights(&anchor_outputs(), Weighting::Detection, 3);
         assert!(tw[0].sigmoid && tw[0].weights.is_none());
+        assert_eq!(tw[1].channels, Some(Channels::Interleaved { count: 7 }));
         let (a0, a1) = (sigmoid(2.0) as f32, sigmoid(-6.0) as f32);
         let boxes = tw[1].weights.as_ref().unwrap();
         assert!(boxes[..7].iter().all(|&w| w == a0));
@@ -287,6 +390,28 @@ mod tests {
         let tw = tensor_weights(&raw, Weighting::Detection, 2);
         let (c0, c1) = (sigmoid(0.0) as f32, sigmoid(3.0) as f32);
         assert_eq!(tw[1].weights.as_ref().unwrap(), &vec![c0, c1, c0, c1]);
+        let ch = tw[1].channels.unwrap();
+        assert_eq!((ch.count(), ch.of(1), ch.of(2)), (2, 0, 1));
+    }
+
+    #[test]
+    fn each_box_component_is_normalised_by_its_own_variance() {
+        // Two anchors, code of 2: component 0 spread widely, component 1 narrowly.
+        let t = Tensor::from_vec(&[1, 1, 1, 4], vec![10.0, 0.1, -10.0, -0.1]);
+        let tw = TensorWeights {
+            sigmoid: false,
+            weights: Some(vec![1.0; 4]),
+            channels: Some(Channels::Interleaved { count: 2 }),
+        };
+        let mut m = WeightedMoments::default();
+        m.add(&t, &tw);
+        let n = m.norm("box_preds".into());
+        assert!((n.channel_variance[0] - 100.0).abs() < 1e-9);
+        assert!((n.channel_variance[1] - 0.01).abs() < 1e-9);
+        // The same relative error on either component costs the same.
+        let wide = tensor_distortion(&[11.0, 0.1, -10.0, -0.1], &t.data, &tw, &n);
+        let narrow = tensor_distortion(&[10.0, 0.11, -10.0, -0.1], &t.data, &tw, &n);
+        assert!((wide - narrow).abs() < 1e-5 * wide, "{wide} vs {narrow}");
     }
 
     #[test]
@@ -294,13 +419,15 @@ mod tests {
         let raw = TensorWeights {
             sigmoid: false,
             weights: None,
+            channels: None,
         };
         let scores = TensorWeights {
             sigmoid: true,
             weights: None,
+            channels: None,
         };
         // A background logit moving by 4 against a foreground logit moving by 1.
-        let d = |tw: &TensorWeights, a: f32, b: f32| tensor_distortion(&[a], &[b], tw, 1.0);
+        let d = |tw: &TensorWeights, a: f32, b: f32| tensor_distortion(&[a], &[b], tw, &norm(1.0));
         assert!(d(&raw, -5.0, -9.0) > d(&raw, 0.0, 1.0));
         assert!(d(&scores, -5.0, -9.0) < 0.01 * d(&scores, 0.0, 1.0));
     }
@@ -310,12 +437,13 @@ mod tests {
         let tw = TensorWeights {
             sigmoid: true,
             weights: Some(vec![0.5, 2.0]),
+            channels: None,
         };
         let dense = [0.3f32, -1.0];
-        let s = probe_scales(&dense, &tw, 0.1);
+        let s = probe_scales(&dense, &tw, &norm(0.1));
         // For a small change e of element 0, D ~ s_0^2 e^2.
         let e = 1e-3f32;
-        let d = tensor_distortion(&[0.3 + e, -1.0], &dense, &tw, 0.1);
+        let d = tensor_distortion(&[0.3 + e, -1.0], &dense, &tw, &norm(0.1));
         let want = (s[0] as f64 * e as f64).powi(2);
         assert!((d - want).abs() < 1e-3 * want, "{d} vs {want}");
     }
@@ -326,6 +454,7 @@ mod tests {
         let tw = TensorWeights {
             sigmoid: false,
             weights: Some(vec![1.0, 1.0, 0.0]),
+            channels: None,
         };
         m.add(&Tensor::from_vec(&[3], vec![1.0, 3.0, 100.0]), &tw);
         assert!((m.variance() - 1.0).abs() < 1e-12);

@@ -63,7 +63,7 @@ impl DenseReference {
                 ) else {
                     continue;
                 };
-                let v = distortion::tensor_distortion(&t.data, &r.data, tw, norm.variance);
+                let v = distortion::tensor_distortion(&t.data, &r.data, tw, norm);
                 match norm.group {
                     Group::Confidence => d.0 += v,
                     Group::Locality => d.1 += v,

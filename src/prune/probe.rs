@@ -162,11 +162,7 @@ pub fn output_variances(
     }
     Ok(moments
         .into_iter()
-        .map(|(output, m)| OutputNorm {
-            group: Group::of_output(&output),
-            variance: m.variance(),
-            output,
-        })
+        .map(|(output, m)| m.norm(output))
         .collect())
 }
 
@@ -231,7 +227,7 @@ fn probe_for(
         if norm.group != group {
             continue;
         }
-        let scales = distortion::probe_scales(&t.data, tw, norm.variance);
+        let scales = distortion::probe_scales(&t.data, tw, norm);
         let mut signs = Signs::new(&[
             &seed.to_le_bytes(),
             scan.as_bytes(),
