@@ -108,5 +108,7 @@ fn demo_model_finds_cars_in_the_real_kitti_frame() {
         "found {found} of 6 labelled cars in KITTI 000008 ({} car boxes)",
         boxes.len()
     );
-    assert!(found >= 1, "found {found} of 6 cars");
+    // 4 of 6 with the bundled model (the two missed cars are far and sparsely hit); the bar
+    // leaves room for numeric noise at the IoU threshold.
+    assert!(found >= 3, "found {found} of 6 cars");
 }
