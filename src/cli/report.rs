@@ -11,7 +11,7 @@ use pruneview::pointcloud::ImageSize;
 use pruneview::prune::alloc::Method;
 use pruneview::prune::probe::Control;
 use pruneview::prune::probe::ProbeError;
-use pruneview::prune::{Curves, Ranking, rank};
+use pruneview::prune::{Curves, Ranking, export, rank};
 use pruneview::report::{self, ReportError, ReportInputs, ReportSettings};
 
 use super::ModelArgs;
@@ -81,6 +81,15 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
     let (curves, orders, computed) = match &a.curves_file {
         Some(p) => {
             let c = Curves::load(p)?;
+            let sha = export::sha256_file(&a.model.weights)?;
+            if c.model.weights_sha256 != sha {
+                bail!(
+                    "{}: computed for weights with sha256 {}, but {} has {sha}",
+                    p.display(),
+                    c.model.weights_sha256,
+                    a.model.weights.display()
+                );
+            }
             if c.calibration.ranking != Ranking::Magnitude {
                 bail!(
                     "{}: saliency-ranked curves need their masks' order; let the report compute \
