@@ -129,14 +129,14 @@ impl TensorWeights {
             .map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum())
     }
 
-    /// Per element: the variance that normalises it (its component's when the norm has
-    /// them, else the tensor's), usable as a divisor.
-    fn variances(&self, n: usize, norm: &OutputNorm) -> Vec<f64> {
+    /// The variance that normalises element `i`: its component's when the norm has them,
+    /// else the tensor's (usable as a divisor).
+    fn variance_of(&self, i: usize, norm: &OutputNorm) -> f64 {
         match self.channels {
-            Some(c) if norm.channel_variance.len() == c.count() => (0..n)
-                .map(|i| usable_variance(norm.channel_variance[c.of(i)]))
-                .collect(),
-            _ => vec![usable_variance(norm.variance); n],
+            Some(c) if norm.channel_variance.len() == c.count() => {
+                usable_variance(norm.channel_variance[c.of(i)])
+            }
+            _ => usable_variance(norm.variance),
         }
     }
 }
@@ -301,12 +301,13 @@ pub fn tensor_distortion(
     if total <= 0.0 {
         return 0.0;
     }
-    let var = tw.variances(dense.len(), norm);
     let s: f64 = pruned
         .iter()
         .zip(dense)
         .enumerate()
-        .map(|(i, (&a, &b))| tw.weight(i) * (tw.value(a) - tw.value(b)).powi(2) / var[i])
+        .map(|(i, (&a, &b))| {
+            tw.weight(i) * (tw.value(a) - tw.value(b)).powi(2) / tw.variance_of(i, norm)
+        })
         .sum();
     s / total
 }
@@ -314,11 +315,12 @@ pub fn tensor_distortion(
 /// Per-element probe scales `T'(y) sqrt(w / (var sum w))` (Gauss-Newton form of D_t).
 pub fn probe_scales(dense: &[f32], tw: &TensorWeights, norm: &OutputNorm) -> Vec<f32> {
     let total = tw.total(dense.len()).max(1e-30);
-    let var = tw.variances(dense.len(), norm);
     dense
         .iter()
         .enumerate()
-        .map(|(i, &y)| (tw.slope(y) * (tw.weight(i) / (var[i] * total)).sqrt()) as f32)
+        .map(|(i, &y)| {
+            (tw.slope(y) * (tw.weight(i) / (tw.variance_of(i, norm) * total)).sqrt()) as f32
+        })
         .collect()
 }
 

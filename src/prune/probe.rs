@@ -1,9 +1,9 @@
 //! Predicted distortion curves from Gauss-Newton probes (DESIGN.md, "The method", 3).
 //!
 //! For a group `g` of raw head outputs, a Rademacher probe `v` scaled per element as
-//! [`distortion::probe_scales`] says (for raw outputs: `1 / sqrt(n_t * var_t)`) gives
-//! `E_v[(v . J Delta)^2]` = the group's normalised distortion to second order. One backward pass per probe
-//! and scan gives `g = J^T v` for every layer at once; since pruning adds weights to
+//! [`distortion::probe_scales`] says (for the raw distortion: `1 / sqrt(n_t * var_t)`) gives
+//! `E_v[(v . J Delta)^2]` = the group's distortion to second order. One backward pass per
+//! probe and scan gives `g = J^T v` for every layer at once; since pruning adds weights to
 //! `Delta_l(s)` in rank order, `g . Delta_l(s)` at every level is a prefix sum of `-g_i w_i`
 //! along the rank: O(n_l) per probe, and memory stays O(params) (no Jacobians are stored).
 
