@@ -297,8 +297,13 @@ impl PruningReport {
         );
         let _ = writeln!(
             s,
-            "Mean over classes of moderate AP_BEV (R40); dense: **{:.2}**. Best per budget in bold.\n",
-            self.dense.mean_bev
+            "Mean over classes of moderate AP_BEV (R40); dense: **{:.2}**.{}\n",
+            self.dense.mean_bev,
+            if methods.len() > 1 {
+                " Best per budget in bold."
+            } else {
+                ""
+            }
         );
         let _ = write!(s, "| FLOPs kept |");
         for m in &methods {
@@ -318,7 +323,7 @@ impl PruningReport {
                 .fold(f64::NEG_INFINITY, f64::max);
             for m in &methods {
                 match self.row(m, keep) {
-                    Some(r) if r.accuracy.mean_bev == best => {
+                    Some(r) if methods.len() > 1 && r.accuracy.mean_bev == best => {
                         let _ = write!(s, " **{:.2}** |", r.accuracy.mean_bev);
                     }
                     Some(r) => {

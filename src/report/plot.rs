@@ -79,7 +79,10 @@ fn draw(report: &PruningReport, path: &Path) -> Result<(), Box<dyn std::error::E
         .label(format!("dense ({dense:.1})"))
         .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK));
 
-    for method in report.methods() {
+    // The DP is drawn last, on top of the baselines.
+    let mut methods = report.methods();
+    methods.sort_by_key(|m| m == "dp");
+    for method in methods {
         let c = colour(&method);
         let mut points: Vec<(f64, f64)> = vec![(100.0, dense)];
         points.extend(keeps.iter().filter_map(|&k| {
