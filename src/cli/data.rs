@@ -12,8 +12,8 @@ use pruneview::model::Weights;
 use pruneview::nn::Tensor;
 use pruneview::pointcloud::{Calib, ImageSize, Scan, kitti};
 
-use super::ModelArgs;
 use super::prune::{bar, cancel_flag};
+use super::{ModelArgs, parse_image_size};
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -66,22 +66,14 @@ pub struct EvalArgs {
     /// U8 masks from `export` (1 kept, 0 pruned), applied to the weights before running.
     #[arg(long, value_name = "M.safetensors")]
     pub masks: Option<PathBuf>,
-    /// KITTI-layout folder: velodyne/, label_2/, calib/.
-    #[arg(long, value_name = "DIR")]
-    pub dataset: PathBuf,
-    /// File with one frame id per line (e.g. ImageSets/val.txt); default: every label.
-    #[arg(long, value_name = "FILE")]
-    pub split: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DatasetArgs,
     /// Image size for the camera-FOV filter and 2D boxes.
-    #[arg(long, value_name = "HxW", default_value = "375x1242", value_parser = parse_size)]
+    #[arg(long, value_name = "HxW", default_value = "375x1242", value_parser = parse_image_size)]
     pub image_size: ImageSize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_size(s: &str) -> Result<ImageSize, String> {
-    s.parse::<ImageSize>().map_err(|e| e.to_string())
 }
 
 /// Multiplies every masked weight by its mask (so a pruned model runs through the same
@@ -117,8 +109,25 @@ pub fn apply_masks(det: &mut Detector, path: &Path) -> Result<usize> {
     Ok(applied)
 }
 
-/// The frame ids of a split file, or every label of the dataset.
-pub fn frame_list(dataset: &Path, split: Option<&Path>) -> Result<Vec<String>> {
+/// A labelled KITTI-layout folder and which of its frames to use (`eval`, `report`).
+#[derive(Args, Debug)]
+pub struct DatasetArgs {
+    /// KITTI-layout folder: velodyne/, label_2/, calib/.
+    #[arg(long, value_name = "DIR")]
+    pub dataset: PathBuf,
+    /// File with one frame id per line (e.g. ImageSets/val.txt); default: every label.
+    #[arg(long, value_name = "FILE")]
+    pub split: Option<PathBuf>,
+}
+
+impl DatasetArgs {
+    /// The frame ids of the split file, or every label of the dataset.
+    pub fn frame_ids(&self) -> Result<Vec<String>> {
+        frame_list(&self.dataset, self.split.as_deref())
+    }
+}
+
+fn frame_list(dataset: &Path, split: Option<&Path>) -> Result<Vec<String>> {
     match split {
         Some(f) => Ok(std::fs::read_to_string(f)
             .with_context(|| format!("{}: cannot read the split", f.display()))?
@@ -139,7 +148,7 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         eprintln!("{}: {n} layers masked", m.display());
     }
     eval::model_classes(&det)?;
-    let ids = frame_list(&a.dataset, a.split.as_deref())?;
+    let ids = a.data.frame_ids()?;
     let pb = bar("eval");
     let tick = |done: usize, total: usize| {
         pb.set_length(total as u64);
@@ -147,7 +156,7 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
     };
     pb.set_message("reading");
     let set = EvalSet::load(
-        &a.dataset,
+        &a.data.dataset,
         &ids,
         a.image_size,
         &det.config.data.used_features,

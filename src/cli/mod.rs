@@ -183,7 +183,7 @@ fn parse_format(s: &str) -> Result<ScanFormat, String> {
     s.parse::<ScanFormat>().map_err(|e| e.to_string())
 }
 
-fn parse_image_size(s: &str) -> Result<ImageSize, String> {
+pub(crate) fn parse_image_size(s: &str) -> Result<ImageSize, String> {
     s.parse::<ImageSize>().map_err(|e| e.to_string())
 }
 

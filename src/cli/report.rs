@@ -15,7 +15,7 @@ use pruneview::prune::{Curves, Ranking, export, rank};
 use pruneview::report::{self, ReportError, ReportInputs, ReportSettings};
 
 use super::ModelArgs;
-use super::data::frame_list;
+use super::data::DatasetArgs;
 use super::prune::{
     CalibArgs, CurveArgs, LambdaArgs, bar, cancel_flag, compute_curves, write_curves,
 };
@@ -33,13 +33,9 @@ pub struct ReportCmd {
     /// Use these curves (magnitude ranking) instead of computing them.
     #[arg(long = "curves", value_name = "curves.json")]
     pub curves_file: Option<PathBuf>,
-    /// Labelled KITTI-layout folder to evaluate on (velodyne/, label_2/, calib/); keep it apart
-    /// from the calibration scans.
-    #[arg(long, value_name = "DIR")]
-    pub dataset: PathBuf,
-    /// File with one frame id per line; default: every label of the dataset.
-    #[arg(long, value_name = "FILE")]
-    pub split: Option<PathBuf>,
+    /// The labelled set to evaluate on; keep it apart from the calibration scans.
+    #[command(flatten)]
+    pub data: DatasetArgs,
     /// FLOPs kept (fractions; 1 is the dense model).
     #[arg(
         long,
@@ -122,14 +118,14 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         .scan_args
         .image_size
         .unwrap_or(ImageSize { h: 375, w: 1242 });
-    let ids = frame_list(&a.dataset, a.split.as_deref())?;
+    let ids = a.data.frame_ids()?;
     let pb = bar("eval set");
     let tick = |done: usize, total: usize| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     };
     let eval = EvalSet::load(
-        &a.dataset,
+        &a.data.dataset,
         &ids,
         image,
         &det.config.data.used_features,
