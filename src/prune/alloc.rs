@@ -93,6 +93,8 @@ pub enum AllocError {
     },
     #[error("unknown allocation method `{0}` (expected dp, uniform, global, lamp or erk)")]
     UnknownMethod(String),
+    #[error("dp is prepared as a Frontier, not as a baseline")]
+    NotABaseline,
     #[error("method `{0}` ranks weights across layers: it needs the model's weights")]
     NeedsWeights(&'static str),
     #[error("weights were given for {got} layers, but the problem has {expected}")]
@@ -917,53 +919,115 @@ pub fn solve(
     check_keep(budget.keep)?;
     match method {
         Method::Dp => Frontier::build(problem, budget.kind, bins)?.query(budget.keep),
-        Method::Uniform => {
-            let s = search(problem, budget, 0.0, 1.0, |x, s| {
+        _ => Prepared::new(method, problem, weights)?.solve(problem, budget),
+    }
+}
+
+/// A baseline prepared once for a problem's layers: the weights' sorted scores (global,
+/// LAMP) or ERK's spreads are computed here, so that any budget is then answered by a
+/// bisection in microseconds; the app queries every baseline on every slider frame.
+/// Preparation depends only on the layers and weights, so it survives constraint changes.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    method: Method,
+    data: PreparedData,
+}
+
+#[derive(Clone, Debug)]
+enum PreparedData {
+    Uniform,
+    /// Per layer, ascending scores a global threshold cuts.
+    Scores {
+        scores: Vec<Vec<f64>>,
+        top: f64,
+    },
+    /// ERK: per-layer `sum(shape) / prod(shape)` and the density scale at which all are dense.
+    Erk {
+        spread: Vec<f64>,
+        eps_max: f64,
+    },
+}
+
+impl Prepared {
+    /// Prepares a baseline (not [`Method::Dp`], whose preparation is a [`Frontier`]).
+    pub fn new(
+        method: Method,
+        problem: &Problem,
+        weights: Option<&[&[f32]]>,
+    ) -> Result<Prepared, AllocError> {
+        let data = match method {
+            Method::Dp => return Err(AllocError::NotABaseline),
+            Method::Uniform => PreparedData::Uniform,
+            Method::Global | Method::Lamp => {
+                let w = weights.ok_or(AllocError::NeedsWeights(method.name()))?;
+                let scores = sorted_scores(problem, w, method == Method::Lamp)?;
+                let top = scores
+                    .iter()
+                    .filter_map(|v| v.last().copied())
+                    .fold(0.0f64, f64::max);
+                PreparedData::Scores { scores, top }
+            }
+            Method::Erk => {
+                let mut spread = Vec::with_capacity(problem.layers.len());
+                for l in &problem.layers {
+                    let prod: usize = l.shape.iter().product();
+                    if l.shape.is_empty() || prod == 0 {
+                        return Err(AllocError::MissingShape(l.name.clone()));
+                    }
+                    spread.push(l.shape.iter().sum::<usize>() as f64 / prod as f64);
+                }
+                let eps_max = spread.iter().map(|r| 1.0 / r).fold(0.0f64, f64::max);
+                PreparedData::Erk { spread, eps_max }
+            }
+        };
+        Ok(Prepared { method, data })
+    }
+
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The baseline's solution under `budget`. `problem` must have the layers this was
+    /// prepared for (its constraints may differ).
+    pub fn solve(&self, problem: &Problem, budget: Budget) -> Result<Solution, AllocError> {
+        problem.validate()?;
+        check_keep(budget.keep)?;
+        let s = match &self.data {
+            PreparedData::Uniform => search(problem, budget, 0.0, 1.0, |x, s| {
                 for (s, c) in s.iter_mut().zip(&problem.constraints) {
                     *s = c.clamp(x);
                 }
-            })?;
-            Ok(problem.solution(s))
-        }
-        Method::Global | Method::Lamp => {
-            let w = weights.ok_or(AllocError::NeedsWeights(method.name()))?;
-            let scores = sorted_scores(problem, w, method == Method::Lamp)?;
-            let top = scores
-                .iter()
-                .filter_map(|v| v.last().copied())
-                .fold(0.0f64, f64::max);
-            // Sparsity = share of weights scoring strictly below the threshold `x`.
-            let s = search(problem, budget, 0.0, top * 2.0 + 1.0, |x, s| {
-                for ((s, c), v) in s.iter_mut().zip(&problem.constraints).zip(&scores) {
-                    let below = v.partition_point(|&y| y < x);
-                    *s = c.clamp(if v.is_empty() {
-                        0.0
-                    } else {
-                        below as f64 / v.len() as f64
+            })?,
+            PreparedData::Scores { scores, top } => {
+                if scores.len() != problem.layers.len() {
+                    return Err(AllocError::WeightsCount {
+                        expected: problem.layers.len(),
+                        got: scores.len(),
                     });
                 }
-            })?;
-            Ok(problem.solution(s))
-        }
-        Method::Erk => {
-            let mut spread = Vec::with_capacity(problem.layers.len());
-            for l in &problem.layers {
-                let prod: usize = l.shape.iter().product();
-                if l.shape.is_empty() || prod == 0 {
-                    return Err(AllocError::MissingShape(l.name.clone()));
-                }
-                spread.push(l.shape.iter().sum::<usize>() as f64 / prod as f64);
+                // Sparsity = share of weights scoring strictly below the threshold `x`.
+                search(problem, budget, 0.0, top * 2.0 + 1.0, |x, s| {
+                    for ((s, c), v) in s.iter_mut().zip(&problem.constraints).zip(scores) {
+                        let below = v.partition_point(|&y| y < x);
+                        *s = c.clamp(if v.is_empty() {
+                            0.0
+                        } else {
+                            below as f64 / v.len() as f64
+                        });
+                    }
+                })?
             }
-            // At eps_max every layer is dense; search x = 1 - eps / eps_max in [0, 1].
-            let eps_max = spread.iter().map(|r| 1.0 / r).fold(0.0f64, f64::max);
-            let s = search(problem, budget, 0.0, 1.0, |x, s| {
-                let eps = (1.0 - x) * eps_max;
-                for ((s, c), r) in s.iter_mut().zip(&problem.constraints).zip(&spread) {
-                    *s = c.clamp(1.0 - (eps * r).min(1.0));
-                }
-            })?;
-            Ok(problem.solution(s))
-        }
+            PreparedData::Erk { spread, eps_max } => {
+                // At eps_max every layer is dense; search x = 1 - eps / eps_max in [0, 1].
+                search(problem, budget, 0.0, 1.0, |x, s| {
+                    let eps = (1.0 - x) * eps_max;
+                    for ((s, c), r) in s.iter_mut().zip(&problem.constraints).zip(spread) {
+                        *s = c.clamp(1.0 - (eps * r).min(1.0));
+                    }
+                })?
+            }
+        };
+        Ok(problem.solution(s))
     }
 }
 
