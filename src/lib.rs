@@ -4,6 +4,7 @@
 //! -> allocation -> masks -> exports / detections -> views. Each stage is a module with a small
 //! public surface (see DESIGN.md).
 
+pub mod app;
 pub mod detect;
 pub mod eval;
 pub mod io;

@@ -1,0 +1,711 @@
+//! The app's state and its reactions: what is open, what the user chose, and which job to
+//! start when something changes. Drawing lives in `ui`; model work lives in `work`.
+//!
+//! Everything that follows from the budget on every frame (the DP allocation, the baseline
+//! to compare with) is a query of the precomputed [`Planner`], microseconds; everything
+//! slower is a job whose result comes back tagged with the model generation it was started
+//! for, so results of a model that has since been replaced are dropped.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::prune::alloc::{Constraint, Method, Solution};
+use crate::prune::curves::Curves;
+use crate::prune::probe::CalibScan;
+use crate::prune::{BudgetKind, Lambdas, Weighting};
+
+use super::jobs::{JobKind, Jobs};
+use super::view3d::{ColorBy, Projection};
+use super::work::{
+    self, CurvesResult, EvalPoint, ExportChoice, LoadedModel, OpenRequest, Planner,
+    PrunedDetections, ScanEntry,
+};
+
+/// How long the budget must stay still before the pruned detections are recomputed.
+pub const SETTLE: Duration = Duration::from_millis(250);
+
+/// What persists between runs (eframe storage): the last files and every user choice.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The files opened last (reopened at start when they still exist).
+    pub open: Option<OpenRequest>,
+    pub lambdas: Lambdas,
+    pub weighting: Weighting,
+    /// Rademacher probes per scan and group for the curves.
+    pub probes: usize,
+    /// Compute curves as soon as a model and scans are open.
+    pub auto_curves: bool,
+    pub budget_kind: BudgetKind,
+    /// Fraction of the budget kind kept.
+    pub keep: f64,
+    /// The baseline compared with the DP (a method name), if any.
+    pub compare: Option<String>,
+    /// Per-layer constraints by weight name.
+    pub constraints: HashMap<String, Constraint>,
+    pub color_by: ColorBy,
+    pub projection: Projection,
+    pub score_threshold: f32,
+    pub show_gt: bool,
+    pub show_dense: bool,
+    pub show_pruned: bool,
+    pub export: ExportChoice,
+    pub debug_overlay: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            open: None,
+            lambdas: Lambdas::default(),
+            weighting: Weighting::Detection,
+            probes: 2,
+            auto_curves: true,
+            budget_kind: BudgetKind::Flops,
+            keep: 0.5,
+            compare: Some("lamp".into()),
+            constraints: HashMap::new(),
+            color_by: ColorBy::Height,
+            projection: Projection::Perspective,
+            score_threshold: 0.3,
+            show_gt: true,
+            show_dense: true,
+            show_pruned: true,
+            export: ExportChoice {
+                dir: PathBuf::from("pruneview-export"),
+                masks: true,
+                pruned: true,
+                allocation: true,
+                csv: true,
+                curves: true,
+            },
+            debug_overlay: false,
+        }
+    }
+}
+
+impl Settings {
+    pub fn compare_method(&self) -> Option<Method> {
+        self.compare.as_deref().and_then(|m| m.parse().ok())
+    }
+}
+
+/// What a native dialog was opened for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Model,
+    Config,
+    Scans,
+    ScanFolder,
+    ExportDir,
+}
+
+/// A job's value.
+pub enum Output {
+    Model(Box<LoadedModel>),
+    Scans {
+        scans: Vec<ScanEntry>,
+        errors: Vec<String>,
+    },
+    Curves(Box<CurvesResult>),
+    Planner(Box<Planner>),
+    Pruned(PrunedDetections),
+    Measured(Vec<crate::prune::curves::Measured>),
+    Eval(EvalPoint),
+    Exported(Vec<PathBuf>),
+    Picked(Pick, Vec<PathBuf>),
+}
+
+/// A job's value and the model generation it belongs to.
+pub struct Tagged {
+    pub generation: u64,
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Error,
+}
+
+/// A message for the user (job errors, bad files, what was written).
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub level: Level,
+    pub text: String,
+}
+
+/// The allocation the budget currently gives, and the budget it was asked for.
+#[derive(Clone, Debug)]
+pub struct Current {
+    pub keep: f64,
+    pub kind: BudgetKind,
+    pub dp: Result<Solution, String>,
+    pub compare: Option<(Method, Result<Solution, String>)>,
+}
+
+/// The whole app state (without egui or GPU handles, so tests can drive it).
+pub struct State {
+    pub settings: Settings,
+    pub jobs: Jobs<Tagged>,
+    generation: u64,
+    pub model: Option<Arc<LoadedModel>>,
+    pub scans: Vec<ScanEntry>,
+    pub selected_scan: usize,
+    pub curves: Option<Arc<Curves>>,
+    pub orders: Option<Arc<Vec<Vec<u32>>>>,
+    /// Scan ids the curves were computed on (curves are stale when the scans change).
+    pub curves_scans: Vec<String>,
+    pub planner: Option<Arc<Planner>>,
+    /// Whether the planner matches the current lambdas, constraints and budget kind.
+    planner_fresh: bool,
+    pub current: Option<Current>,
+    pub pruned: Option<PrunedDetections>,
+    /// (scan id, sparsity) of the pruned forward in flight.
+    pruned_target: Option<(String, Vec<f64>)>,
+    last_change: Instant,
+    pub eval_points: Vec<EvalPoint>,
+    pub messages: Vec<Message>,
+}
+
+impl State {
+    pub fn new(settings: Settings, wake: Arc<dyn Fn() + Send + Sync>) -> State {
+        State {
+            settings,
+            jobs: Jobs::new(wake),
+            generation: 0,
+            model: None,
+            scans: Vec::new(),
+            selected_scan: 0,
+            curves: None,
+            orders: None,
+            curves_scans: Vec::new(),
+            planner: None,
+            planner_fresh: false,
+            current: None,
+            pruned: None,
+            pruned_target: None,
+            last_change: Instant::now(),
+            eval_points: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    pub fn info(&mut self, text: impl Into<String>) {
+        self.messages.push(Message {
+            level: Level::Info,
+            text: text.into(),
+        });
+    }
+
+    pub fn error(&mut self, text: impl Into<String>) {
+        self.messages.push(Message {
+            level: Level::Error,
+            text: text.into(),
+        });
+    }
+
+    fn spawn(
+        &mut self,
+        kind: JobKind,
+        title: impl Into<String>,
+        body: impl FnOnce(&super::jobs::JobCtl) -> Result<Output, String> + Send + 'static,
+    ) {
+        let generation = self.generation;
+        self.jobs.spawn(kind, title, move |ctl| {
+            body(ctl).map(|output| Tagged { generation, output })
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // opening
+
+    /// Opens a model and its scans, replacing what is open (running jobs are cancelled).
+    pub fn open(&mut self, req: OpenRequest) {
+        self.jobs.cancel_all();
+        self.generation += 1;
+        self.model = None;
+        self.scans.clear();
+        self.selected_scan = 0;
+        self.clear_curves();
+        self.eval_points.clear();
+        self.settings.open = Some(req.clone());
+        let title = format!("load {}", req.weights.display());
+        self.spawn(JobKind::LoadModel, title, move |ctl| {
+            let m = work::load_model(req.config, req.weights, ctl)?;
+            Ok(Output::Model(Box::new(m)))
+        });
+    }
+
+    fn clear_curves(&mut self) {
+        self.curves = None;
+        self.orders = None;
+        self.curves_scans.clear();
+        self.planner = None;
+        self.planner_fresh = false;
+        self.current = None;
+        self.pruned = None;
+        self.pruned_target = None;
+    }
+
+    /// Adds scans (files or folders) to the calibration set.
+    pub fn add_scans(&mut self, paths: Vec<PathBuf>) {
+        let Some(model) = &self.model else {
+            self.error("open a model before adding scans");
+            return;
+        };
+        let det = model.det.clone();
+        let title = format!("load {} scan path(s)", paths.len());
+        self.spawn(JobKind::LoadScans, title, move |ctl| {
+            let (scans, errors) = work::load_scans(det, paths, ctl)?;
+            Ok(Output::Scans { scans, errors })
+        });
+    }
+
+    pub fn remove_scan(&mut self, index: usize) {
+        if index < self.scans.len() {
+            self.scans.remove(index);
+            self.selected_scan = self.selected_scan.min(self.scans.len().saturating_sub(1));
+            self.remember_scans();
+            self.refresh_layer_flops();
+        }
+    }
+
+    fn remember_scans(&mut self) {
+        if let Some(open) = &mut self.settings.open {
+            open.scans = self.scans.iter().map(|s| s.path.clone()).collect();
+        }
+    }
+
+    /// FLOPs of the layer table at the scans' mean pillar count.
+    fn refresh_layer_flops(&mut self) {
+        let Some(m) = &self.model else { return };
+        let mean = if self.scans.is_empty() {
+            0.0
+        } else {
+            self.scans.iter().map(|s| s.pillars as f64).sum::<f64>() / self.scans.len() as f64
+        };
+        let mut m2 = LoadedModel::clone(m);
+        m2.layers = work::layer_rows(&m.det, mean);
+        self.model = Some(Arc::new(m2));
+    }
+
+    // ------------------------------------------------------------------------------------
+    // curves and planning
+
+    /// Whether the curves were computed on other scans than the current ones.
+    pub fn curves_stale(&self) -> bool {
+        self.curves.is_some() && self.curves_scans != self.scan_ids()
+    }
+
+    fn scan_ids(&self) -> Vec<String> {
+        self.scans.iter().map(|s| s.id.clone()).collect()
+    }
+
+    fn calib_scans(&self) -> Vec<CalibScan> {
+        self.scans
+            .iter()
+            .map(|s| CalibScan {
+                id: s.id.clone(),
+                points: s.points.to_vec(),
+            })
+            .collect()
+    }
+
+    /// Starts the predicted curves on the current scans.
+    pub fn compute_curves(&mut self) {
+        let Some(model) = &self.model else {
+            self.error("open a model first");
+            return;
+        };
+        if self.scans.is_empty() {
+            self.error("add calibration scans first");
+            return;
+        }
+        let det = model.det.clone();
+        let info = model.info.clone();
+        let scans = self.calib_scans();
+        let settings = work::curve_settings(self.settings.probes, self.settings.weighting);
+        let title = format!(
+            "curves: {} scans x {} probes",
+            scans.len(),
+            self.settings.probes
+        );
+        self.spawn(JobKind::Curves, title, move |ctl| {
+            let r = work::compute_curves(det, info, scans, settings, ctl)?;
+            Ok(Output::Curves(Box::new(r)))
+        });
+    }
+
+    /// Starts the measured curves (every layer, 9 levels).
+    pub fn measure_curves(&mut self) {
+        let (Some(model), Some(curves), Some(orders)) = (&self.model, &self.curves, &self.orders)
+        else {
+            self.error("compute the curves first");
+            return;
+        };
+        let (det, curves, orders) = (model.det.clone(), curves.clone(), orders.clone());
+        let scans = self.calib_scans();
+        let levels: Vec<f64> = (1..10).map(|k| k as f64 / 10.0).collect();
+        self.spawn(JobKind::MeasuredCurves, "measured curves", move |ctl| {
+            let m = work::measure_curves(det, scans, curves, orders, levels, ctl)?;
+            Ok(Output::Measured(m))
+        });
+    }
+
+    /// Rebuilds the frontier for the current lambdas, constraints and budget kind.
+    pub fn replan(&mut self) {
+        let (Some(model), Some(curves)) = (&self.model, &self.curves) else {
+            return;
+        };
+        self.planner_fresh = false;
+        let (curves, weights) = (curves.clone(), model.weights.clone());
+        let lambdas = self.settings.lambdas;
+        let kind = self.settings.budget_kind;
+        let constraints: HashMap<String, Constraint> = self
+            .settings
+            .constraints
+            .iter()
+            .filter(|(n, c)| **c != Constraint::default() && curves.layer(n).is_some())
+            .map(|(n, c)| (n.clone(), *c))
+            .collect();
+        self.spawn(JobKind::Frontier, "frontier", move |ctl| {
+            let p = work::plan(curves, weights, lambdas, constraints, kind, ctl)?;
+            Ok(Output::Planner(Box::new(p)))
+        });
+    }
+
+    pub fn is_planning(&self) -> bool {
+        self.jobs.is_running(JobKind::Frontier) || (self.curves.is_some() && !self.planner_fresh)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // per frame
+
+    /// Applies finished jobs, answers the budget from the planner and starts the pruned
+    /// forward once the budget has settled. Cheap: called on every frame.
+    pub fn tick(&mut self) {
+        for f in self.jobs.poll() {
+            match f.result {
+                Ok(t)
+                    if t.generation == self.generation
+                        || matches!(t.output, Output::Picked(..)) =>
+                {
+                    self.apply(t.output, f.elapsed)
+                }
+                Ok(_) => {}
+                Err(e) if e == "cancelled" => {
+                    if f.kind == JobKind::PrunedForward {
+                        self.pruned_target = None;
+                    }
+                }
+                Err(e) => {
+                    if f.kind == JobKind::PrunedForward {
+                        self.pruned_target = None;
+                    }
+                    self.error(format!("{}: {e}", f.title));
+                }
+            }
+        }
+        self.update_current();
+        self.schedule_pruned();
+    }
+
+    fn apply(&mut self, output: Output, elapsed: Duration) {
+        match output {
+            Output::Model(m) => {
+                self.model = Some(Arc::new(*m));
+                let scans = self
+                    .settings
+                    .open
+                    .as_ref()
+                    .map(|o| o.scans.clone())
+                    .unwrap_or_default();
+                if !scans.is_empty() {
+                    self.scans.clear();
+                    self.add_scans(scans);
+                }
+            }
+            Output::Scans { scans, errors } => {
+                for e in errors {
+                    self.error(e);
+                }
+                let known: Vec<PathBuf> = self.scans.iter().map(|s| s.path.clone()).collect();
+                self.scans
+                    .extend(scans.into_iter().filter(|s| !known.contains(&s.path)));
+                self.remember_scans();
+                self.refresh_layer_flops();
+                if self.settings.auto_curves && self.curves.is_none() && !self.scans.is_empty() {
+                    self.compute_curves();
+                }
+            }
+            Output::Curves(r) => {
+                let CurvesResult {
+                    predicted,
+                    scan_ids,
+                } = *r;
+                self.info(format!(
+                    "curves for {} layers from {} scans in {:.1} s",
+                    predicted.curves.layers.len(),
+                    scan_ids.len(),
+                    elapsed.as_secs_f64()
+                ));
+                self.curves = Some(Arc::new(predicted.curves));
+                self.orders = Some(Arc::new(predicted.orders));
+                self.curves_scans = scan_ids;
+                self.planner = None;
+                self.replan();
+            }
+            Output::Planner(p) => {
+                let p = *p;
+                self.planner_fresh =
+                    p.lambdas == self.settings.lambdas && p.kind == self.settings.budget_kind;
+                self.planner = Some(Arc::new(p));
+                self.current = None;
+            }
+            Output::Pruned(p) => {
+                self.pruned_target = None;
+                self.pruned = Some(p);
+            }
+            Output::Measured(m) => {
+                if let Some(c) = &self.curves {
+                    let mut c = (**c).clone();
+                    for (l, m) in c.layers.iter_mut().zip(m) {
+                        l.measured = m;
+                    }
+                    self.curves = Some(Arc::new(c));
+                    self.info(format!("measured curves in {:.0} s", elapsed.as_secs_f64()));
+                }
+            }
+            Output::Eval(p) => {
+                self.info(format!(
+                    "{} at {:.0}% kept: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames",
+                    p.method,
+                    p.keep * 100.0,
+                    p.pruned.mean_bev,
+                    p.dense.mean_bev,
+                    p.frames
+                ));
+                self.eval_points
+                    .retain(|q| !(q.method == p.method && (q.keep - p.keep).abs() < 1e-9));
+                self.eval_points.push(p);
+            }
+            Output::Exported(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                self.info(format!("wrote {}", names.join(", ")));
+            }
+            Output::Picked(pick, paths) => self.picked(pick, paths),
+        }
+    }
+
+    fn picked(&mut self, pick: Pick, paths: Vec<PathBuf>) {
+        let Some(first) = paths.first().cloned() else {
+            return;
+        };
+        match pick {
+            Pick::Model => {
+                let mut req = self.settings.open.clone().unwrap_or_default();
+                req.weights = first;
+                self.open(req);
+            }
+            Pick::Config => {
+                let mut req = self.settings.open.clone().unwrap_or_default();
+                if req.weights.as_os_str().is_empty() {
+                    self.error("pick the weights (.safetensors) first");
+                    return;
+                }
+                req.config = Some(first);
+                self.open(req);
+            }
+            Pick::Scans | Pick::ScanFolder => self.add_scans(paths),
+            Pick::ExportDir => self.settings.export.dir = first,
+        }
+    }
+
+    /// Dropped files: weights open a model, a YAML reopens it with that config, scans and
+    /// folders are added.
+    pub fn dropped(&mut self, paths: Vec<PathBuf>) {
+        let ext = |p: &PathBuf| {
+            p.extension()
+                .map(|e| e.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+        };
+        let mut scans = Vec::new();
+        for p in paths {
+            match ext(&p).as_str() {
+                "safetensors" => self.picked(Pick::Model, vec![p]),
+                "yaml" | "yml" => self.picked(Pick::Config, vec![p]),
+                _ if p.is_dir() || work::is_scan_file(&p) => scans.push(p),
+                _ => self.error(format!(
+                    "{}: not a model (.safetensors), config (.yaml) or scan (.bin, .pcd)",
+                    p.display()
+                )),
+            }
+        }
+        if !scans.is_empty() {
+            self.add_scans(scans);
+        }
+    }
+
+    /// Opens a native file dialog on a job thread (the sync dialog would block the UI).
+    pub fn pick(&mut self, pick: Pick) {
+        self.jobs.spawn(JobKind::Dialog, "file dialog", move |_| {
+            let d = rfd::FileDialog::new();
+            let paths = match pick {
+                Pick::Model => d
+                    .add_filter("safetensors", &["safetensors"])
+                    .pick_file()
+                    .into_iter()
+                    .collect(),
+                Pick::Config => d
+                    .add_filter("OpenPCDet config", &["yaml", "yml"])
+                    .pick_file()
+                    .into_iter()
+                    .collect(),
+                Pick::Scans => d
+                    .add_filter("scans", &["bin", "pcd"])
+                    .pick_files()
+                    .unwrap_or_default(),
+                Pick::ScanFolder | Pick::ExportDir => d.pick_folder().into_iter().collect(),
+            };
+            Ok(Tagged {
+                generation: u64::MAX,
+                output: Output::Picked(pick, paths),
+            })
+        });
+    }
+
+    /// The budget, lambdas or constraints changed.
+    pub fn budget_changed(&mut self) {
+        self.last_change = Instant::now();
+        self.current = None;
+    }
+
+    pub fn planning_inputs_changed(&mut self) {
+        self.budget_changed();
+        self.replan();
+    }
+
+    fn update_current(&mut self) {
+        let Some(p) = &self.planner else { return };
+        let keep = self.settings.keep;
+        let compare = self.settings.compare_method();
+        if let Some(c) = &self.current
+            && c.keep == keep
+            && c.kind == p.kind
+            && c.compare.as_ref().map(|x| x.0) == compare
+        {
+            return;
+        }
+        self.current = Some(Current {
+            keep,
+            kind: p.kind,
+            dp: p.solve(Method::Dp, keep),
+            compare: compare.map(|m| (m, p.solve(m, keep))),
+        });
+    }
+
+    pub fn selected(&self) -> Option<&ScanEntry> {
+        self.scans.get(self.selected_scan)
+    }
+
+    /// Starts the pruned forward on the selected scan once the budget has been still for
+    /// [`SETTLE`]; a newer target cancels the stale job (jobs of a kind supersede).
+    fn schedule_pruned(&mut self) {
+        let (Some(model), Some(orders), Some(cur)) = (&self.model, &self.orders, &self.current)
+        else {
+            return;
+        };
+        let Ok(sol) = &cur.dp else { return };
+        let Some(scan) = self.scans.get(self.selected_scan) else {
+            return;
+        };
+        let target = (scan.id.clone(), sol.sparsity.clone());
+        let done = self
+            .pruned
+            .as_ref()
+            .is_some_and(|p| p.scan_id == target.0 && p.sparsity == target.1);
+        if done || self.pruned_target.as_ref() == Some(&target) {
+            return;
+        }
+        if self.last_change.elapsed() < SETTLE {
+            return;
+        }
+        let (det, orders, points) = (model.det.clone(), orders.clone(), scan.points.clone());
+        let (scan_id, sparsity) = target.clone();
+        self.pruned_target = Some(target);
+        self.spawn(JobKind::PrunedForward, "pruned detections", move |ctl| {
+            let r = work::pruned_detections(det, orders, sparsity, scan_id, points, ctl)?;
+            Ok(Output::Pruned(r))
+        });
+    }
+
+    /// Time until the pending pruned forward starts (the UI asks for a repaint then).
+    pub fn settle_remaining(&self) -> Option<Duration> {
+        let cur = self.current.as_ref()?;
+        let sol = cur.dp.as_ref().ok()?;
+        let scan = self.selected()?;
+        let done = self
+            .pruned
+            .as_ref()
+            .is_some_and(|p| p.scan_id == scan.id && p.sparsity == sol.sparsity);
+        (!done && self.pruned_target.is_none())
+            .then(|| SETTLE.saturating_sub(self.last_change.elapsed()))
+    }
+
+    /// Whether the shown pruned detections are those of the current allocation and scan.
+    pub fn pruned_is_current(&self) -> bool {
+        match (&self.pruned, &self.current, self.selected()) {
+            (Some(p), Some(c), Some(s)) => {
+                p.scan_id == s.id && c.dp.as_ref().is_ok_and(|d| d.sparsity == p.sparsity)
+            }
+            _ => false,
+        }
+    }
+
+    pub fn evaluate(&mut self) {
+        let (Some(model), Some(orders), Some(cur)) = (&self.model, &self.orders, &self.current)
+        else {
+            self.error("compute the curves first");
+            return;
+        };
+        let Ok(sol) = &cur.dp else {
+            self.error("no allocation at this budget");
+            return;
+        };
+        let frames: Vec<(PathBuf, String)> =
+            self.scans.iter().filter_map(|s| s.kitti.clone()).collect();
+        let (det, orders, sparsity) = (model.det.clone(), orders.clone(), sol.sparsity.clone());
+        let keep = cur.keep;
+        self.spawn(JobKind::Eval, "evaluate dense and pruned", move |ctl| {
+            let p = work::evaluate(det, orders, sparsity, Method::Dp, keep, frames, ctl)?;
+            Ok(Output::Eval(p))
+        });
+    }
+
+    pub fn export(&mut self) {
+        let (Some(model), Some(curves), Some(planner), Some(cur)) =
+            (&self.model, &self.curves, &self.planner, &self.current)
+        else {
+            self.error("nothing to export yet: compute the curves first");
+            return;
+        };
+        let Ok(sol) = &cur.dp else {
+            self.error("no allocation at this budget");
+            return;
+        };
+        let alloc = work::allocation_record(planner, sol, Method::Dp, cur.keep, curves);
+        let (path, weights, curves) = (
+            model.weights_path.clone(),
+            model.weights.clone(),
+            curves.clone(),
+        );
+        let choice = self.settings.export.clone();
+        self.spawn(JobKind::Export, "export", move |ctl| {
+            let files = work::export(path, weights, curves, alloc, choice, ctl)?;
+            Ok(Output::Exported(files))
+        });
+    }
+}
