@@ -17,4 +17,15 @@ if ! python3 -c 'import numpy, safetensors' 2>/dev/null; then
 fi
 export PRUNEVIEW_PYTHON=python3
 
+# The app's UI tests render headlessly on Mesa's software Vulkan (lavapipe): no display and
+# no GPU needed. Pinning it keeps the snapshots the same on every machine.
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ]; then
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        mesa-vulkan-drivers libvulkan1 libgl1-mesa-dri libegl1 libxkbcommon-x11-0 >/dev/null
+fi
+export VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+
 cargo test "$@"

@@ -1,6 +1,6 @@
-//! Command-line subcommands. `pruneview` with no subcommand prints help (the desktop app
-//! will open there once it exists).
+//! Command-line subcommands. `pruneview` with no subcommand opens the desktop app.
 
+mod app;
 mod data;
 mod prune;
 mod report;
@@ -90,6 +90,15 @@ pub enum Command {
         after_help = "Example:\n  pruneview report --weights assets/demo_pointpillar.safetensors \\\n      --scans calib/velodyne --fov-calib calib/calib --image-size 375x1242 \\\n      --dataset heldout/ --out docs/report/"
     )]
     Report(report::ReportCmd),
+    /// Open the desktop app on a model and calibration scans (no subcommand: the last files,
+    /// or the bundled demo).
+    #[command(
+        after_help = "Examples:\n  pruneview open --weights assets/demo_pointpillar.safetensors --scans assets/scans/synthetic\n  pruneview open --config pointpillar.yaml --weights pp.safetensors --scans kitti/training"
+    )]
+    Open(app::OpenArgs),
+    /// Render the app's main views headlessly (software Vulkan works) to PNG files.
+    #[command(after_help = "Example:\n  pruneview screenshots --out screenshots/")]
+    Screenshots(app::ScreenshotsArgs),
 }
 
 /// Which model to load.
@@ -221,12 +230,9 @@ pub struct BenchArgs {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!();
-            Ok(())
-        }
+        None => app::open_app(None),
+        Some(Command::Open(a)) => app::open(a),
+        Some(Command::Screenshots(a)) => app::screenshots(a),
         Some(Command::Detect(a)) => detect(a),
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Grad(a)) => prune::grad(a),

@@ -1,0 +1,206 @@
+//! The desktop app, driven headlessly with egui_kittest on Mesa's software Vulkan: the real
+//! demo model and scans, real jobs, real files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use eframe::egui;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, SnapshotOptions};
+
+use pruneview::app::PruneviewApp;
+use pruneview::app::screenshots::{self, demo_subset, harness, step_until};
+use pruneview::app::state::{Level, Settings};
+use pruneview::app::view3d::Projection;
+use pruneview::model::Weights;
+use pruneview::prune::Allocation;
+
+const LONG: Duration = Duration::from_secs(600);
+
+fn settings() -> Settings {
+    Settings {
+        probes: 1,
+        keep: 0.5,
+        ..Settings::default()
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pruneview-app-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The demo (4 synthetic scans + KITTI 000008) with curves and the frontier ready.
+fn loaded(size: egui::Vec2) -> Harness<'static, PruneviewApp> {
+    let app = PruneviewApp::new(settings(), &egui::Context::default());
+    let mut h = harness(app, screenshots::render_state(), size);
+    h.state_mut().state.open(demo_subset(4).unwrap());
+    step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+    h
+}
+
+fn errors(h: &Harness<'_, PruneviewApp>) -> Vec<String> {
+    h.state()
+        .state
+        .messages
+        .iter()
+        .filter(|m| m.level == Level::Error)
+        .map(|m| m.text.clone())
+        .collect()
+}
+
+#[test]
+fn demo_loads_budget_moves_allocation_and_exports() {
+    let mut h = loaded(screenshots::WINDOW);
+    h.render().unwrap().save("/tmp/app_debug.png").unwrap();
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+    let s = &h.state().state;
+    assert_eq!(s.scans.len(), 5);
+    assert!(s.scans.iter().all(|s| s.pillars > 0));
+    // The KITTI frame has its labels and calibration: ground truth to draw, and evaluable.
+    let kitti = s.scans.last().unwrap();
+    assert!(kitti.gt.as_ref().is_some_and(|g| !g.is_empty()));
+    assert!(kitti.kitti.is_some());
+    let before = s.current.clone().unwrap().dp.unwrap();
+    assert!(before.flops_kept <= 0.5 + 1e-9);
+    h.get_by_label_contains("architecture");
+    h.get_by_label("2.00x fewer FLOPs");
+
+    // Drag the budget down with the keyboard on the slider (as a user would).
+    let slider = h.get_by_role_and_label(egui::accesskit::Role::Slider, "kept");
+    slider.focus();
+    h.run_steps(2);
+    for _ in 0..20 {
+        h.key_press(egui::Key::ArrowLeft);
+        h.step();
+    }
+    let keep = h.state().state.settings.keep;
+    assert!(keep < 0.5, "the slider did not move: keep {keep}");
+    h.run_steps(2);
+    let after = h.state().state.current.clone().unwrap().dp.unwrap();
+    assert!(after.flops_kept < before.flops_kept);
+    assert!(after.flops_kept <= keep + 1e-9);
+    assert!(after.predicted > before.predicted);
+    assert_ne!(after.sparsity, before.sparsity);
+    h.get_by_label(&format!("{:.2}x fewer FLOPs", 1.0 / keep));
+    h.get_by_label(&format!("{:.1}%", 100.0 * after.flops_kept));
+
+    // The pruned detections follow once the slider settles.
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+
+    // Export through the dialog.
+    let dir = tmp("export");
+    h.state_mut().state.settings.export.dir = dir.clone();
+    h.get_by_label("Export...").click();
+    h.run_steps(2);
+    h.get_by_label_contains("NOT faster by itself");
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "Export")
+        .click();
+    step_until(&mut h, LONG, "the export", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    for f in [
+        "masks.safetensors",
+        "pruned.safetensors",
+        "allocation.json",
+        "report.csv",
+        "curves.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let alloc = Allocation::load(&dir.join("allocation.json")).unwrap();
+    assert_eq!(alloc.method, "dp");
+    assert!((alloc.flops_kept - after.flops_kept).abs() < 1e-9);
+    let masks = Weights::open(&dir.join("masks.safetensors")).unwrap();
+    assert_eq!(masks.keys().len(), after.sparsity.len());
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+#[test]
+fn bad_files_show_errors_and_the_app_keeps_running() {
+    let dir = tmp("bad");
+    let truncated = dir.join("truncated.safetensors");
+    let good = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/demo_pointpillar.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let app = PruneviewApp::new(settings(), &egui::Context::default());
+    let mut h = harness(app, screenshots::render_state(), egui::vec2(1200.0, 800.0));
+    h.state_mut().state.dropped(vec![truncated.clone()]);
+    step_until(&mut h, LONG, "the error", |a| {
+        !a.state.jobs.running().iter().any(|_| true)
+    })
+    .unwrap();
+    h.run_steps(2);
+    let e = errors(&h);
+    assert!(
+        e.iter().any(|m| m.contains("truncated.safetensors")),
+        "{e:?}"
+    );
+    assert!(h.state().state.model.is_none());
+    h.get_by_label_contains("truncated.safetensors");
+
+    // A scan with NaN points only and an empty scan are named; the good scan still loads.
+    let mut req = demo_subset(1).unwrap();
+    let empty = dir.join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    let nan = dir.join("nan.bin");
+    let v: Vec<u8> = [f32::NAN; 8].iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(&nan, v).unwrap();
+    req.scans = vec![req.scans[0].clone(), empty.clone(), nan.clone()];
+    h.state_mut().state.settings.auto_curves = false;
+    h.state_mut().state.open(req);
+    step_until(&mut h, LONG, "the scans", |a| {
+        a.state.jobs.is_idle() && !a.state.scans.is_empty()
+    })
+    .unwrap();
+    let e = errors(&h);
+    assert!(e.iter().any(|m| m.contains("empty.bin")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("nan.bin")), "{e:?}");
+    assert_eq!(h.state().state.scans.len(), 1);
+    // A file that is nothing the app knows.
+    h.state_mut().state.dropped(vec![dir.join("notes.txt")]);
+    h.run_steps(2);
+    assert!(errors(&h).iter().any(|m| m.contains("notes.txt")));
+}
+
+#[test]
+fn snapshots_of_the_main_views() {
+    let mut h = loaded(screenshots::WINDOW);
+    let s = &mut h.state_mut().state;
+    s.settings.keep = 0.35;
+    s.budget_changed();
+    // The KITTI frame, with its ground truth.
+    s.selected_scan = s.scans.len() - 1;
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    // Messages and timings differ run to run: clear the messages, mask the timing line.
+    h.state_mut().state.messages.clear();
+    let opts = SnapshotOptions::new()
+        .threshold(2.0)
+        .max_failed_pixels(4000);
+    let snapshot = |h: &mut Harness<'_, PruneviewApp>, name: &str| {
+        h.run_steps(3);
+        let timing = h.get_by_label_contains("points, dense").rect();
+        h.mask(timing);
+        h.snapshot_options(name, &opts);
+    };
+    snapshot(&mut h, "app_overview");
+
+    h.state_mut().view.set_projection(Projection::BirdsEye);
+    h.state_mut().state.settings.projection = Projection::BirdsEye;
+    snapshot(&mut h, "app_birds_eye");
+
+    h.state_mut().open_export_dialog();
+    snapshot(&mut h, "app_export_dialog");
+}
