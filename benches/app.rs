@@ -102,5 +102,40 @@ fn pruned_forward(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, slider, pruned_forward);
+/// The UI thread's cost per frame: the whole window (all panels, both plots, the 3D view
+/// with an unchanged camera, which reuses its texture) while the slider moves. This is the
+/// CPU side of a frame; on a real GPU, drawing egui's meshes adds well under a millisecond.
+fn ui_frame(c: &mut Criterion) {
+    use pruneview::app::PruneviewApp;
+    use pruneview::app::screenshots::{self, demo_subset, harness, step_until};
+    let settings = pruneview::app::Settings {
+        probes: 1,
+        ..Default::default()
+    };
+    let app = PruneviewApp::new(settings, &eframe::egui::Context::default());
+    let mut h = harness(app, screenshots::render_state(), screenshots::WINDOW);
+    h.state_mut().state.open(demo_subset(4).expect("demo"));
+    step_until(
+        &mut h,
+        std::time::Duration::from_secs(900),
+        "the frontier",
+        |a| a.state.current.is_some() && a.state.pruned_is_current(),
+    )
+    .expect("demo loads");
+    let mut g = c.benchmark_group("ui_frame");
+    g.bench_function("idle", |b| b.iter(|| h.step()));
+    let mut keep = 0.2;
+    g.bench_function("dragging_the_budget", |b| {
+        b.iter(|| {
+            keep = if keep > 0.9 { 0.2 } else { keep + 0.007 };
+            let s = &mut h.state_mut().state;
+            s.settings.keep = keep;
+            s.budget_changed();
+            h.step()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, slider, pruned_forward, ui_frame);
 criterion_main!(benches);

@@ -27,5 +27,10 @@ if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ]; then
         mesa-vulkan-drivers libvulkan1 libgl1-mesa-dri libegl1 libxkbcommon-x11-0 >/dev/null
 fi
 export VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+# wgpu's adapter probe asks Wayland for this folder and complains when a CI shell lacks it.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/pruneview-xdg-$(id -u)"
+    mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+fi
 
 cargo test "$@"

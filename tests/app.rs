@@ -125,28 +125,14 @@ fn demo_loads_budget_moves_allocation_and_exports() {
 #[test]
 fn bad_files_show_errors_and_the_app_keeps_running() {
     let dir = tmp("bad");
-    let truncated = dir.join("truncated.safetensors");
-    let good = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("assets/demo_pointpillar.safetensors"),
-    )
-    .unwrap();
-    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
-    let app = PruneviewApp::new(settings(), &egui::Context::default());
-    let mut h = harness(app, screenshots::render_state(), egui::vec2(1200.0, 800.0));
-    h.state_mut().state.dropped(vec![truncated.clone()]);
-    step_until(&mut h, LONG, "the error", |a| {
-        !a.state.jobs.running().iter().any(|_| true)
-    })
-    .unwrap();
-    h.run_steps(2);
-    let e = errors(&h);
-    assert!(
-        e.iter().any(|m| m.contains("truncated.safetensors")),
-        "{e:?}"
+    let app = PruneviewApp::new(
+        Settings {
+            auto_curves: false,
+            ..settings()
+        },
+        &egui::Context::default(),
     );
-    assert!(h.state().state.model.is_none());
-    h.get_by_label_contains("truncated.safetensors");
+    let mut h = harness(app, screenshots::render_state(), egui::vec2(1200.0, 800.0));
 
     // A scan with NaN points only and an empty scan are named; the good scan still loads.
     let mut req = demo_subset(1).unwrap();
@@ -155,9 +141,8 @@ fn bad_files_show_errors_and_the_app_keeps_running() {
     let nan = dir.join("nan.bin");
     let v: Vec<u8> = [f32::NAN; 8].iter().flat_map(|x| x.to_le_bytes()).collect();
     std::fs::write(&nan, v).unwrap();
-    req.scans = vec![req.scans[0].clone(), empty.clone(), nan.clone()];
-    h.state_mut().state.settings.auto_curves = false;
-    h.state_mut().state.open(req);
+    req.scans = vec![req.scans[0].clone(), empty, nan];
+    h.state_mut().state.open(req.clone());
     step_until(&mut h, LONG, "the scans", |a| {
         a.state.jobs.is_idle() && !a.state.scans.is_empty()
     })
@@ -166,10 +151,84 @@ fn bad_files_show_errors_and_the_app_keeps_running() {
     assert!(e.iter().any(|m| m.contains("empty.bin")), "{e:?}");
     assert!(e.iter().any(|m| m.contains("nan.bin")), "{e:?}");
     assert_eq!(h.state().state.scans.len(), 1);
+
+    // A truncated model is named, and what was open stays open.
+    let truncated = dir.join("truncated.safetensors");
+    let good = std::fs::read(&req.weights).unwrap();
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    h.state_mut().state.dropped(vec![truncated]);
+    step_until(&mut h, LONG, "the error", |a| a.state.jobs.is_idle()).unwrap();
+    h.run_steps(2);
+    let e = errors(&h);
+    assert!(
+        e.iter().any(|m| m.contains("truncated.safetensors")),
+        "{e:?}"
+    );
+    h.get_by_label_contains("truncated.safetensors");
+    let s = &h.state().state;
+    assert_eq!(s.model.as_ref().unwrap().weights_path, req.weights);
+    assert_eq!(s.scans.len(), 1);
+    assert_eq!(s.settings.open.as_ref().unwrap().weights, req.weights);
+
     // A file that is nothing the app knows.
     h.state_mut().state.dropped(vec![dir.join("notes.txt")]);
     h.run_steps(2);
     assert!(errors(&h).iter().any(|m| m.contains("notes.txt")));
+}
+
+#[test]
+fn curves_cancel_then_measured_curves_and_evaluation() {
+    let app = PruneviewApp::new(
+        Settings {
+            auto_curves: false,
+            ..settings()
+        },
+        &egui::Context::default(),
+    );
+    let mut h = harness(app, screenshots::render_state(), screenshots::WINDOW);
+    // Only the real KITTI frame: labelled, so it can be evaluated.
+    h.state_mut().state.open(demo_subset(0).unwrap());
+    step_until(&mut h, LONG, "the scan", |a| !a.state.scans.is_empty()).unwrap();
+
+    // Start the curves from the button and cancel them from the jobs panel.
+    h.get_by_label("Compute curves").click();
+    step_until(&mut h, LONG, "the curves job", |a| {
+        a.state
+            .jobs
+            .is_running(pruneview::app::jobs::JobKind::Curves)
+    })
+    .unwrap();
+    h.get_by_label("cancel").click();
+    step_until(&mut h, LONG, "the cancellation", |a| a.state.jobs.is_idle()).unwrap();
+    assert!(h.state().state.curves.is_none());
+    assert!(
+        errors(&h).is_empty(),
+        "a cancel is not an error: {:?}",
+        errors(&h)
+    );
+
+    h.get_by_label("Compute curves").click();
+    step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+    h.get_by_label("Measure curves").click();
+    step_until(&mut h, LONG, "measured curves", |a| {
+        a.state
+            .curves
+            .as_ref()
+            .is_some_and(|c| c.layers.iter().all(|l| l.measured.confidence.len() == 9))
+    })
+    .unwrap();
+
+    h.get_by_label("Evaluate").click();
+    step_until(&mut h, LONG, "the evaluation", |a| {
+        !a.state.eval_points.is_empty()
+    })
+    .unwrap();
+    let p = &h.state().state.eval_points[0];
+    assert_eq!(p.frames, 1);
+    assert!((p.keep - 0.5).abs() < 1e-9);
+    // The demo model finds real cars in 000008 (tests/demo_asset.rs).
+    assert!(p.dense.mean_bev > 0.0, "{p:?}");
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
 }
 
 #[test]

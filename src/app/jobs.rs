@@ -211,19 +211,14 @@ impl<T: Send + 'static> Jobs<T> {
                 let _ = tx.send(result);
                 (thread_ctl.wake)();
             });
-        if let Err(e) = spawned {
-            let (tx, rx2) = channel();
-            let _ = tx.send(Err(format!("cannot start a thread: {e}")));
-            self.running.push(Job {
-                id,
-                kind,
-                title,
-                started: Instant::now(),
-                ctl,
-                rx: rx2,
-            });
-            return id;
-        }
+        let rx = match spawned {
+            Ok(_) => rx,
+            Err(e) => {
+                let (tx, failed) = channel();
+                let _ = tx.send(Err(format!("cannot start a thread: {e}")));
+                failed
+            }
+        };
         self.running.push(Job {
             id,
             kind,

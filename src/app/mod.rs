@@ -44,7 +44,11 @@ pub fn run(request: Option<OpenRequest>) -> anyhow::Result<()> {
             Ok(Box::new(app))
         }),
     )
-    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the window: {e} (without a display, use the subcommands: pruneview --help)"
+        )
+    })
 }
 
 /// The last files if they all still exist, else the demo.

@@ -104,7 +104,7 @@ pub enum Pick {
 
 /// A job's value.
 pub enum Output {
-    Model(Box<LoadedModel>),
+    Model(Box<LoadedModel>, OpenRequest),
     Scans {
         scans: Vec<ScanEntry>,
         errors: Vec<String>,
@@ -223,20 +223,29 @@ impl State {
     // opening
 
     /// Opens a model and its scans, replacing what is open (running jobs are cancelled).
+    /// Opens a model and its scans. What is open stays until the new model has loaded, so a
+    /// bad file loses nothing; then it replaces everything (running jobs are cancelled).
     pub fn open(&mut self, req: OpenRequest) {
+        let title = format!("load {}", req.weights.display());
+        self.spawn(JobKind::LoadModel, title, move |ctl| {
+            let m = work::load_model(req.config.clone(), req.weights.clone(), ctl)?;
+            Ok(Output::Model(Box::new(m), req))
+        });
+    }
+
+    /// Replaces what is open by a freshly loaded model, then loads the request's scans.
+    fn replace_model(&mut self, model: LoadedModel, req: OpenRequest) {
         self.jobs.cancel_all();
         self.generation += 1;
-        self.model = None;
+        self.model = Some(Arc::new(model));
         self.scans.clear();
         self.selected_scan = 0;
         self.clear_curves();
         self.eval_points.clear();
-        self.settings.open = Some(req.clone());
-        let title = format!("load {}", req.weights.display());
-        self.spawn(JobKind::LoadModel, title, move |ctl| {
-            let m = work::load_model(req.config, req.weights, ctl)?;
-            Ok(Output::Model(Box::new(m)))
-        });
+        if !req.scans.is_empty() {
+            self.add_scans(req.scans.clone());
+        }
+        self.settings.open = Some(req);
     }
 
     fn clear_curves(&mut self) {
@@ -257,7 +266,7 @@ impl State {
             return;
         };
         let det = model.det.clone();
-        let title = format!("load {} scan path(s)", paths.len());
+        let title = format!("scans: read + dense forward ({} path(s))", paths.len());
         self.spawn(JobKind::LoadScans, title, move |ctl| {
             let (scans, errors) = work::load_scans(det, paths, ctl)?;
             Ok(Output::Scans { scans, errors })
@@ -415,19 +424,7 @@ impl State {
 
     fn apply(&mut self, output: Output, elapsed: Duration) {
         match output {
-            Output::Model(m) => {
-                self.model = Some(Arc::new(*m));
-                let scans = self
-                    .settings
-                    .open
-                    .as_ref()
-                    .map(|o| o.scans.clone())
-                    .unwrap_or_default();
-                if !scans.is_empty() {
-                    self.scans.clear();
-                    self.add_scans(scans);
-                }
-            }
+            Output::Model(m, req) => self.replace_model(*m, req),
             Output::Scans { scans, errors } => {
                 for e in errors {
                     self.error(e);

@@ -202,20 +202,7 @@ pub fn box_corners(bbox: &[f32; 7]) -> [[f32; 3]; 8] {
 }
 
 /// The 12 edges of a box, as pairs of [`box_corners`] indices.
-pub const BOX_EDGES: [(usize, usize); 12] = [
-    (0, 1),
-    (1, 2),
-    (2, 3),
-    (3, 0),
-    (4, 5),
-    (5, 6),
-    (6, 7),
-    (7, 4),
-    (0, 4),
-    (1, 5),
-    (2, 6),
-    (3, 7),
-];
+pub use crate::pointcloud::kitti::BOX_EDGES;
 
 /// Orbit camera state for the perspective view (z up).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -26,7 +26,8 @@ use pruneview::pointcloud::{Calib, ImageSize, ScanFormat};
     long_about = "pruneview runs OpenPCDet-compatible LiDAR detectors on the CPU and finds which \
 weights can be removed after training without losing accuracy (DM3D).\n\n\
 Models are an OpenPCDet YAML config plus a safetensors export of the checkpoint's \
-`model_state` (or one safetensors file with the config in its metadata).",
+`model_state` (or one safetensors file with the config in its metadata).\n\n\
+With no subcommand, pruneview opens the desktop app (the last files, or the bundled demo).",
     after_help = "Examples:\n  pruneview detect --config cfgs/kitti_models/pointpillar.yaml \\\n      --weights pointpillar.safetensors --scan 000008.bin \\\n      --fov-calib calib/000008.txt --image-size 375x1242\n  pruneview bench --config pointpillar.yaml --weights pointpillar.safetensors --scan 000008.bin"
 )]
 pub struct Cli {

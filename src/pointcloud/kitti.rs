@@ -392,6 +392,23 @@ fn apply_lidar_to_rect(m: &[[f32; 3]; 4], p: [f32; 3]) -> [f32; 3] {
     r
 }
 
+/// The 12 edges of a box whose corners 0..4 and 4..8 are its two faces, each in ring order
+/// with corner `i + 4` above corner `i` ([`camera_box_corners`], and LiDAR boxes drawn alike).
+pub const BOX_EDGES: [(usize, usize); 12] = [
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 0),
+    (4, 5),
+    (5, 6),
+    (6, 7),
+    (7, 4),
+    (0, 4),
+    (1, 5),
+    (2, 6),
+    (3, 7),
+];
+
 /// The eight corners of a camera box (bottom centre), OpenPCDet's
 /// `boxes3d_to_corners3d_kitti_camera(bottom_center=True)` order, float32.
 pub fn camera_box_corners(b: &CameraBox) -> [[f32; 3]; 8] {

@@ -6,7 +6,7 @@
 use std::f32::consts::PI;
 
 use super::scene::Scene;
-use crate::pointcloud::kitti::camera_box_corners;
+use crate::pointcloud::kitti::{self, camera_box_corners};
 use crate::pointcloud::{Calib, ImageSize, KittiObject};
 
 /// Objects whose clipped 2-D box is lower than this (pixels) or farther than
@@ -21,22 +21,8 @@ const NEAR: f32 = 0.3;
 /// 2-D box (unclipped to the image) of a camera box cut by the plane z = [`NEAR`]: the
 /// projections of the corners in front and of the points where edges cross the plane.
 fn near_clipped_image_box(calib: &Calib, c: &[[f32; 3]; 8]) -> Option<[f32; 4]> {
-    const EDGES: [(usize, usize); 12] = [
-        (0, 1),
-        (1, 2),
-        (2, 3),
-        (3, 0),
-        (4, 5),
-        (5, 6),
-        (6, 7),
-        (7, 4),
-        (0, 4),
-        (1, 5),
-        (2, 6),
-        (3, 7),
-    ];
     let mut pts: Vec<[f32; 3]> = c.iter().filter(|p| p[2] >= NEAR).copied().collect();
-    for (a, b) in EDGES {
+    for (a, b) in kitti::BOX_EDGES {
         let (p, q) = (c[a], c[b]);
         if (p[2] - NEAR) * (q[2] - NEAR) < 0.0 {
             let t = (NEAR - p[2]) / (q[2] - p[2]);
