@@ -190,7 +190,9 @@ fn curves_cancel_then_measured_curves_and_evaluation() {
     h.state_mut().state.open(demo_subset(0).unwrap());
     step_until(&mut h, LONG, "the scan", |a| !a.state.scans.is_empty()).unwrap();
 
-    // Start the curves from the button and cancel them from the jobs panel.
+    // Start the curves from the button (many probes: slow enough to catch) and cancel them
+    // from the jobs panel.
+    h.state_mut().state.settings.probes = 32;
     h.get_by_label("Compute curves").click();
     step_until(&mut h, LONG, "the curves job", |a| {
         a.state
@@ -198,6 +200,7 @@ fn curves_cancel_then_measured_curves_and_evaluation() {
             .is_running(pruneview::app::jobs::JobKind::Curves)
     })
     .unwrap();
+    h.step(); // the jobs panel lists the job from the next frame on
     h.get_by_label("cancel").click();
     step_until(&mut h, LONG, "the cancellation", |a| a.state.jobs.is_idle()).unwrap();
     assert!(h.state().state.curves.is_none());
@@ -207,6 +210,7 @@ fn curves_cancel_then_measured_curves_and_evaluation() {
         errors(&h)
     );
 
+    h.state_mut().state.settings.probes = 1;
     h.get_by_label("Compute curves").click();
     step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
     h.get_by_label("Measure curves").click();

@@ -380,3 +380,21 @@ fn config_embedded_in_safetensors_metadata_is_used() {
     assert_eq!(embedded.stdout, with_yaml.stdout);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// On a machine without a display (a server, CI), opening the app fails at once with a
+/// message that points to the command line, instead of hanging or crashing.
+#[test]
+fn the_app_without_a_display_says_so() {
+    let home = tempdir("nodisplay");
+    let out = Command::new(env!("CARGO_BIN_EXE_pruneview"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", &home)
+        .output()
+        .expect("run pruneview");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the window"), "{err}");
+    assert!(err.contains("pruneview --help"), "{err}");
+}

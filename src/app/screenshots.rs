@@ -111,7 +111,6 @@ pub fn render_all(out: &Path, scans: usize, log: &dyn Fn(&str)) -> Result<Vec<Pa
     step_until(&mut h, long, "the pruned detections", |a| {
         a.state.pruned_is_current()
     })?;
-    h.state_mut().state.settings.debug_overlay = true;
     h.run_steps(3);
     let mut written = Vec::new();
     let mut save = |h: &mut Harness<'_, PruneviewApp>, name: &str| -> Result<()> {
@@ -125,7 +124,6 @@ pub fn render_all(out: &Path, scans: usize, log: &dyn Fn(&str)) -> Result<Vec<Pa
     };
     save(&mut h, "overview.png")?;
 
-    h.state_mut().state.settings.debug_overlay = false;
     let last = h.state().state.scans.len() - 1;
     h.state_mut().state.selected_scan = last;
     h.state_mut().state.settings.projection = Projection::BirdsEye;

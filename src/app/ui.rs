@@ -38,7 +38,9 @@ struct UiState {
     selected_layer: Option<usize>,
     hovered_layer: Option<usize>,
     export_open: bool,
+    /// CPU milliseconds of recent frames (eframe's measure: app code and rendering).
     frame_times: VecDeque<f32>,
+    /// Milliseconds the last `show` took (our code, including the 3D view's render call).
     ui_ms: f32,
     /// What the 3D view shows, to update it only on change.
     view_scan: Option<std::path::PathBuf>,
@@ -83,11 +85,6 @@ impl PruneviewApp {
     /// Draws the whole window into `ui`. `rs` is eframe's wgpu state (the 3D view needs it).
     pub fn show(&mut self, ui: &mut egui::Ui, rs: Option<&RenderState>) {
         let start = Instant::now();
-        let dt = ui.ctx().input(|i| i.unstable_dt);
-        self.ui.frame_times.push_back(dt * 1e3);
-        if self.ui.frame_times.len() > 120 {
-            self.ui.frame_times.pop_front();
-        }
         let dropped: Vec<std::path::PathBuf> = ui.ctx().input(|i| {
             i.raw
                 .dropped_files
@@ -1026,10 +1023,12 @@ impl PruneviewApp {
             .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 32.0))
             .show(ctx, |ui| {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
-                    ui.monospace(format!(
-                        "frame {median:5.1} ms median, {worst:5.1} ms worst (last {})",
-                        times.len()
-                    ));
+                    if !times.is_empty() {
+                        ui.monospace(format!(
+                            "frame CPU {median:5.1} ms median, {worst:5.1} ms worst (last {})",
+                            times.len()
+                        ));
+                    }
                     ui.monospace(format!("ui code {:5.1} ms", self.ui.ui_ms));
                     if let Some(r) = self.view.last_render_seconds() {
                         ui.monospace(format!("3D render {:5.1} ms", r * 1e3));
@@ -1042,6 +1041,12 @@ impl PruneviewApp {
 
 impl eframe::App for PruneviewApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        if let Some(cpu) = frame.info().cpu_usage {
+            self.ui.frame_times.push_back(cpu * 1e3);
+            if self.ui.frame_times.len() > 120 {
+                self.ui.frame_times.pop_front();
+            }
+        }
         let rs = frame.wgpu_render_state().cloned();
         self.show(ui, rs.as_ref());
     }
