@@ -120,6 +120,10 @@ impl PruneviewApp {
                     self.model_panel(ui);
                     ui.separator();
                     self.calibration_panel(ui);
+                    ui.separator();
+                    if let Some(m) = self.state.model.clone() {
+                        self.layer_table(ui, &m);
+                    }
                 });
             });
         egui::Panel::right("budget")
@@ -249,7 +253,6 @@ impl PruneviewApp {
                 ui.label(format!("{}FLOPs (prunable layers, mean scan)", si(flops)));
                 ui.end_row();
             });
-        self.layer_table(ui, &m);
     }
 
     fn layer_table(&mut self, ui: &mut egui::Ui, m: &work::LoadedModel) {
@@ -403,6 +406,17 @@ impl PruneviewApp {
             }
         });
         let mut remove = None;
+        egui::ScrollArea::vertical()
+            .id_salt("scan-list")
+            .max_height(170.0)
+            .show(ui, |ui| self.scan_list(ui, &mut remove));
+        if let Some(i) = remove {
+            self.state.remove_scan(i);
+        }
+        self.curve_controls(ui);
+    }
+
+    fn scan_list(&mut self, ui: &mut egui::Ui, remove: &mut Option<usize>) {
         egui::Grid::new("scans")
             .striped(true)
             .num_columns(5)
@@ -426,15 +440,14 @@ impl PruneviewApp {
                     ui.label(s.pillars.to_string());
                     ui.label(s.gt.as_ref().map_or("-".into(), |g| g.len().to_string()));
                     if ui.small_button("x").on_hover_text("remove").clicked() {
-                        remove = Some(i);
+                        *remove = Some(i);
                     }
                     ui.end_row();
                 }
             });
-        if let Some(i) = remove {
-            self.state.remove_scan(i);
-        }
-        ui.separator();
+    }
+
+    fn curve_controls(&mut self, ui: &mut egui::Ui) {
         ui.label("Curves");
         ui.horizontal(|ui| {
             ui.label("probes per scan");
@@ -871,6 +884,11 @@ impl PruneviewApp {
     /// Gives the 3D view the selected scan and the boxes to draw, when they changed.
     fn sync_view(&mut self) {
         let Some(scan) = self.state.selected() else {
+            if self.ui.view_scan.take().is_some() {
+                self.view.clear_points();
+                self.view.set_boxes(Vec::new());
+                self.ui.view_boxes.clear();
+            }
             return;
         };
         if self.ui.view_scan.as_ref() != Some(&scan.path) {
