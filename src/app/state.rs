@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pointcloud::scan::is_scan_file;
 use crate::prune::alloc::{Constraint, Method, Solution};
 use crate::prune::curves::Curves;
 use crate::prune::probe::CalibScan;
@@ -118,9 +119,9 @@ pub enum Output {
     Picked(Pick, Vec<PathBuf>),
 }
 
-/// A job's value and the model generation it belongs to.
+/// A job's value and the model generation it belongs to (`None`: any, e.g. a file dialog).
 pub struct Tagged {
-    pub generation: u64,
+    pub generation: Option<u64>,
     pub output: Output,
 }
 
@@ -159,8 +160,6 @@ pub struct State {
     /// Scan ids the curves were computed on (curves are stale when the scans change).
     pub curves_scans: Vec<String>,
     pub planner: Option<Arc<Planner>>,
-    /// Whether the planner matches the current lambdas, constraints and budget kind.
-    planner_fresh: bool,
     pub current: Option<Current>,
     pub pruned: Option<PrunedDetections>,
     /// (scan id, sparsity) of the pruned forward in flight.
@@ -183,7 +182,6 @@ impl State {
             orders: None,
             curves_scans: Vec::new(),
             planner: None,
-            planner_fresh: false,
             current: None,
             pruned: None,
             pruned_target: None,
@@ -213,7 +211,7 @@ impl State {
         title: impl Into<String>,
         body: impl FnOnce(&super::jobs::JobCtl) -> Result<Output, String> + Send + 'static,
     ) {
-        let generation = self.generation;
+        let generation = Some(self.generation);
         self.jobs.spawn(kind, title, move |ctl| {
             body(ctl).map(|output| Tagged { generation, output })
         });
@@ -222,7 +220,6 @@ impl State {
     // ------------------------------------------------------------------------------------
     // opening
 
-    /// Opens a model and its scans, replacing what is open (running jobs are cancelled).
     /// Opens a model and its scans. What is open stays until the new model has loaded, so a
     /// bad file loses nothing; then it replaces everything (running jobs are cancelled).
     pub fn open(&mut self, req: OpenRequest) {
@@ -253,7 +250,6 @@ impl State {
         self.orders = None;
         self.curves_scans.clear();
         self.planner = None;
-        self.planner_fresh = false;
         self.current = None;
         self.pruned = None;
         self.pruned_target = None;
@@ -297,7 +293,7 @@ impl State {
             self.scans.iter().map(|s| s.pillars as f64).sum::<f64>() / self.scans.len() as f64
         };
         let mut m2 = LoadedModel::clone(m);
-        m2.layers = work::layer_rows(&m.det, mean);
+        m2.layers = crate::prune::probe::layer_table(&m.det, mean);
         self.model = Some(Arc::new(m2));
     }
 
@@ -369,7 +365,6 @@ impl State {
         let (Some(model), Some(curves)) = (&self.model, &self.curves) else {
             return;
         };
-        self.planner_fresh = false;
         let (curves, weights) = (curves.clone(), model.weights.clone());
         let lambdas = self.settings.lambdas;
         let kind = self.settings.budget_kind;
@@ -387,7 +382,7 @@ impl State {
     }
 
     pub fn is_planning(&self) -> bool {
-        self.jobs.is_running(JobKind::Frontier) || (self.curves.is_some() && !self.planner_fresh)
+        self.jobs.is_running(JobKind::Frontier)
     }
 
     // ------------------------------------------------------------------------------------
@@ -397,25 +392,16 @@ impl State {
     /// forward once the budget has settled. Cheap: called on every frame.
     pub fn tick(&mut self) {
         for f in self.jobs.poll() {
+            if f.kind == JobKind::PrunedForward && f.result.is_err() {
+                self.pruned_target = None;
+            }
             match f.result {
-                Ok(t)
-                    if t.generation == self.generation
-                        || matches!(t.output, Output::Picked(..)) =>
-                {
+                Ok(t) if t.generation.is_none_or(|g| g == self.generation) => {
                     self.apply(t.output, f.elapsed)
                 }
                 Ok(_) => {}
-                Err(e) if e == "cancelled" => {
-                    if f.kind == JobKind::PrunedForward {
-                        self.pruned_target = None;
-                    }
-                }
-                Err(e) => {
-                    if f.kind == JobKind::PrunedForward {
-                        self.pruned_target = None;
-                    }
-                    self.error(format!("{}: {e}", f.title));
-                }
+                Err(e) if e == "cancelled" => {}
+                Err(e) => self.error(format!("{}: {e}", f.title)),
             }
         }
         self.update_current();
@@ -456,10 +442,7 @@ impl State {
                 self.replan();
             }
             Output::Planner(p) => {
-                let p = *p;
-                self.planner_fresh =
-                    p.lambdas == self.settings.lambdas && p.kind == self.settings.budget_kind;
-                self.planner = Some(Arc::new(p));
+                self.planner = Some(Arc::new(*p));
                 self.current = None;
             }
             Output::Pruned(p) => {
@@ -534,7 +517,7 @@ impl State {
             match ext(&p).as_str() {
                 "safetensors" => self.picked(Pick::Model, vec![p]),
                 "yaml" | "yml" => self.picked(Pick::Config, vec![p]),
-                _ if p.is_dir() || work::is_scan_file(&p) => scans.push(p),
+                _ if p.is_dir() || is_scan_file(&p) => scans.push(p),
                 _ => self.error(format!(
                     "{}: not a model (.safetensors), config (.yaml) or scan (.bin, .pcd)",
                     p.display()
@@ -568,7 +551,7 @@ impl State {
                 Pick::ScanFolder | Pick::ExportDir => d.pick_folder().into_iter().collect(),
             };
             Ok(Tagged {
-                generation: u64::MAX,
+                generation: None,
                 output: Output::Picked(pick, paths),
             })
         });
@@ -608,26 +591,33 @@ impl State {
         self.scans.get(self.selected_scan)
     }
 
+    /// The scan and allocation the pruned detections should show, when there are both.
+    fn pruned_goal(&self) -> Option<(&ScanEntry, &Solution)> {
+        let sol = self.current.as_ref()?.dp.as_ref().ok()?;
+        Some((self.selected()?, sol))
+    }
+
+    /// Whether the shown pruned detections are those of the current allocation and scan.
+    pub fn pruned_is_current(&self) -> bool {
+        match (self.pruned_goal(), &self.pruned) {
+            (Some((scan, sol)), Some(p)) => p.scan_id == scan.id && p.sparsity == sol.sparsity,
+            _ => false,
+        }
+    }
+
     /// Starts the pruned forward on the selected scan once the budget has been still for
     /// [`SETTLE`]; a newer target cancels the stale job (jobs of a kind supersede).
     fn schedule_pruned(&mut self) {
-        let (Some(model), Some(orders), Some(cur)) = (&self.model, &self.orders, &self.current)
+        let (Some(model), Some(orders), Some((scan, sol))) =
+            (&self.model, &self.orders, self.pruned_goal())
         else {
             return;
         };
-        let Ok(sol) = &cur.dp else { return };
-        let Some(scan) = self.scans.get(self.selected_scan) else {
-            return;
-        };
         let target = (scan.id.clone(), sol.sparsity.clone());
-        let done = self
-            .pruned
-            .as_ref()
-            .is_some_and(|p| p.scan_id == target.0 && p.sparsity == target.1);
-        if done || self.pruned_target.as_ref() == Some(&target) {
-            return;
-        }
-        if self.last_change.elapsed() < SETTLE {
+        if self.pruned_is_current()
+            || self.pruned_target.as_ref() == Some(&target)
+            || self.last_change.elapsed() < SETTLE
+        {
             return;
         }
         let (det, orders, points) = (model.det.clone(), orders.clone(), scan.points.clone());
@@ -641,25 +631,9 @@ impl State {
 
     /// Time until the pending pruned forward starts (the UI asks for a repaint then).
     pub fn settle_remaining(&self) -> Option<Duration> {
-        let cur = self.current.as_ref()?;
-        let sol = cur.dp.as_ref().ok()?;
-        let scan = self.selected()?;
-        let done = self
-            .pruned
-            .as_ref()
-            .is_some_and(|p| p.scan_id == scan.id && p.sparsity == sol.sparsity);
-        (!done && self.pruned_target.is_none())
+        self.pruned_goal()?;
+        (!self.pruned_is_current() && self.pruned_target.is_none())
             .then(|| SETTLE.saturating_sub(self.last_change.elapsed()))
-    }
-
-    /// Whether the shown pruned detections are those of the current allocation and scan.
-    pub fn pruned_is_current(&self) -> bool {
-        match (&self.pruned, &self.current, self.selected()) {
-            (Some(p), Some(c), Some(s)) => {
-                p.scan_id == s.id && c.dp.as_ref().is_ok_and(|d| d.sparsity == p.sparsity)
-            }
-            _ => false,
-        }
     }
 
     pub fn evaluate(&mut self) {

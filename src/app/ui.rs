@@ -9,7 +9,7 @@ use std::time::Instant;
 use eframe::egui;
 use eframe::egui_wgpu::RenderState;
 
-use crate::prune::alloc::{Constraint, Method};
+use crate::prune::alloc::{Constraint, KindName, Method};
 use crate::prune::{BudgetKind, Weighting};
 
 use super::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot};
@@ -574,7 +574,7 @@ impl PruneviewApp {
         ui.label(format!(
             "{:.2}x fewer {}",
             1.0 / self.state.settings.keep.max(1e-6),
-            kind_name(self.state.settings.budget_kind)
+            KindName(self.state.settings.budget_kind)
         ));
         ui.horizontal(|ui| {
             ui.label("compare with");
@@ -980,7 +980,7 @@ impl PruneviewApp {
                     ui.label(format!(
                         "The DP allocation at {:.1}% of the {} kept.",
                         c.keep * 100.0,
-                        kind_name(c.kind)
+                        KindName(c.kind)
                     ));
                 }
                 let e = &mut self.state.settings.export;
@@ -1093,13 +1093,6 @@ pub fn demo_request() -> Option<OpenRequest> {
         weights,
         scans,
     })
-}
-
-fn kind_name(k: BudgetKind) -> &'static str {
-    match k {
-        BudgetKind::Flops => "FLOPs",
-        BudgetKind::Params => "params",
-    }
 }
 
 fn file_name(p: &std::path::Path) -> String {

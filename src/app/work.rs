@@ -12,11 +12,12 @@ use crate::eval::{EvalSet, model_classes};
 use crate::io::write_atomic;
 use crate::model::Weights;
 use crate::pointcloud::kitti::{self, Calib, ImageSize};
+use crate::pointcloud::scan::list_scans;
 use crate::prune::alloc::{Constraint, Frontier, Method, Prepared, Problem, Solution};
 use crate::prune::curves::{Curves, Measured, ModelInfo};
 use crate::prune::export::{self, Orders};
 use crate::prune::measure::{DenseReference, Measurer, pruned_detector};
-use crate::prune::probe::{self, CalibScan, CurveSettings, Predicted, ProbeError};
+use crate::prune::probe::{self, CalibScan, CurveSettings, Predicted, ProbeError, PrunableLayer};
 use crate::prune::{Allocation, Budget, BudgetKind, Lambdas, Weighting};
 use crate::report::Accuracy;
 
@@ -53,17 +54,6 @@ pub struct OpenRequest {
     pub scans: Vec<PathBuf>,
 }
 
-/// One prunable layer as the model panel lists it.
-#[derive(Clone, Debug)]
-pub struct LayerRow {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub params: usize,
-    /// Dense FLOPs per scan at the calibration scans' mean size (or an empty scan before
-    /// any scan is loaded).
-    pub flops: f64,
-}
-
 /// A loaded model and what the panels show about it (cheap to clone: shared handles).
 #[derive(Clone)]
 pub struct LoadedModel {
@@ -74,7 +64,8 @@ pub struct LoadedModel {
     pub info: ModelInfo,
     /// Parameters of the whole model (prunable or not).
     pub total_params: usize,
-    pub layers: Vec<LayerRow>,
+    /// FLOPs at the calibration scans' mean size (an empty scan before any is loaded).
+    pub layers: Vec<PrunableLayer>,
 }
 
 impl LoadedModel {
@@ -114,7 +105,7 @@ pub fn load_model(
         .sum();
     ctl.step(2, 3, "sha256 of the weights");
     let sha = export::sha256_file(&weights_path).map_err(|e| e.to_string())?;
-    let layers = layer_rows(&det, 0.0);
+    let layers = probe::layer_table(&det, 0.0);
     ctl.step(3, 3, "done");
     Ok(LoadedModel {
         info: ModelInfo {
@@ -128,19 +119,6 @@ pub fn load_model(
         total_params,
         layers,
     })
-}
-
-/// The layer table at `mean_pfn_rows` PFN rows per scan.
-pub fn layer_rows(det: &Detector, mean_pfn_rows: f64) -> Vec<LayerRow> {
-    probe::layer_table(det, mean_pfn_rows)
-        .into_iter()
-        .map(|l| LayerRow {
-            name: l.name,
-            shape: l.shape,
-            params: l.params,
-            flops: l.flops,
-        })
-        .collect()
 }
 
 // ----------------------------------------------------------------------------------------
@@ -179,34 +157,14 @@ pub fn expand_scan_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let dir = if p.join("velodyne").is_dir() {
-                p.join("velodyne")
-            } else {
-                p.clone()
-            };
-            let mut inside: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| format!("{}: cannot list the folder: {e}", dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| is_scan_file(f))
-                .collect();
-            inside.sort();
-            if inside.is_empty() {
-                return Err(format!(
-                    "{}: no .bin or .pcd scans in this folder",
-                    p.display()
-                ));
-            }
-            files.extend(inside);
+            let velodyne = p.join("velodyne");
+            let dir = if velodyne.is_dir() { &velodyne } else { p };
+            files.extend(list_scans(dir).map_err(|e| e.to_string())?);
         } else {
             files.push(p.clone());
         }
     }
     Ok(files)
-}
-
-pub fn is_scan_file(p: &Path) -> bool {
-    let n = p.to_string_lossy();
-    n.ends_with(".bin") || n.ends_with(".pcd")
 }
 
 /// `root/velodyne/ID.bin` with `root/calib/ID.txt`: (root, id).
@@ -567,6 +525,13 @@ pub fn evaluate(
 // ----------------------------------------------------------------------------------------
 // export
 
+/// The exported files' names (the same as `pruneview prune` writes).
+pub const MASKS_FILE: &str = "masks.safetensors";
+pub const PRUNED_FILE: &str = "pruned.safetensors";
+pub const ALLOCATION_FILE: &str = "allocation.json";
+pub const CSV_FILE: &str = "report.csv";
+pub const CURVES_FILE: &str = "curves.json";
+
 /// Which files to write (see the export dialog for what each one is).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExportChoice {
@@ -581,11 +546,11 @@ pub struct ExportChoice {
 impl ExportChoice {
     pub fn files(&self) -> Vec<PathBuf> {
         [
-            (self.masks, "masks.safetensors"),
-            (self.pruned, "pruned.safetensors"),
-            (self.allocation, "allocation.json"),
-            (self.csv, "report.csv"),
-            (self.curves, "curves.json"),
+            (self.masks, MASKS_FILE),
+            (self.pruned, PRUNED_FILE),
+            (self.allocation, ALLOCATION_FILE),
+            (self.csv, CSV_FILE),
+            (self.curves, CURVES_FILE),
         ]
         .into_iter()
         .filter(|(on, _)| *on)
@@ -623,29 +588,29 @@ pub fn export(
     let err = |e: export::ExportError| e.to_string();
     if let Some(m) = &masks {
         if choice.masks {
-            let p = choice.dir.join("masks.safetensors");
+            let p = choice.dir.join(MASKS_FILE);
             export::write_masks(&p, m, &alloc, sha, &inputs).map_err(err)?;
             written.push(p);
         }
         if choice.pruned {
             step("pruned weights", &written);
-            let p = choice.dir.join("pruned.safetensors");
+            let p = choice.dir.join(PRUNED_FILE);
             export::write_pruned(&p, &weights, m, &alloc, &inputs).map_err(err)?;
             written.push(p);
         }
         if choice.csv {
-            let p = choice.dir.join("report.csv");
+            let p = choice.dir.join(CSV_FILE);
             export::write_csv(&p, &alloc, m, Some(&curves), &inputs).map_err(err)?;
             written.push(p);
         }
     }
     if choice.allocation {
-        let p = choice.dir.join("allocation.json");
+        let p = choice.dir.join(ALLOCATION_FILE);
         write_atomic(&p, alloc.to_json().as_bytes(), &inputs).map_err(|e| e.to_string())?;
         written.push(p);
     }
     if choice.curves {
-        let p = choice.dir.join("curves.json");
+        let p = choice.dir.join(CURVES_FILE);
         write_atomic(&p, curves.to_json().as_bytes(), &inputs).map_err(|e| e.to_string())?;
         written.push(p);
     }

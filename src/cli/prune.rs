@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pruneview::detect::{Detector, RawOutputs};
 use pruneview::io::{OutTensor, write_atomic, write_safetensors};
 use pruneview::model::Weights;
+use pruneview::pointcloud::scan::list_scans;
 use pruneview::prune::alloc::{self, Constraint, Method, Problem};
 use pruneview::prune::curves::ModelInfo;
 use pruneview::prune::export::{self, Orders};
@@ -92,19 +93,7 @@ impl CalibArgs {
         let mut files = Vec::new();
         for p in &self.scans {
             if p.is_dir() {
-                let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
-                    .with_context(|| format!("{}: cannot list the folder", p.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| {
-                        let n = f.to_string_lossy();
-                        n.ends_with(".bin") || n.ends_with(".pcd")
-                    })
-                    .collect();
-                inside.sort();
-                if inside.is_empty() {
-                    bail!("{}: no .bin or .pcd scans in this folder", p.display());
-                }
-                files.extend(inside);
+                files.extend(list_scans(p)?);
             } else {
                 files.push(p.clone());
             }

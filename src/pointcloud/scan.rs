@@ -43,6 +43,14 @@ pub enum ScanError {
         #[source]
         source: io::Error,
     },
+    #[error("{}: cannot list the folder: {source}", path.display())]
+    ListDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: no .bin or .pcd scans in this folder", path.display())]
+    NoScans { path: PathBuf },
     #[error("cannot write scan {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -209,6 +217,31 @@ impl fmt::Display for LoadReport {
             self.points_kept()
         )
     }
+}
+
+/// Whether a file name looks like a scan (`.bin`, `.pcd.bin` or `.pcd`).
+pub fn is_scan_file(path: &Path) -> bool {
+    let n = path.to_string_lossy();
+    n.ends_with(".bin") || n.ends_with(".pcd")
+}
+
+/// The scans in a folder, sorted by name; an error when it holds none.
+pub fn list_scans(dir: &Path) -> Result<Vec<PathBuf>, ScanError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| ScanError::ListDir {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| is_scan_file(f))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ScanError::NoScans {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(files)
 }
 
 /// A LiDAR scan: `len()` points of `num_features()` f32 values each, row-major.
