@@ -54,7 +54,6 @@ fn errors(h: &Harness<'_, PruneviewApp>) -> Vec<String> {
 #[test]
 fn demo_loads_budget_moves_allocation_and_exports() {
     let mut h = loaded(screenshots::WINDOW);
-    h.render().unwrap().save("/tmp/app_debug.png").unwrap();
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
     let s = &h.state().state;
     assert_eq!(s.scans.len(), 5);
