@@ -10,6 +10,7 @@ use eframe::egui;
 use eframe::egui_wgpu::RenderState;
 
 use crate::prune::alloc::{Constraint, KindName, Method};
+use crate::prune::export;
 use crate::prune::{BudgetKind, Weighting};
 
 use super::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot};
@@ -995,15 +996,15 @@ impl PruneviewApp {
                 if ui.button("Choose folder...").clicked() {
                     pick_dir = true;
                 }
-                ui.checkbox(&mut e.masks, "masks.safetensors");
+                ui.checkbox(&mut e.masks, export::MASKS_FILE);
                 ui.weak("    U8 masks, 1 = kept, same names and shapes as the weights: multiply them in PyTorch.");
-                ui.checkbox(&mut e.pruned, "pruned.safetensors");
+                ui.checkbox(&mut e.pruned, export::PRUNED_FILE);
                 ui.weak("    The weights with pruned values set to 0. A dense tensor with zeros is NOT faster by itself: speed needs sparse kernels or structured pruning.");
-                ui.checkbox(&mut e.allocation, "allocation.json");
+                ui.checkbox(&mut e.allocation, export::ALLOCATION_FILE);
                 ui.weak("    Per-layer sparsity, budget, lambdas and the weights' sha256 (pruneview-allocation/1).");
-                ui.checkbox(&mut e.csv, "report.csv");
+                ui.checkbox(&mut e.csv, export::CSV_FILE);
                 ui.weak("    One row per layer: shape, params, FLOPs, sparsity, predicted distortion.");
-                ui.checkbox(&mut e.curves, "curves.json");
+                ui.checkbox(&mut e.curves, export::CURVES_FILE);
                 ui.weak("    The distortion curves (pruneview-curves/1), to solve again later with the CLI.");
                 let existing: Vec<String> = e
                     .files()

@@ -525,12 +525,7 @@ pub fn evaluate(
 // ----------------------------------------------------------------------------------------
 // export
 
-/// The exported files' names (the same as `pruneview prune` writes).
-pub const MASKS_FILE: &str = "masks.safetensors";
-pub const PRUNED_FILE: &str = "pruned.safetensors";
-pub const ALLOCATION_FILE: &str = "allocation.json";
-pub const CSV_FILE: &str = "report.csv";
-pub const CURVES_FILE: &str = "curves.json";
+use crate::prune::export::{ALLOCATION_FILE, CSV_FILE, CURVES_FILE, MASKS_FILE, PRUNED_FILE};
 
 /// Which files to write (see the export dialog for what each one is).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -807,17 +807,17 @@ pub fn prune(a: PruneCmd) -> Result<()> {
         .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));
-    let curves_path = a.out.join("curves.json");
+    let curves_path = a.out.join(export::CURVES_FILE);
     write_curves(&curves_path, &predicted, &det, &inputs)?;
     write_atomic(
-        &a.out.join("allocation.json"),
+        &a.out.join(export::ALLOCATION_FILE),
         alloc.to_json().as_bytes(),
         &inputs,
     )?;
     let outputs = ExportOutputs {
-        masks: Some(a.out.join("masks.safetensors")),
-        pruned: Some(a.out.join("pruned.safetensors")),
-        csv: Some(a.out.join("report.csv")),
+        masks: Some(a.out.join(export::MASKS_FILE)),
+        pruned: Some(a.out.join(export::PRUNED_FILE)),
+        csv: Some(a.out.join(export::CSV_FILE)),
     };
     let saliency = predicted
         .gn_diagonal

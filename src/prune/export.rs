@@ -38,6 +38,13 @@ pub const META_ALLOCATION: &str = "pruneview.allocation";
 /// `__metadata__` key holding the sha256 (hex) of the weights the masks were computed from.
 pub const META_SOURCE_SHA256: &str = "source_sha256";
 
+/// The file names in an output folder, shared by `pruneview prune` and the app's export.
+pub const MASKS_FILE: &str = "masks.safetensors";
+pub const PRUNED_FILE: &str = "pruned.safetensors";
+pub const ALLOCATION_FILE: &str = "allocation.json";
+pub const CSV_FILE: &str = "report.csv";
+pub const CURVES_FILE: &str = "curves.json";
+
 /// Where the prune order of each layer comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Orders<'a> {
