@@ -1277,23 +1277,17 @@ mod tests {
             );
         h.run();
         let mem = PlotMemory::load(&h.ctx, h.state().plot_id.unwrap()).expect("plot memory");
-        let on_high = mem
-            .transform()
-            .position_from_point(&egui_plot::PlotPoint::new(0.5, -2.0));
-        h.hover_at(on_high);
-        h.run();
-        assert_eq!(h.state().hovered, Some(1));
-        let on_low = mem
-            .transform()
-            .position_from_point(&egui_plot::PlotPoint::new(0.25, -6.0));
-        h.hover_at(on_low);
-        h.run();
-        assert_eq!(h.state().hovered, Some(0));
-        let between = mem
-            .transform()
-            .position_from_point(&egui_plot::PlotPoint::new(0.5, -4.0));
-        h.hover_at(between);
-        h.run();
-        assert_eq!(h.state().hovered, None);
+        // Hovers plot point (x, log10 y) and returns the layer the plot reports.
+        let mut hovered_at = |x: f64, log_y: f64| {
+            let pos = mem
+                .transform()
+                .position_from_point(&egui_plot::PlotPoint::new(x, log_y));
+            h.hover_at(pos);
+            h.run();
+            h.state().hovered
+        };
+        assert_eq!(hovered_at(0.5, -2.0), Some(1), "on the high curve");
+        assert_eq!(hovered_at(0.25, -6.0), Some(0), "on the low curve");
+        assert_eq!(hovered_at(0.5, -4.0), None, "between the curves");
     }
 }
