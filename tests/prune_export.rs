@@ -3,11 +3,16 @@
 //! carried, inputs are never overwritten, bad allocations are named, and a NumPy user
 //! (`tests/python/check_masks.py`, numpy + safetensors only) gets the same pruned weights by
 //! applying the masks.
+//!
+//! On the bundled demo model: masks files are read back for a detector (`read_masks`) and
+//! every wrong file is refused by name (float, int, non-0/1, a bias or BatchNorm key, an
+//! unknown key, a wrong shape, the weights themselves, an empty file).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pruneview::detect::Detector;
 use pruneview::io::{OutTensor, WriteError, write_safetensors};
 use pruneview::model::Weights;
 use pruneview::model::weights::to_f32;
@@ -16,8 +21,8 @@ use pruneview::prune::curves::{
     CURVES_FORMAT, Calibration, GroupValues, LayerCurve, Measured, ModelInfo,
 };
 use pruneview::prune::export::{
-    CSV_HEADER, ExportError, LayerMask, META_ALLOCATION, META_SOURCE_SHA256, Orders, build_masks,
-    csv_report, sha256_file, write_csv, write_masks, write_pruned,
+    CSV_HEADER, ExportError, LayerMask, META_ALLOCATION, META_SOURCE_SHA256, Orders, apply_masks,
+    build_masks, csv_report, read_masks, sha256_file, write_csv, write_masks, write_pruned,
 };
 use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, rank};
 
@@ -79,7 +84,17 @@ fn allocation(layers: &[(&str, f64)]) -> Allocation {
 /// The reference weights with every f32 tensor converted to f16 (int64 buffers untouched)
 /// and a `pruneview.config` entry in `__metadata__`, which the pruned file must keep.
 fn f16_copy(dir: &Path) -> PathBuf {
-    let w = Weights::open(&pp_weights()).unwrap();
+    let meta = HashMap::from([(
+        "pruneview.config".to_string(),
+        r#"{"MODEL": {"NAME": "PointPillar"}}"#.to_string(),
+    )]);
+    f16_copy_of(&pp_weights(), &dir.join("half.safetensors"), meta)
+}
+
+/// `src` with every f32 tensor converted to f16 (rounded to nearest), the others untouched,
+/// and `meta` as `__metadata__`.
+fn f16_copy_of(src: &Path, path: &Path, meta: HashMap<String, String>) -> PathBuf {
+    let w = Weights::open(src).unwrap();
     let tensors: Vec<OutTensor> = w
         .keys()
         .into_iter()
@@ -103,13 +118,8 @@ fn f16_copy(dir: &Path) -> PathBuf {
             t
         })
         .collect();
-    let path = dir.join("half.safetensors");
-    let meta = HashMap::from([(
-        "pruneview.config".to_string(),
-        r#"{"MODEL": {"NAME": "PointPillar"}}"#.to_string(),
-    )]);
-    write_safetensors(&path, &tensors, Some(meta), &[]).unwrap();
-    path
+    write_safetensors(path, &tensors, Some(meta), &[]).unwrap();
+    path.to_path_buf()
 }
 
 /// The header of a safetensors file, in file order (`serde_json` preserves order here).
@@ -484,5 +494,255 @@ fn numpy_user_reproduces_the_pruned_weights_from_the_masks() {
             "check_masks.py must fail on swapped files"
         );
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Masks read back for a detector, on the bundled demo model.
+
+fn demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_pointpillar.safetensors")
+}
+
+/// Unit weights of the demo at the edges (0 and 1) and ordinary levels: a linear, convs, a
+/// transposed conv and a head conv.
+const DEMO_LAYERS: &[(&str, f64)] = &[
+    ("vfe.pfn_layers.0.linear.weight", 0.3),
+    ("backbone_2d.blocks.0.1.weight", 0.5),
+    ("backbone_2d.blocks.2.10.weight", 0.29),
+    ("backbone_2d.deblocks.1.0.weight", 1.0),
+    ("backbone_2d.deblocks.2.0.weight", 0.6),
+    ("dense_head.conv_cls.weight", 0.0),
+    ("dense_head.conv_box.weight", 0.7),
+];
+
+/// Builds and writes the demo-layer masks of `weights` (magnitude order) to `path`.
+fn write_demo_masks(weights: &Path, path: &Path) -> Vec<LayerMask> {
+    let w = Weights::open(weights).unwrap();
+    let alloc = allocation(DEMO_LAYERS);
+    let masks = build_masks(&alloc, &w, Orders::Magnitude).unwrap();
+    let sha = sha256_file(weights).unwrap();
+    write_masks(path, &masks, &alloc, &sha, &[weights]).unwrap();
+    masks
+}
+
+/// A tiny masks file with the given tensors.
+fn masks_file(dir: &Path, name: &str, tensors: Vec<OutTensor>) -> PathBuf {
+    let path = dir.join(name);
+    write_safetensors(&path, &tensors, None, &[]).unwrap();
+    path
+}
+
+fn raw_tensor(name: &str, dtype: safetensors::Dtype, shape: &[usize], bytes: Vec<u8>) -> OutTensor {
+    OutTensor {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+        bytes,
+    }
+}
+
+#[test]
+fn masks_read_back_per_unit_and_apply() {
+    let dir = tempdir("read-masks");
+    let path = dir.join("masks.safetensors");
+    let written = write_demo_masks(&demo(), &path);
+    let mut det = Detector::load(None, &demo()).unwrap();
+    let read = read_masks(&path, &det).unwrap();
+    let units = det.units();
+    assert_eq!(read.len(), units.len());
+    let by_name: HashMap<&str, &LayerMask> = written.iter().map(|m| (m.name.as_str(), m)).collect();
+    for (u, m) in units.iter().zip(&read) {
+        match by_name.get(u.weight_name().as_str()) {
+            Some(w) => assert_eq!(m.as_deref(), Some(w.mask.as_slice()), "{}", u.weight_name()),
+            None => assert!(m.is_none(), "{} has no mask in the file", u.weight_name()),
+        }
+    }
+    assert_eq!(read.iter().flatten().count(), DEMO_LAYERS.len());
+
+    // A BOOL file with the same 0/1 bytes reads the same.
+    let bools = masks_file(
+        &dir,
+        "bool.safetensors",
+        written
+            .iter()
+            .map(|m| raw_tensor(&m.name, safetensors::Dtype::BOOL, &m.shape, m.mask.clone()))
+            .collect(),
+    );
+    assert_eq!(read_masks(&bools, &det).unwrap(), read);
+
+    // Applying: pruned weights become 0.0, kept ones keep their exact value, other units
+    // are untouched.
+    let before = det.clone();
+    assert_eq!(apply_masks(&mut det, &read).unwrap(), DEMO_LAYERS.len());
+    for ((a, b), m) in before.units().iter().zip(det.units()).zip(&read) {
+        match m {
+            None => assert_eq!(a.weight.data, b.weight.data),
+            Some(m) => {
+                for ((&x, &y), &k) in a.weight.data.iter().zip(&b.weight.data).zip(m) {
+                    assert_eq!(y.to_bits(), if k == 0 { 0 } else { x.to_bits() });
+                }
+            }
+        }
+    }
+
+    // An all-ones U8 mask changes nothing (an all-ones F32 one is refused, below).
+    let name = "dense_head.conv_box.weight";
+    let ones = masks_file(
+        &dir,
+        "ones.safetensors",
+        vec![raw_tensor(
+            name,
+            safetensors::Dtype::U8,
+            &[42, 192, 1, 1],
+            vec![1; 42 * 192],
+        )],
+    );
+    let mut dense = before.clone();
+    let m = read_masks(&ones, &dense).unwrap();
+    assert_eq!(apply_masks(&mut dense, &m).unwrap(), 1);
+    for (a, b) in before.units().iter().zip(dense.units()) {
+        assert_eq!(a.weight.data, b.weight.data, "{}", a.weight_name());
+    }
+
+    // The wrong number of masks for the model is refused.
+    let err = apply_masks(&mut dense, &m[1..]).unwrap_err();
+    assert!(err.to_string().contains("masks were given"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn wrong_masks_files_are_refused_by_name() {
+    use safetensors::Dtype::{BOOL, F16, I64, U8};
+    let dir = tempdir("bad-masks");
+    let det = Detector::load(None, &demo()).unwrap();
+    let key = "dense_head.conv_cls.weight";
+    let shape = [18, 192, 1, 1];
+    let n = 18 * 192;
+    let f16_one = half::f16::from_f32(1.0).to_le_bytes();
+    let mut two = vec![1u8; n];
+    two[7] = 2;
+    let mut bool255 = vec![0u8; n];
+    bool255[100] = 255;
+    let cases: Vec<(&str, Vec<OutTensor>, Vec<&str>)> = vec![
+        (
+            "f32.safetensors",
+            vec![OutTensor::f32(key, &shape, &vec![1.0; n])],
+            vec![
+                key,
+                "dtype F32",
+                "masks must be U8 or BOOL (0 pruned, 1 kept)",
+            ],
+        ),
+        (
+            "f16.safetensors",
+            vec![raw_tensor(key, F16, &shape, f16_one.repeat(n))],
+            vec![key, "dtype F16", "masks must be U8 or BOOL"],
+        ),
+        (
+            "i64.safetensors",
+            vec![raw_tensor(key, I64, &shape, 1i64.to_le_bytes().repeat(n))],
+            vec![key, "dtype I64", "masks must be U8 or BOOL"],
+        ),
+        (
+            "two.safetensors",
+            vec![raw_tensor(key, U8, &shape, two)],
+            vec![
+                key,
+                "holds 2 at flat index 7",
+                "must be 0 (pruned) or 1 (kept)",
+            ],
+        ),
+        (
+            "bool255.safetensors",
+            vec![raw_tensor(key, BOOL, &shape, bool255)],
+            vec![
+                key,
+                "holds 255 at flat index 100",
+                "must be 0 (pruned) or 1 (kept)",
+            ],
+        ),
+        (
+            "bn.safetensors",
+            vec![raw_tensor(
+                "backbone_2d.blocks.0.2.weight",
+                U8,
+                &[32],
+                vec![1; 32],
+            )],
+            vec![
+                "backbone_2d.blocks.0.2.weight",
+                "BatchNorm parameter",
+                "not a prunable weight of this model",
+            ],
+        ),
+        (
+            "bias.safetensors",
+            vec![raw_tensor(
+                "dense_head.conv_cls.bias",
+                U8,
+                &[18],
+                vec![1; 18],
+            )],
+            vec![
+                "dense_head.conv_cls.bias",
+                "is a bias",
+                "not a prunable weight of this model",
+            ],
+        ),
+        (
+            "unknown.safetensors",
+            vec![
+                raw_tensor(key, U8, &shape, vec![1; n]),
+                raw_tensor("backbone_2d.blocks.9.1.weight", U8, &[4], vec![1; 4]),
+            ],
+            vec![
+                "backbone_2d.blocks.9.1.weight",
+                "not a prunable weight of this model",
+            ],
+        ),
+        (
+            "shape.safetensors",
+            vec![raw_tensor(key, U8, &[18, 192], vec![1; n])],
+            vec![key, "shape [18, 192]", "[18, 192, 1, 1]"],
+        ),
+        (
+            "empty.safetensors",
+            vec![],
+            vec![
+                "no mask for any weight of this model",
+                "vfe.pfn_layers.0.linear.weight",
+            ],
+        ),
+    ];
+    for (file, tensors, wants) in cases {
+        let path = masks_file(&dir, file, tensors);
+        let err = read_masks(&path, &det).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(file),
+            "{file}: the message must name the file: {msg}"
+        );
+        for want in wants {
+            assert!(msg.contains(want), "{file}: expected `{want}` in: {msg}");
+        }
+    }
+
+    // The weights file given as masks: refused by its dtype.
+    let err = read_masks(&demo(), &det).unwrap_err().to_string();
+    assert!(
+        err.contains("demo_pointpillar.safetensors")
+            && err.contains("masks must be U8 or BOOL")
+            && err.contains("not a weights file"),
+        "{err}"
+    );
+    // A zero-byte file: not a safetensors file, named.
+    let zero = dir.join("zero.safetensors");
+    std::fs::write(&zero, b"").unwrap();
+    let err = read_masks(&zero, &det).unwrap_err().to_string();
+    assert!(
+        err.contains("zero.safetensors") && err.contains("0 bytes"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,14 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
-use pruneview::detect::Detector;
 use pruneview::eval::{self, EvalSet};
-use pruneview::model::Weights;
-use pruneview::nn::Tensor;
 use pruneview::pointcloud::{Calib, ImageSize, Scan, kitti};
+use pruneview::prune::export;
 
 use super::prune::{bar, cancel_flag};
 use super::{ModelArgs, parse_image_size};
@@ -63,7 +61,8 @@ pub fn synth(a: SynthArgs) -> Result<()> {
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// U8 masks from `export` (1 kept, 0 pruned), applied to the weights before running.
+    /// Masks from `prune` or `export` (U8 or BOOL, 1 kept, 0 pruned, keyed by this model's
+    /// weight names), applied to the weights before running; any other file is refused.
     #[arg(long, value_name = "M.safetensors")]
     pub masks: Option<PathBuf>,
     #[command(flatten)]
@@ -74,39 +73,6 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Multiplies every masked weight by its mask (so a pruned model runs through the same
-/// engine).
-pub fn apply_masks(det: &mut Detector, path: &Path) -> Result<usize> {
-    let masks = Weights::open(path)?;
-    let mut applied = 0;
-    for unit in det.units_mut() {
-        let name = unit.weight_name();
-        let Some((_, shape, bytes)) = masks.raw(&name) else {
-            continue;
-        };
-        if shape != unit.weight.shape.as_slice() {
-            bail!(
-                "{}: mask `{name}` has shape {shape:?}, the weight {:?}",
-                path.display(),
-                unit.weight.shape
-            );
-        }
-        let data: Vec<f32> = unit
-            .weight
-            .data
-            .iter()
-            .zip(bytes)
-            .map(|(w, &m)| if m == 0 { 0.0 } else { *w })
-            .collect();
-        unit.set_weight(Tensor::from_vec(&unit.weight.shape.clone(), data))?;
-        applied += 1;
-    }
-    if applied == 0 {
-        bail!("{}: no mask matches a weight of this model", path.display());
-    }
-    Ok(applied)
 }
 
 /// A labelled KITTI-layout folder and which of its frames to use (`eval`, `report`).
@@ -144,7 +110,8 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
     let cancel = cancel_flag();
     let mut det = a.model.load()?;
     if let Some(m) = &a.masks {
-        let n = apply_masks(&mut det, m)?;
+        let masks = export::read_masks(m, &det)?;
+        let n = export::apply_masks(&mut det, &masks)?;
         eprintln!("{}: {n} layers masked", m.display());
     }
     eval::model_classes(&det)?;

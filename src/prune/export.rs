@@ -11,6 +11,9 @@
 //!   (so `pruneview.config` still makes the file self-contained) plus the allocation. A dense
 //!   tensor with zeros is not faster by itself; it is a file to evaluate or fine-tune.
 //! - **Report** (`write_csv`): one row per layer, for spreadsheets and papers.
+//! - **Masks in** (`read_masks`, `apply_masks`): a masks file read back for a detector, with
+//!   every tensor checked (U8 or BOOL, only 0 and 1, a prunable weight of this model, the
+//!   weight's shape), so a wrong file is refused instead of silently pruning the wrong values.
 //!
 //! Masks follow `rank`: sparsity `s` prunes the `floor(s * n)` lowest-ranked weights, ties by
 //! flat index, so the same weights and allocation always give the same masks. Files are
@@ -29,9 +32,11 @@ use sha2::{Digest, Sha256};
 use super::allocation::Allocation;
 use super::curves::{Curves, interpolate};
 use super::rank;
+use crate::detect::Detector;
 use crate::io::{WriteError, write_atomic};
-use crate::model::Weights;
 use crate::model::weights::to_f32;
+use crate::model::{Weights, WeightsError};
+use crate::nn::{NnError, Tensor};
 
 /// `__metadata__` key holding the allocation JSON (masks and pruned weights).
 pub const META_ALLOCATION: &str = "pruneview.allocation";
@@ -109,6 +114,24 @@ pub enum ExportError {
     BadOrder { key: String, reason: String },
     #[error("mask of layer `{key}`: {reason}")]
     BadMask { key: String, reason: String },
+    #[error(
+        "{given} masks were given for a model with {units} units (expected one per unit, in the model's order)"
+    )]
+    MaskCount { given: usize, units: usize },
+    #[error("{path}: mask `{key}`: {reason}")]
+    BadMasksFile {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "{path}: holds no mask for any weight of this model (expected U8 or BOOL tensors named after its weights, e.g. `{example}`)"
+    )]
+    NoMasks { path: PathBuf, example: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Nn(#[from] NnError),
     #[error("{path}: cannot read: {source}")]
     Read {
         path: PathBuf,
@@ -404,11 +427,7 @@ pub fn write_pruned(
             });
         }
     }
-    // The input's order is the order of the tensors' bytes in the file: every raw slice
-    // borrows the one memory map, so slice addresses order them. Empty tensors sharing an
-    // offset keep name order (`keys()` is sorted and the sort is stable).
-    let mut keys = weights.keys();
-    keys.sort_by_key(|k| weights.raw(k).map_or(0, |(_, _, b)| b.as_ptr() as usize));
+    let keys = file_order(weights);
     let mut tensors = Vec::with_capacity(keys.len());
     for key in &keys {
         let Some((dtype, shape, bytes)) = weights.raw(key) else {
@@ -437,6 +456,178 @@ pub fn write_pruned(
     metadata.insert(META_ALLOCATION.to_string(), alloc.to_json());
     write_atomic(path, &encode_safetensors(&tensors, &metadata), inputs)?;
     Ok(())
+}
+
+/// The keys of `weights` in the file's order, which is the order of the tensors' bytes:
+/// every raw slice borrows the one memory map, so slice addresses order them. Empty tensors
+/// sharing an offset keep name order (`keys()` is sorted and the sort is stable).
+fn file_order(weights: &Weights) -> Vec<String> {
+    let mut keys = weights.keys();
+    keys.sort_by_key(|k| weights.raw(k).map_or(0, |(_, _, b)| b.as_ptr() as usize));
+    keys
+}
+
+/// What a key that is not a unit's weight is, for the refusal message.
+fn not_prunable_reason(det: &Detector, key: &str) -> String {
+    let what = det.units().into_iter().find_map(|u| {
+        if key == format!("{}.bias", u.prefix) {
+            return Some("a bias");
+        }
+        let bn = u.bn.as_ref()?;
+        [
+            "weight",
+            "bias",
+            "running_mean",
+            "running_var",
+            "num_batches_tracked",
+        ]
+        .iter()
+        .any(|p| key == format!("{}.{p}", bn.prefix))
+        .then_some("a BatchNorm parameter")
+    });
+    let example = det
+        .units()
+        .first()
+        .map(|u| u.weight_name())
+        .unwrap_or_default();
+    match what {
+        Some(what) => format!(
+            "is {what}, not a prunable weight of this model (masks are for its conv, transposed-conv and linear weights, such as `{example}`)"
+        ),
+        None => format!(
+            "is not a prunable weight of this model (it has no conv, transposed-conv or linear weight of that name; its weights are named like `{example}`: was the mask made for another model?)"
+        ),
+    }
+}
+
+/// Reads a masks file (as written by [`write_masks`]) for `det`: per unit in
+/// [`Detector::units`] order, the U8 0/1 mask of its weight, or `None` when the file has no
+/// mask for it.
+///
+/// Every tensor of the file is checked, and the first bad one (in file order) is refused with
+/// an error naming the file and the key: its dtype must be U8 or BOOL (so a float file, e.g.
+/// weights given as masks, is refused rather than read byte by byte), it must be the weight
+/// of a unit of this model (not a bias, a BatchNorm parameter or an unknown name), of the
+/// weight's shape, holding only 0 (pruned) and 1 (kept). A file with no mask at all is an
+/// error too.
+pub fn read_masks(path: &Path, det: &Detector) -> Result<Vec<Option<Vec<u8>>>, ExportError> {
+    let file = Weights::open(path)?;
+    let units = det.units();
+    let index: HashMap<String, usize> = units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.weight_name(), i))
+        .collect();
+    let bad = |key: &str, reason: String| ExportError::BadMasksFile {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    let keys = file_order(&file);
+    // The dtype first, for the whole file: a weights file given as masks is named as such
+    // (by its first float tensor) whatever its first tensor is.
+    let not_masks: Vec<(&String, Dtype)> = keys
+        .iter()
+        .filter_map(|k| file.raw(k).map(|(d, _, _)| (k, d)))
+        .filter(|&(_, d)| !matches!(d, Dtype::U8 | Dtype::BOOL))
+        .collect();
+    let first_bad = not_masks
+        .iter()
+        .find(|&&(_, d)| is_float(d))
+        .or(not_masks.first());
+    if let Some(&(key, dtype)) = first_bad {
+        let hint = if is_float(dtype) {
+            " (a float tensor: pass a masks file, not a weights file; masks saved as float must be converted to uint8 or bool)"
+        } else {
+            ""
+        };
+        return Err(bad(
+            key,
+            format!("has dtype {dtype:?}; masks must be U8 or BOOL (0 pruned, 1 kept){hint}"),
+        ));
+    }
+    let mut out: Vec<Option<Vec<u8>>> = vec![None; units.len()];
+    for key in keys {
+        let Some((_, shape, bytes)) = file.raw(&key) else {
+            continue;
+        };
+        let Some(&i) = index.get(&key) else {
+            return Err(bad(&key, not_prunable_reason(det, &key)));
+        };
+        let want = units[i].weight.shape.as_slice();
+        if shape != want {
+            return Err(bad(
+                &key,
+                format!("has shape {shape:?}; the model's weight has shape {want:?}"),
+            ));
+        }
+        if let Some((at, &v)) = bytes.iter().enumerate().find(|&(_, &v)| v > 1) {
+            return Err(bad(
+                &key,
+                format!("holds {v} at flat index {at}; mask values must be 0 (pruned) or 1 (kept)"),
+            ));
+        }
+        out[i] = Some(bytes.to_vec());
+    }
+    if out.iter().all(Option::is_none) {
+        return Err(ExportError::NoMasks {
+            path: path.to_path_buf(),
+            example: units.first().map(|u| u.weight_name()).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Checks that `masks` has one entry per unit of `det` and that each mask has one value per
+/// weight of its unit.
+fn check_unit_masks(det: &Detector, masks: &[Option<Vec<u8>>]) -> Result<(), ExportError> {
+    let units = det.units();
+    if masks.len() != units.len() {
+        return Err(ExportError::MaskCount {
+            given: masks.len(),
+            units: units.len(),
+        });
+    }
+    for (u, m) in units.iter().zip(masks) {
+        if let Some(m) = m
+            && m.len() != u.weight.numel()
+        {
+            return Err(ExportError::BadMask {
+                key: u.weight_name(),
+                reason: format!(
+                    "has {} entries; the weight {:?} has {}",
+                    m.len(),
+                    u.weight.shape,
+                    u.weight.numel()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Multiplies each masked unit's weight by its mask (pruned weights become exactly 0.0) and
+/// refolds the unit ([`crate::detect::layers::Unit::set_weight`]); returns how many units
+/// were masked. `masks` is in [`Detector::units`] order, as [`read_masks`] returns it.
+pub fn apply_masks(det: &mut Detector, masks: &[Option<Vec<u8>>]) -> Result<usize, ExportError> {
+    check_unit_masks(det, masks)?;
+    let mut applied = 0;
+    for (unit, mask) in det.units_mut().into_iter().zip(masks) {
+        let Some(mask) = mask else {
+            continue;
+        };
+        let data: Vec<f32> = unit
+            .weight
+            .data
+            .iter()
+            .zip(mask)
+            .map(|(&w, &m)| if m == 0 { 0.0 } else { w })
+            .collect();
+        let shape = unit.weight.shape.clone();
+        unit.set_weight(Tensor::from_vec(&shape, data))?;
+        applied += 1;
+    }
+    Ok(applied)
 }
 
 /// Shortest round-trip decimal, in exponent form for very small or large magnitudes.
