@@ -6,9 +6,11 @@
 //!
 //! On the bundled demo model: masks files are read back for a detector (`read_masks`) and
 //! every wrong file is refused by name (float, int, non-0/1, a bias or BatchNorm key, an
-//! unknown key, a wrong shape, the weights themselves, an empty file).
+//! unknown key, a wrong shape, the weights themselves, an empty file); recovered weights
+//! (`write_recovered`) round-trip through `Detector::load` exactly in f32 and to f16 rounding
+//! in f16, keep the source's layout, and pass `check_masks.py --recovered`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,6 +18,7 @@ use pruneview::detect::Detector;
 use pruneview::io::{OutTensor, WriteError, write_safetensors};
 use pruneview::model::Weights;
 use pruneview::model::weights::to_f32;
+use pruneview::nn::Tensor;
 use pruneview::prune::allocation::{ALLOCATION_FORMAT, LayerSparsity};
 use pruneview::prune::curves::{
     CURVES_FORMAT, Calibration, GroupValues, LayerCurve, Measured, ModelInfo,
@@ -23,6 +26,7 @@ use pruneview::prune::curves::{
 use pruneview::prune::export::{
     CSV_HEADER, ExportError, LayerMask, META_ALLOCATION, META_SOURCE_SHA256, Orders, apply_masks,
     build_masks, csv_report, read_masks, sha256_file, write_csv, write_masks, write_pruned,
+    write_recovered,
 };
 use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, rank};
 
@@ -498,7 +502,7 @@ fn numpy_user_reproduces_the_pruned_weights_from_the_masks() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Masks read back for a detector, on the bundled demo model.
+// Masks read back for a detector, and recovered weights, on the bundled demo model.
 
 fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_pointpillar.safetensors")
@@ -744,5 +748,360 @@ fn wrong_masks_files_are_refused_by_name() {
         err.contains("zero.safetensors") && err.contains("0 bytes"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The demo (or a copy of it) loaded, with the demo-layer masks written beside it, read
+/// back and applied.
+fn masked_demo(weights: &Path, masks_path: &Path) -> (Detector, Vec<Option<Vec<u8>>>) {
+    write_demo_masks(weights, masks_path);
+    let mut det = Detector::load(None, weights).unwrap();
+    let masks = read_masks(masks_path, &det).unwrap();
+    apply_masks(&mut det, &masks).unwrap();
+    (det, masks)
+}
+
+/// What recovery does, in the large: every kept weight, bias, BatchNorm parameter and
+/// statistic moves (by amounts that are not f16-representable), pruned weights stay 0.
+fn perturb(det: &mut Detector) {
+    for (i, u) in det.units_mut().into_iter().enumerate() {
+        let k = 1.0 + 0.013 * (i as f32 + 1.0);
+        let w: Vec<f32> = u
+            .weight
+            .data
+            .iter()
+            .map(|&w| if w == 0.0 { 0.0 } else { w * k + 1e-4 })
+            .collect();
+        if let Some(b) = &mut u.bias {
+            b.iter_mut().for_each(|v| *v = *v * k - 0.0123);
+        }
+        if let Some(bn) = &mut u.bn {
+            let b = &mut bn.bn;
+            b.gamma.iter_mut().for_each(|v| *v *= 0.97);
+            b.beta.iter_mut().for_each(|v| *v += 0.031);
+            b.mean.iter_mut().for_each(|v| *v = *v * 1.01 + 0.017);
+            b.var.iter_mut().for_each(|v| *v *= 1.23);
+        }
+        let shape = u.weight.shape.clone();
+        u.set_weight(Tensor::from_vec(&shape, w)).unwrap();
+    }
+}
+
+/// Every parameter of every unit: (name, values).
+fn params(det: &Detector) -> Vec<(String, Vec<f32>)> {
+    let mut out = Vec::new();
+    for u in det.units() {
+        out.push((u.weight_name(), u.weight.data.clone()));
+        if let Some(b) = &u.bias {
+            out.push((format!("{}.bias", u.prefix), b.clone()));
+        }
+        if let Some(bn) = &u.bn {
+            let b = &bn.bn;
+            for (name, v) in [
+                ("weight", &b.gamma),
+                ("bias", &b.beta),
+                ("running_mean", &b.mean),
+                ("running_var", &b.var),
+            ] {
+                out.push((format!("{}.{name}", bn.prefix), v.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The recovered file has the source's keys in the source's order with the same dtypes and
+/// shapes; the tensors that are no unit's parameter are byte-identical.
+fn check_layout(source: &Path, out: &Path, det: &Detector) {
+    assert_eq!(tensor_keys(out), tensor_keys(source));
+    let (src, rec) = (header(source), header(out));
+    for key in tensor_keys(source) {
+        assert_eq!(src[&key]["dtype"], rec[&key]["dtype"], "{key}");
+        assert_eq!(src[&key]["shape"], rec[&key]["shape"], "{key}");
+    }
+    let names: std::collections::HashSet<String> =
+        params(det).into_iter().map(|(n, _)| n).collect();
+    let (s, r) = (Weights::open(source).unwrap(), Weights::open(out).unwrap());
+    let mut copied = 0;
+    for key in s.keys().into_iter().filter(|k| !names.contains(k)) {
+        assert_eq!(
+            s.raw(&key),
+            r.raw(&key),
+            "{key} must be copied byte for byte"
+        );
+        copied += 1;
+    }
+    // The demo's 20 num_batches_tracked and global_step.
+    assert_eq!(copied, 21);
+}
+
+fn recovery_metadata() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            META_ALLOCATION.to_string(),
+            allocation(DEMO_LAYERS).to_json(),
+        ),
+        (
+            "pruneview.recovery".to_string(),
+            r#"{"method": "test"}"#.to_string(),
+        ),
+    ])
+}
+
+#[test]
+fn recovered_f32_weights_round_trip_exactly() {
+    let dir = tempdir("recovered-f32");
+    let (mut det, masks) = masked_demo(&demo(), &dir.join("masks.safetensors"));
+    perturb(&mut det);
+    let out = dir.join("recovered.safetensors");
+    let source = Weights::open(&demo()).unwrap();
+    let meta = recovery_metadata();
+    write_recovered(&out, &source, &det, &masks, &meta, &[&demo()]).unwrap();
+
+    // Loads without a config, and every parameter is exactly what the detector held.
+    let back = Detector::load(None, &out).unwrap();
+    let (want, got) = (params(&det), params(&back));
+    assert_eq!(want.len(), got.len());
+    for ((name, a), (bname, b)) in want.iter().zip(&got) {
+        assert_eq!(name, bname);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "{name}");
+    }
+    // Pruned weights are +0.0 exactly, and some kept ones really moved.
+    for (u, m) in back.units().iter().zip(&masks) {
+        if let Some(m) = m {
+            for (w, &k) in u.weight.data.iter().zip(m) {
+                if k == 0 {
+                    assert_eq!(w.to_bits(), 0, "{}", u.weight_name());
+                }
+            }
+        }
+    }
+    let orig = Detector::load(None, &demo()).unwrap();
+    assert_ne!(orig.units()[0].weight.data, back.units()[0].weight.data);
+    check_layout(&demo(), &out, &det);
+
+    // Metadata: the source's (its config), plus the entries given.
+    let r = Weights::open(&out).unwrap();
+    assert_eq!(
+        r.metadata()["pruneview.config"],
+        source.metadata()["pruneview.config"]
+    );
+    for (k, v) in &meta {
+        assert_eq!(r.metadata().get(k), Some(v), "{k}");
+    }
+    // Deterministic bytes.
+    let again = dir.join("again.safetensors");
+    write_recovered(&again, &source, &det, &masks, &meta, &[&demo()]).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn recovered_f16_weights_round_trip_to_f16_rounding() {
+    let dir = tempdir("recovered-f16");
+    let src = Weights::open(&demo()).unwrap();
+    let half_path = f16_copy_of(
+        &demo(),
+        &dir.join("half.safetensors"),
+        src.metadata().clone().into_iter().collect(),
+    );
+    let (mut det, masks) = masked_demo(&half_path, &dir.join("masks.safetensors"));
+    perturb(&mut det);
+    let out = dir.join("recovered.safetensors");
+    let source = Weights::open(&half_path).unwrap();
+    write_recovered(
+        &out,
+        &source,
+        &det,
+        &masks,
+        &recovery_metadata(),
+        &[&half_path],
+    )
+    .unwrap();
+    let back = Detector::load(None, &out).unwrap();
+    let mut moved = 0;
+    for ((name, a), (_, b)) in params(&det).iter().zip(params(&back)) {
+        for (&x, &y) in a.iter().zip(&b) {
+            // Rounded to nearest: exactly f16(x), and within half an f16 ulp of x.
+            assert_eq!(y, half::f16::from_f32(x).to_f32(), "{name}");
+            assert!(
+                (y - x).abs() <= x.abs() * 2f32.powi(-11) + 2f32.powi(-25),
+                "{name}"
+            );
+            moved += usize::from(x != y);
+        }
+    }
+    assert!(moved > 0, "the perturbation is not f16-representable");
+    check_layout(&half_path, &out, &det);
+    let h = header(&out);
+    assert_eq!(h["backbone_2d.blocks.0.2.running_var"]["dtype"], "F16");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn recovered_writes_refuse_bad_inputs_and_never_overwrite() {
+    let dir = tempdir("recovered-bad");
+    let copy = dir.join("weights.safetensors");
+    std::fs::copy(demo(), &copy).unwrap();
+    let original = std::fs::read(&copy).unwrap();
+    let (det, masks) = masked_demo(&copy, &dir.join("masks.safetensors"));
+    let w = Weights::open(&copy).unwrap();
+    let meta = BTreeMap::new();
+
+    // Onto the input: refused, the input unchanged, no temporary file left.
+    let err = write_recovered(&copy, &w, &det, &masks, &meta, &[&copy]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExportError::Write(WriteError::WouldOverwriteInput { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), original);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["masks.safetensors", "weights.safetensors"]);
+
+    // A revived pruned weight is a bug: named, nothing written.
+    let out = dir.join("out.safetensors");
+    let (i, m) = masks.iter().enumerate().find(|(_, m)| m.is_some()).unwrap();
+    let at = m.as_ref().unwrap().iter().position(|&k| k == 0).unwrap();
+    let mut revived = det.clone();
+    let unit = &mut revived.units_mut()[i];
+    let mut wt = unit.weight.clone();
+    wt.data[at] = 0.5;
+    unit.set_weight(wt).unwrap();
+    let name = det.units()[i].weight_name();
+    let err = write_recovered(&out, &w, &revived, &masks, &meta, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&name) && err.contains(&format!("flat index {at}")) && err.contains("pruned"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // A parameter the source lacks, and one the source holds as an integer: named.
+    let src = Weights::open(&demo()).unwrap();
+    let without = |skip: &str, as_int: Option<&str>| -> Vec<OutTensor> {
+        src.keys()
+            .into_iter()
+            .filter(|k| k != skip)
+            .map(|k| {
+                let (dtype, shape, bytes) = src.raw(&k).unwrap();
+                if Some(k.as_str()) == as_int {
+                    let n = bytes.len() / 4;
+                    return raw_tensor(&k, safetensors::Dtype::I64, shape, vec![0; n * 8]);
+                }
+                raw_tensor(&k, dtype, shape, bytes.to_vec())
+            })
+            .collect()
+    };
+    let missing = masks_file(
+        &dir,
+        "missing.safetensors",
+        without("dense_head.conv_cls.bias", None),
+    );
+    let err = write_recovered(
+        &out,
+        &Weights::open(&missing).unwrap(),
+        &det,
+        &masks,
+        &meta,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("missing.safetensors") && err.contains("dense_head.conv_cls.bias"),
+        "{err}"
+    );
+    let key = "vfe.pfn_layers.0.norm.running_var";
+    let int = masks_file(&dir, "int.safetensors", without("", Some(key)));
+    let err = write_recovered(
+        &out,
+        &Weights::open(&int).unwrap(),
+        &det,
+        &masks,
+        &meta,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("int.safetensors") && err.contains(key) && err.contains("I64"),
+        "{err}"
+    );
+    // Masks for another model (the wrong count) are refused.
+    let err = write_recovered(&out, &w, &det, &masks[1..], &meta, &[]).unwrap_err();
+    assert!(err.to_string().contains("masks were given"), "{err}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn numpy_user_checks_a_recovered_file() {
+    let py = python();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_masks.py");
+    let dir = tempdir("python-recovered");
+    let masks_path = dir.join("masks.safetensors");
+    let (mut det, masks) = masked_demo(&demo(), &masks_path);
+    perturb(&mut det);
+    let out = dir.join("recovered.safetensors");
+    let source = Weights::open(&demo()).unwrap();
+    write_recovered(
+        &out,
+        &source,
+        &det,
+        &masks,
+        &recovery_metadata(),
+        &[&demo()],
+    )
+    .unwrap();
+    let run = |args: &[&Path]| {
+        let o = Command::new(&py)
+            .arg(&script)
+            .arg("--recovered")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, text) = run(&[&masks_path, &demo(), &out]);
+    assert!(ok, "check_masks.py --recovered failed:\n{text}");
+    println!("{text}");
+    assert!(text.contains("recovered: 7 masks"), "{text}");
+    assert!(text.contains("source sha256 ok"), "{text}");
+
+    // It catches a revived pruned weight: the masks against the unpruned source as
+    // "recovered".
+    let (ok, text) = run(&[&masks_path, &demo(), &demo()]);
+    assert!(
+        !ok && text.contains("nonzero values where the mask is 0"),
+        "{text}"
+    );
+    // And a file that lost a key.
+    let r = Weights::open(&out).unwrap();
+    let short: Vec<OutTensor> = r
+        .keys()
+        .into_iter()
+        .filter(|k| k != "global_step")
+        .map(|k| {
+            let (dtype, shape, bytes) = r.raw(&k).unwrap();
+            raw_tensor(&k, dtype, shape, bytes.to_vec())
+        })
+        .collect();
+    let short_path = masks_file(&dir, "short.safetensors", short);
+    let (ok, text) = run(&[&masks_path, &demo(), &short_path]);
+    assert!(!ok && text.contains("keys differ"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -14,6 +14,10 @@
 //! - **Masks in** (`read_masks`, `apply_masks`): a masks file read back for a detector, with
 //!   every tensor checked (U8 or BOOL, only 0 and 1, a prunable weight of this model, the
 //!   weight's shape), so a wrong file is refused instead of silently pruning the wrong values.
+//! - **Recovered weights** (`write_recovered`): a detector's current parameters (weights,
+//!   biases, BatchNorm parameters and buffers, as recovery leaves them) in the layout of the
+//!   source file: same keys, order, dtypes and shapes, pruned weights exactly zero, every
+//!   other tensor copied byte for byte, and `pruneview.config` so the file loads by itself.
 //!
 //! Masks follow `rank`: sparsity `s` prunes the `floor(s * n)` lowest-ranked weights, ties by
 //! flat index, so the same weights and allocation always give the same masks. Files are
@@ -34,6 +38,7 @@ use super::curves::{Curves, interpolate};
 use super::rank;
 use crate::detect::Detector;
 use crate::io::{WriteError, write_atomic};
+use crate::model::config::CONFIG_METADATA_KEY;
 use crate::model::weights::to_f32;
 use crate::model::{Weights, WeightsError};
 use crate::nn::{NnError, Tensor};
@@ -128,6 +133,24 @@ pub enum ExportError {
         "{path}: holds no mask for any weight of this model (expected U8 or BOOL tensors named after its weights, e.g. `{example}`)"
     )]
     NoMasks { path: PathBuf, example: String },
+    #[error(
+        "{path}: the detector's parameter `{key}` is not in this file (is it the model's source weights?)"
+    )]
+    MissingParameter { path: PathBuf, key: String },
+    #[error(
+        "{path}: parameter `{key}` has dtype {dtype}; recovered values can only be written to F32, F16 or BF16 tensors"
+    )]
+    ParameterNotFloat {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
+    #[error("{path}: parameter `{key}`: {reason}")]
+    BadParameter {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
     #[error(transparent)]
     Weights(#[from] WeightsError),
     #[error(transparent)]
@@ -630,6 +653,213 @@ pub fn apply_masks(det: &mut Detector, masks: &[Option<Vec<u8>>]) -> Result<usiz
     Ok(applied)
 }
 
+/// One parameter of a unit to write: its values, shape and (weights only) mask.
+struct Param<'a> {
+    values: &'a [f32],
+    shape: Vec<usize>,
+    mask: Option<&'a [u8]>,
+}
+
+/// Every parameter of `det`'s units with its state-dict name, in the model's order:
+/// `{prefix}.weight` (with its mask), `{prefix}.bias`, and the BatchNorm's `weight`, `bias`,
+/// `running_mean` and `running_var`.
+fn unit_params<'a>(
+    det: &'a Detector,
+    masks: &'a [Option<Vec<u8>>],
+) -> Result<Vec<(String, Param<'a>)>, ExportError> {
+    let vector = |v: &'a [f32]| Param {
+        values: v,
+        shape: vec![v.len()],
+        mask: None,
+    };
+    let mut params = Vec::new();
+    for (u, m) in det.units().into_iter().zip(masks) {
+        let weight = Param {
+            values: &u.weight.data,
+            shape: u.weight.shape.clone(),
+            mask: m.as_deref(),
+        };
+        params.push((u.weight_name(), weight));
+        if let Some(b) = &u.bias {
+            params.push((format!("{}.bias", u.prefix), vector(b)));
+        }
+        if let Some(bn) = &u.bn {
+            let b = &bn.bn;
+            for (name, v) in [
+                ("weight", &b.gamma),
+                ("bias", &b.beta),
+                ("running_mean", &b.mean),
+                ("running_var", &b.var),
+            ] {
+                params.push((format!("{}.{name}", bn.prefix), vector(v)));
+            }
+        }
+    }
+    let mut seen = HashSet::with_capacity(params.len());
+    if let Some((key, _)) = params.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+        return Err(ExportError::BadMask {
+            key: key.clone(),
+            reason: "the parameter belongs to two units of the model".into(),
+        });
+    }
+    Ok(params)
+}
+
+/// Encodes `p`'s values as `dtype` (f32 exact; f16 and bf16 rounded to nearest, ties to
+/// even), writing all-zero bytes (+0.0) where the mask prunes. Errors name `key` in `path`.
+fn encode_param(
+    path: &Path,
+    key: &str,
+    dtype: Dtype,
+    p: &Param<'_>,
+) -> Result<Vec<u8>, ExportError> {
+    let bad = |reason: String| ExportError::BadParameter {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    if let Some(i) = p.values.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "the detector holds {} at flat index {i}; only finite values can be written",
+            p.values[i]
+        )));
+    }
+    if let Some(m) = p.mask
+        && let Some(i) = p
+            .values
+            .iter()
+            .zip(m)
+            .position(|(&v, &k)| k == 0 && v != 0.0)
+    {
+        return Err(bad(format!(
+            "holds {} at flat index {i}, which the mask prunes; pruned weights must stay exactly 0 (a bug in recovery)",
+            p.values[i]
+        )));
+    }
+    let kept = |i: usize| p.mask.is_none_or(|m| m[i] != 0);
+    let out_of_range = |i: usize| {
+        bad(format!(
+            "{} at flat index {i} is out of the range of {dtype:?}",
+            p.values[i]
+        ))
+    };
+    let mut out = Vec::with_capacity(p.values.len() * float_size(dtype).unwrap_or(4));
+    for (i, &v) in p.values.iter().enumerate() {
+        let v = if kept(i) { v } else { 0.0 };
+        match dtype {
+            Dtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
+            Dtype::F16 => {
+                let h = half::f16::from_f32(v);
+                if !h.is_finite() {
+                    return Err(out_of_range(i));
+                }
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+            Dtype::BF16 => {
+                let h = half::bf16::from_f32(v);
+                if !h.is_finite() {
+                    return Err(out_of_range(i));
+                }
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+            other => {
+                return Err(ExportError::ParameterNotFloat {
+                    path: path.to_path_buf(),
+                    key: key.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `det`'s current parameters in the layout of `weights` (the source file): every key
+/// of the source in the source's order, same dtypes and shapes. The keys that are a unit's
+/// parameters (`{prefix}.weight`, `{prefix}.bias`, and its BatchNorm's `{bn}.weight`,
+/// `{bn}.bias`, `{bn}.running_mean`, `{bn}.running_var`) hold `det`'s values converted to the
+/// key's dtype (f32 exact; f16 and bf16 rounded to nearest); every other key (e.g.
+/// `num_batches_tracked`, `global_step`, tensors the model does not read) is copied byte for
+/// byte. Where `masks[i]` (in [`Detector::units`] order) is 0 the weight is written as +0.0,
+/// and a nonzero value there is an error: recovery must not revive pruned weights.
+///
+/// `__metadata__` is the source's, plus `pruneview.config` (the detector's config, so the
+/// file loads without `--config`; an existing entry is kept), plus every entry of
+/// `extra_metadata` (e.g. `pruneview.allocation`, `pruneview.recovery`), which replaces a
+/// source entry of the same name. The write is atomic and refuses to replace any of `inputs`.
+pub fn write_recovered(
+    path: &Path,
+    weights: &Weights,
+    det: &Detector,
+    masks: &[Option<Vec<u8>>],
+    extra_metadata: &BTreeMap<String, String>,
+    inputs: &[&Path],
+) -> Result<(), ExportError> {
+    check_unit_masks(det, masks)?;
+    let params = unit_params(det, masks)?;
+    let source = weights.path();
+    // Every parameter must be in the source, as a float tensor of the parameter's shape;
+    // checked in the model's order so the error is the first bad parameter.
+    for (key, p) in &params {
+        let Some((dtype, shape, _)) = weights.raw(key) else {
+            return Err(ExportError::MissingParameter {
+                path: source.to_path_buf(),
+                key: key.clone(),
+            });
+        };
+        if float_size(dtype).is_none() {
+            return Err(ExportError::ParameterNotFloat {
+                path: source.to_path_buf(),
+                key: key.clone(),
+                dtype: format!("{dtype:?}"),
+            });
+        }
+        if shape != p.shape.as_slice() {
+            return Err(ExportError::BadParameter {
+                path: source.to_path_buf(),
+                key: key.clone(),
+                reason: format!(
+                    "has shape {shape:?} but the detector's parameter has shape {:?}",
+                    p.shape
+                ),
+            });
+        }
+    }
+    let params: HashMap<&str, &Param<'_>> = params.iter().map(|(k, p)| (k.as_str(), p)).collect();
+    let keys = file_order(weights);
+    let encoded: Vec<Option<Vec<u8>>> = keys
+        .par_iter()
+        .map(|key| match (params.get(key.as_str()), weights.raw(key)) {
+            (Some(p), Some((dtype, _, _))) => encode_param(source, key, dtype, p).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut tensors = Vec::with_capacity(keys.len());
+    for (key, enc) in keys.iter().zip(encoded) {
+        let Some((dtype, shape, bytes)) = weights.raw(key) else {
+            continue;
+        };
+        tensors.push(RawTensor {
+            name: key,
+            dtype,
+            shape,
+            bytes: match enc {
+                Some(b) => std::borrow::Cow::Owned(b),
+                None => std::borrow::Cow::Borrowed(bytes),
+            },
+        });
+    }
+    let mut metadata = weights.metadata().clone();
+    if !det.config.raw.is_null() {
+        metadata
+            .entry(CONFIG_METADATA_KEY.to_string())
+            .or_insert_with(|| det.config.to_json());
+    }
+    metadata.extend(extra_metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_atomic(path, &encode_safetensors(&tensors, &metadata), inputs)?;
+    Ok(())
+}
+
 /// Shortest round-trip decimal, in exponent form for very small or large magnitudes.
 fn fmt_num(v: f64) -> String {
     let a = v.abs();
@@ -763,6 +993,50 @@ mod tests {
         assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
         assert_eq!(fmt_num(0.3), "0.3");
         assert_eq!(fmt_num(1.5e-6), "1.5e-6");
+    }
+
+    #[test]
+    fn parameters_encode_in_the_source_dtype() {
+        let path = Path::new("w.safetensors");
+        let values = [1.0f32 / 3.0, -2.5, 0.0, 7.0];
+        let mask = [1u8, 1, 0, 0];
+        let p = |mask| Param {
+            values: &values,
+            shape: vec![4],
+            mask,
+        };
+        // A pruned position must hold 0: the 7.0 at index 3 is refused, naming it.
+        let err = encode_param(path, "k", Dtype::F32, &p(Some(&mask))).unwrap_err();
+        assert!(err.to_string().contains("7 at flat index 3"), "{err}");
+        let ok = [1u8, 1, 0, 1];
+        let f32s = encode_param(path, "k", Dtype::F32, &p(Some(&ok))).unwrap();
+        assert_eq!(to_f32(Dtype::F32, &f32s).unwrap(), values);
+        for dtype in [Dtype::F16, Dtype::BF16] {
+            let bytes = encode_param(path, "k", dtype, &p(Some(&ok))).unwrap();
+            let back = to_f32(dtype, &bytes).unwrap();
+            let round = |v: f32| match dtype {
+                Dtype::F16 => half::f16::from_f32(v).to_f32(),
+                _ => half::bf16::from_f32(v).to_f32(),
+            };
+            let want: Vec<f32> = values.iter().map(|&v| round(v)).collect();
+            assert_eq!(back, want, "{dtype:?}");
+            assert_eq!(&bytes[4..6], &[0, 0], "{dtype:?}: a pruned value is +0.0");
+        }
+        let big = [1e6f32];
+        let err = encode_param(
+            path,
+            "k",
+            Dtype::F16,
+            &Param {
+                values: &big,
+                shape: vec![1],
+                mask: None,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("out of the range of F16"), "{err}");
+        let err = encode_param(path, "k", Dtype::I64, &p(None)).unwrap_err();
+        assert!(err.to_string().contains("I64"), "{err}");
     }
 
     #[test]
