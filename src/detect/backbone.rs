@@ -270,6 +270,26 @@ pub struct BackboneTape {
     final_in: Option<Tensor>,
 }
 
+impl BackboneTape {
+    /// The input map of every unit of `bb`, in [`BevBackbone`] unit order (blocks, then
+    /// deblocks). `None` when the tape was not recorded by `bb`.
+    pub fn unit_inputs<'a>(&'a self, bb: &BevBackbone) -> Option<Vec<&'a Tensor>> {
+        let mut v = Vec::new();
+        for (block, maps) in bb.blocks.iter().zip(&self.blocks) {
+            // maps: the block's input, then each unit's output.
+            v.extend(maps.get(..block.len())?);
+        }
+        for i in 0..bb.deblocks.len() {
+            if i < bb.blocks.len() {
+                v.push(self.blocks.get(i)?.last()?);
+            } else {
+                v.push(self.final_in.as_ref()?);
+            }
+        }
+        Some(v)
+    }
+}
+
 /// Scatters back: `dL/d(pillar features)` (`P x C`) from `dL/d(BEV map)`.
 pub fn scatter_backward(cells: &[(u32, u32)], d_bev: &Tensor) -> Vec<f32> {
     let (c, nx) = (d_bev.shape[0], d_bev.shape[2]);

@@ -58,6 +58,38 @@ pub struct TapedForward {
     tape: Tape,
 }
 
+impl TapedForward {
+    /// The input of every unit of `det` (the detector that recorded this pass), in
+    /// [`Detector::units`] order: `rows x in` for PFN layers, `[C, H, W]` maps otherwise.
+    /// What layer-wise recovery fits each unit to.
+    pub fn unit_inputs<'a>(&'a self, det: &Detector) -> Result<Vec<&'a Tensor>, DetectorError> {
+        let missing = || DetectorError::Build {
+            path: det.config.source.display().to_string(),
+            message: "the taped forward pass was not recorded by this detector".into(),
+        };
+        let mut v: Vec<&Tensor> = self.tape.pfn.inputs().iter().collect();
+        if v.len() != det.vfe.layers.len() {
+            return Err(missing());
+        }
+        v.extend(
+            self.tape
+                .backbone
+                .unit_inputs(&det.backbone)
+                .ok_or_else(missing)?,
+        );
+        v.extend(
+            self.tape
+                .head
+                .unit_inputs(&det.head, &self.out.bev_features)
+                .ok_or_else(missing)?,
+        );
+        if v.len() != det.units().len() {
+            return Err(missing());
+        }
+        Ok(v)
+    }
+}
+
 /// Wall time of each stage of one run.
 #[derive(Clone, Debug, Default)]
 pub struct StageTimes {

@@ -139,6 +139,27 @@ pub struct HeadTape {
     branches: Vec<Vec<Tensor>>,
 }
 
+impl HeadTape {
+    /// The input map of every unit of `head` ([`DenseHead::units`] order), whose input is
+    /// `x`. `None` when the tape was not recorded by `head`.
+    pub fn unit_inputs<'a>(&'a self, head: &DenseHead, x: &'a Tensor) -> Option<Vec<&'a Tensor>> {
+        match head {
+            DenseHead::Anchor(_) => Some(vec![x; head.units().len()]),
+            DenseHead::Center(h) => {
+                let shared = self.shared.as_ref()?;
+                let mut v = vec![x];
+                let branches = h.heads.iter().flat_map(|b| b.iter().map(|(_, u)| u));
+                for (units, maps) in branches.zip(&self.branches) {
+                    v.push(shared);
+                    // maps: each unit's output; unit k reads unit k - 1's.
+                    v.extend(maps.get(..units.len().saturating_sub(1))?);
+                }
+                Some(v)
+            }
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------------------
 // Anchor head
 

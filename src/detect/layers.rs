@@ -224,6 +224,82 @@ impl Unit {
     }
 }
 
+/// What recovery (re-fitting a pruned network) needs of a unit.
+impl Unit {
+    /// The unit's conv / linear alone (its bias kept, no BatchNorm, no ReLU): the
+    /// pre-normalisation output whose statistics a BatchNorm tracks.
+    pub fn linear_part(&self) -> Result<Unit, NnError> {
+        Unit::new(
+            self.prefix.clone(),
+            self.kind,
+            self.weight.clone(),
+            self.bias.clone(),
+            None,
+            false,
+        )
+    }
+
+    /// Runs the unit on its input as [`crate::detect::TapedForward::unit_inputs`] gives it:
+    /// `rows x in` for a linear unit, a `[C, H, W]` map otherwise.
+    pub fn forward_input(&self, x: &Tensor) -> Result<Tensor, NnError> {
+        match self.kind {
+            UnitKind::Linear => {
+                let rows = x.shape.first().copied().unwrap_or(0);
+                let out = self.forward_rows(x.data.clone(), rows)?;
+                let c = self.out_channels();
+                Ok(Tensor::from_vec(&[rows, c], out))
+            }
+            _ => self.forward_map(x),
+        }
+    }
+
+    /// Replaces the weight, the bias and the BatchNorm's parameters and statistics at once
+    /// (shapes unchanged) and refolds.
+    pub fn set_params(
+        &mut self,
+        weight: Tensor,
+        bias: Option<Vec<f32>>,
+        bn: Option<nn::BatchNorm>,
+    ) -> Result<(), NnError> {
+        let c = self.out_channels();
+        let bad = |what: &str| NnError::Invalid {
+            op: "set_params",
+            msg: format!("{}: {what} does not match the unit", self.weight_name()),
+        };
+        if weight.shape != self.weight.shape {
+            return Err(bad("the weight's shape"));
+        }
+        if bias.as_ref().map(Vec::len) != self.bias.as_ref().map(|_| c) {
+            return Err(bad("the bias"));
+        }
+        let named = match (&self.bn, bn) {
+            (None, None) => None,
+            (Some(old), Some(bn)) => {
+                if bn.channels()? != c {
+                    return Err(bad("the BatchNorm"));
+                }
+                Some(NamedBatchNorm {
+                    prefix: old.prefix.clone(),
+                    bn,
+                })
+            }
+            _ => return Err(bad("the BatchNorm")),
+        };
+        self.op = fold(
+            self.kind,
+            &weight,
+            bias.as_deref(),
+            named.as_ref(),
+            self.relu,
+        )?;
+        self.weight = weight;
+        self.bias = bias;
+        self.bn = named;
+        self.vjp = Default::default();
+        Ok(())
+    }
+}
+
 /// Gradients of a loss with respect to one unit's parameters, in checkpoint (unfolded) form.
 #[derive(Clone, Debug)]
 pub struct UnitGrads {

@@ -359,6 +359,13 @@ pub struct PfnTape {
     groups: Option<PillarGroups>,
 }
 
+impl PfnTape {
+    /// Each PFN layer's input rows (`rows x in`; a static voxel's padded slots are zero rows).
+    pub fn inputs(&self) -> &[Tensor] {
+        &self.inputs
+    }
+}
+
 /// How per-point rows map to pillars.
 #[derive(Debug)]
 enum PillarGroups {

@@ -9,6 +9,7 @@
 //! - [`linear`]: `y = x W^T + b`.
 //! - [`fold_batchnorm`], [`batchnorm_inplace`], [`relu_inplace`].
 //! - [`vjp`]: vector-Jacobian products of the above, for the pruning core's second-order curves.
+//! - [`gram`]: Gram matrices of layer inputs, for the layer-wise least squares of recovery.
 //!
 //! Threading: every entry point parallelises with rayon over independent output blocks and
 //! runs single-threaded micro-kernels inside them, so callers get all cores without nested
@@ -21,6 +22,7 @@
 mod conv;
 mod conv_transpose;
 mod gemm;
+pub mod gram;
 mod kernel;
 mod linear;
 mod norm;
