@@ -271,6 +271,9 @@ fn curves_solve_export_and_prune() {
         "saliency",
         "--flops-keep",
         "0.3",
+        // Masks only: recovery is tested on the demo model (tests/recover.rs).
+        "--recover",
+        "none",
         "--out",
         &s(&outdir),
     ]));

@@ -3,6 +3,7 @@
 mod app;
 mod data;
 mod prune;
+mod recover;
 mod report;
 
 use std::collections::HashMap;
@@ -77,6 +78,12 @@ pub enum Command {
         after_help = "Example:\n  pruneview prune --config pointpillar.yaml --weights pp.safetensors --scans velodyne/ \\\n      --fov-calib calib/ --image-size 375x1242 --flops-keep 0.3 --out pruned-30/"
     )]
     Prune(prune::PruneCmd),
+    /// Recover a pruned model (masks made elsewhere): statistics repair, weight
+    /// reconstruction and label-free distillation on unlabelled calibration scans.
+    #[command(
+        after_help = "Example:\n  pruneview recover --weights pp.safetensors --masks masks.safetensors \\\n      --scans calib/velodyne --recover all --out recovered.safetensors"
+    )]
+    Recover(recover::RecoverCmd),
     /// Write synthetic KITTI-layout LiDAR scenes (ray-cast HDL-64E, labelled).
     #[command(after_help = "Example:\n  pruneview synth --out synth/ --count 200 --seed 1")]
     Synth(data::SynthArgs),
@@ -242,6 +249,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Solve(a)) => prune::solve(a),
         Some(Command::Export(a)) => prune::export_cmd(a),
         Some(Command::Prune(a)) => prune::prune(a),
+        Some(Command::Recover(a)) => recover::recover_cmd(a),
         Some(Command::Synth(a)) => data::synth(a),
         Some(Command::Eval(a)) => data::eval_cmd(a),
         Some(Command::Report(a)) => report::report_cmd(a),

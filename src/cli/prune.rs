@@ -22,6 +22,9 @@ use pruneview::prune::measure::{DenseReference, Measurer, layer_fidelity};
 use pruneview::prune::probe::{self, CalibScan, Control, CurveSettings, Predicted};
 use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, Weighting, rank};
 
+use pruneview::prune::recover::{self, RecoverSettings};
+
+use super::recover::{RecoverArgs, recovery_metadata, run_recovery};
 use super::{ModelArgs, ScanArgs};
 
 // ----------------------------------------------------------------------------------------
@@ -233,7 +236,7 @@ pub(super) fn bar(prefix: &str) -> ProgressBar {
 }
 
 /// Runs `f` with a progress bar and the Ctrl-C flag.
-fn with_progress<T>(
+pub(super) fn with_progress<T>(
     prefix: &str,
     cancel: &AtomicBool,
     f: impl FnOnce(&Control) -> Result<T, probe::ProbeError>,
@@ -713,23 +716,18 @@ fn saliency_orders(
         .collect()
 }
 
-fn export_files(
-    weights_path: &Path,
+/// The masks of `alloc` for `weights` (magnitude order, or the saliency orders of the
+/// curves' side file), after warning when the allocation was made for other weights.
+fn allocation_masks(
+    weights: &Weights,
     alloc: &Allocation,
-    outputs: &ExportOutputs,
-    curves: Option<&Curves>,
     saliency: Option<&Path>,
-    inputs: &[&Path],
-) -> Result<()> {
-    if outputs.masks.is_none() && outputs.pruned.is_none() && outputs.csv.is_none() {
-        bail!("nothing to export: give --masks, --pruned and/or --csv");
-    }
-    let weights = Weights::open(weights_path)?;
-    let sha = export::sha256_file(weights_path)?;
+) -> Result<(Vec<export::LayerMask>, String)> {
+    let sha = export::sha256_file(weights.path())?;
     if alloc.model.weights_sha256 != sha {
         eprintln!(
             "warning: {} (sha256 {sha}) is not the file the allocation was computed for ({})",
-            weights_path.display(),
+            weights.path().display(),
             alloc.model.weights_sha256
         );
     }
@@ -740,41 +738,76 @@ fn export_files(
             let path = saliency.context(
                 "the allocation uses the saliency ranking: pass --saliency <curves>.saliency.safetensors",
             )?;
-            given = saliency_orders(path, &weights, alloc)?;
+            given = saliency_orders(path, weights, alloc)?;
             Orders::Given(&given)
         }
     };
-    let masks = export::build_masks(alloc, &weights, orders)?;
+    Ok((export::build_masks(alloc, weights, orders)?, sha))
+}
+
+/// A recovered model to write as the pruned weights instead of the masked input.
+struct Recovered<'a> {
+    det: &'a Detector,
+    masks: &'a [Option<Vec<u8>>],
+    report: &'a recover::RecoveryReport,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export_files(
+    weights: &Weights,
+    alloc: &Allocation,
+    masks: &[export::LayerMask],
+    sha: &str,
+    outputs: &ExportOutputs,
+    curves: Option<&Curves>,
+    recovered: Option<Recovered>,
+    inputs: &[&Path],
+) -> Result<()> {
     if let Some(p) = &outputs.masks {
-        export::write_masks(p, &masks, alloc, &sha, inputs)?;
+        export::write_masks(p, masks, alloc, sha, inputs)?;
         eprintln!("{}: masks (U8, 1 kept)", p.display());
     }
     if let Some(p) = &outputs.pruned {
-        export::write_pruned(p, &weights, &masks, alloc, inputs)?;
+        match recovered {
+            None => export::write_pruned(p, weights, masks, alloc, inputs)?,
+            Some(r) => {
+                let mut meta = recovery_metadata(r.report);
+                meta.insert(export::META_ALLOCATION.to_string(), alloc.to_json());
+                export::write_recovered(p, weights, r.det, r.masks, &meta, inputs)?;
+            }
+        }
         eprintln!(
             "{}: pruned weights (zeros in dense tensors: not faster by themselves)",
             p.display()
         );
     }
     if let Some(p) = &outputs.csv {
-        export::write_csv(p, alloc, &masks, curves, inputs)?;
+        export::write_csv(p, alloc, masks, curves, inputs)?;
         eprintln!("{}: per-layer report", p.display());
     }
     Ok(())
 }
 
 pub fn export_cmd(a: ExportCmd) -> Result<()> {
+    let o = &a.outputs;
+    if o.masks.is_none() && o.pruned.is_none() && o.csv.is_none() {
+        bail!("nothing to export: give --masks, --pruned and/or --csv");
+    }
     let alloc = Allocation::load(&a.alloc)?;
     let curves = a.curves.as_deref().map(Curves::load).transpose()?;
     let mut inputs = vec![a.weights.as_path(), a.alloc.as_path()];
     inputs.extend(a.curves.as_deref());
     inputs.extend(a.saliency.as_deref());
+    let weights = Weights::open(&a.weights)?;
+    let (masks, sha) = allocation_masks(&weights, &alloc, a.saliency.as_deref())?;
     export_files(
-        &a.weights,
+        &weights,
         &alloc,
+        &masks,
+        &sha,
         &a.outputs,
         curves.as_ref(),
-        a.saliency.as_deref(),
+        None,
         &inputs,
     )
 }
@@ -792,23 +825,48 @@ pub struct PruneCmd {
     pub curves: CurveArgs,
     #[command(flatten)]
     pub solve: SolveArgs,
-    /// Folder for curves.json, allocation.json, masks.safetensors, pruned.safetensors and
-    /// report.csv (created if missing).
+    #[command(flatten)]
+    pub recover: RecoverArgs,
+    /// Folder for curves.json, allocation.json, masks.safetensors, pruned.safetensors (the
+    /// recovered weights unless `--recover none`) and report.csv (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }
 
 pub fn prune(a: PruneCmd) -> Result<()> {
-    let (det, predicted, files) =
-        model_and_curves(&a.model, &a.calib, &a.curves, a.solve.lambdas.get())?;
+    let lambdas = a.solve.lambdas.get();
+    let settings = a
+        .recover
+        .settings(a.curves.distortion, lambdas, a.curves.seed)?;
+    let cancel = cancel_flag();
+    let det = a.model.load()?;
+    let (files, scans) = a.calib.load(&det)?;
+    let predicted = compute_curves(&det, &a.model.weights, &scans, &a.curves, lambdas, &cancel)?;
     let weights = Weights::open(&a.model.weights)?;
     let alloc = solve_allocation(&predicted.curves, &a.solve, Some(&weights))?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));
     let curves_path = a.out.join(export::CURVES_FILE);
+    let saliency = predicted
+        .gn_diagonal
+        .as_ref()
+        .map(|_| saliency_path(&curves_path));
+    // The saliency orders are read back from the side file, so it is written first.
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
     write_curves(&curves_path, &predicted, &det, &inputs)?;
+    let (masks, sha) = allocation_masks(&weights, &alloc, saliency.as_deref())?;
+    let recovered = if settings.stages.is_none() {
+        None
+    } else {
+        let unit_masks = recover::unit_masks(&det, &masks)?;
+        let settings = RecoverSettings {
+            normalization: Some(predicted.curves.calibration.normalization.clone()),
+            ..settings
+        };
+        let (rec, report) = run_recovery(&det, &unit_masks, &scans, &settings, &cancel)?;
+        Some((rec, unit_masks, report))
+    };
     write_atomic(
         &a.out.join(export::ALLOCATION_FILE),
         alloc.to_json().as_bytes(),
@@ -819,20 +877,24 @@ pub fn prune(a: PruneCmd) -> Result<()> {
         pruned: Some(a.out.join(export::PRUNED_FILE)),
         csv: Some(a.out.join(export::CSV_FILE)),
     };
-    let saliency = predicted
-        .gn_diagonal
-        .as_ref()
-        .map(|_| saliency_path(&curves_path));
     export_files(
-        &a.model.weights,
+        &weights,
         &alloc,
+        &masks,
+        &sha,
         &outputs,
         Some(&predicted.curves),
-        saliency.as_deref(),
+        recovered
+            .as_ref()
+            .map(|(det, masks, report)| Recovered { det, masks, report }),
         &inputs,
     )?;
+    let what = match &recovered {
+        Some((_, _, r)) => format!("pruned weights recovered ({})", r.stages),
+        None => "pruned weights (masks only)".into(),
+    };
     eprintln!(
-        "{}: curves, allocation, masks, pruned weights, report",
+        "{}: curves, allocation, masks, {what}, report",
         a.out.display()
     );
     Ok(())

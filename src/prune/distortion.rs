@@ -312,6 +312,29 @@ pub fn tensor_distortion(
     s / total
 }
 
+/// `dD_t / dY~` of [`tensor_distortion`] with respect to the pruned outputs: `2 w_i (T(a_i)
+/// - T(b_i)) T'(a_i) / var_i / sum w` (what label-free distillation descends).
+pub fn tensor_distortion_grad(
+    pruned: &[f32],
+    dense: &[f32],
+    tw: &TensorWeights,
+    norm: &OutputNorm,
+) -> Vec<f32> {
+    let total = tw.total(dense.len());
+    if total <= 0.0 {
+        return vec![0.0; pruned.len()];
+    }
+    pruned
+        .iter()
+        .zip(dense)
+        .enumerate()
+        .map(|(i, (&a, &b))| {
+            let diff = tw.value(a) - tw.value(b);
+            (2.0 * tw.weight(i) * diff * tw.slope(a) / tw.variance_of(i, norm) / total) as f32
+        })
+        .collect()
+}
+
 /// Per-element probe scales `T'(y) sqrt(w / (var sum w))` (Gauss-Newton form of D_t).
 pub fn probe_scales(dense: &[f32], tw: &TensorWeights, norm: &OutputNorm) -> Vec<f32> {
     let total = tw.total(dense.len()).max(1e-30);
@@ -448,6 +471,32 @@ mod tests {
         let d = tensor_distortion(&[0.3 + e, -1.0], &dense, &tw, &norm(0.1));
         let want = (s[0] as f64 * e as f64).powi(2);
         assert!((d - want).abs() < 1e-3 * want, "{d} vs {want}");
+    }
+
+    #[test]
+    fn distortion_gradient_matches_finite_differences() {
+        let tw = TensorWeights {
+            sigmoid: true,
+            weights: Some(vec![0.5, 2.0, 1.0]),
+            channels: None,
+        };
+        let dense = [0.3f32, -1.0, 2.0];
+        let pruned = [0.1f32, -0.5, 2.5];
+        let g = tensor_distortion_grad(&pruned, &dense, &tw, &norm(0.1));
+        for i in 0..3 {
+            let h = 1e-3f32;
+            let (mut up, mut down) = (pruned, pruned);
+            up[i] += h;
+            down[i] -= h;
+            let fd = (tensor_distortion(&up, &dense, &tw, &norm(0.1))
+                - tensor_distortion(&down, &dense, &tw, &norm(0.1)))
+                / (2.0 * h as f64);
+            assert!(
+                (fd - g[i] as f64).abs() < 1e-3 * fd.abs().max(1e-3),
+                "{i}: {fd} vs {}",
+                g[i]
+            );
+        }
     }
 
     #[test]

@@ -51,27 +51,80 @@ impl DenseReference {
         ctl: &Control,
     ) -> Result<(f64, f64), ProbeError> {
         let mut d = (0.0, 0.0);
-        for (scan, dense) in scans.iter().zip(&self.outputs) {
+        for (i, scan) in scans.iter().enumerate().take(self.outputs.len()) {
             ctl.check()?;
             let out = run(det, scan)?;
-            // Weights come from the dense outputs (where the dense model sees objects).
-            let weights = distortion::tensor_weights(dense, self.weighting, self.classes);
-            for ((name, r), tw) in dense.tensors.iter().zip(&weights) {
-                let (Some(norm), Some(t)) = (
-                    self.norms.iter().find(|n| &n.output == name),
-                    out.raw.get(name),
-                ) else {
-                    continue;
-                };
-                let v = distortion::tensor_distortion(&t.data, &r.data, tw, norm);
-                match norm.group {
-                    Group::Confidence => d.0 += v,
-                    Group::Locality => d.1 += v,
-                }
-            }
+            let (c, o) = self.scan_distortion(i, &out.raw, None);
+            d = (d.0 + c, d.1 + o);
         }
         let n = scans.len().max(1) as f64;
         Ok((d.0 / n, d.1 / n))
+    }
+
+    /// Number of scans the reference holds.
+    pub fn len(&self) -> usize {
+        self.outputs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+
+    /// `(confidence, locality)` distortion of scan `i`'s outputs `raw` against the dense
+    /// ones; with `grad = Some(lambdas)`, also `dD/d(raw)` of `lambdas.combine(c, l)`.
+    fn scan_distortion(
+        &self,
+        i: usize,
+        raw: &RawOutputs,
+        grad: Option<(Lambdas, &mut RawOutputs)>,
+    ) -> (f64, f64) {
+        let dense = &self.outputs[i];
+        let mut d = (0.0, 0.0);
+        // Weights come from the dense outputs (where the dense model sees objects).
+        let weights = distortion::tensor_weights(dense, self.weighting, self.classes);
+        let mut grad = grad;
+        for ((name, r), tw) in dense.tensors.iter().zip(&weights) {
+            let (Some(norm), Some(t)) =
+                (self.norms.iter().find(|n| &n.output == name), raw.get(name))
+            else {
+                continue;
+            };
+            let v = distortion::tensor_distortion(&t.data, &r.data, tw, norm);
+            let lambda = match norm.group {
+                Group::Confidence => {
+                    d.0 += v;
+                    grad.as_ref().map(|g| g.0.confidence)
+                }
+                Group::Locality => {
+                    d.1 += v;
+                    grad.as_ref().map(|g| g.0.locality)
+                }
+            };
+            if let (Some((_, out)), Some(lambda)) = (grad.as_mut(), lambda) {
+                let mut g = distortion::tensor_distortion_grad(&t.data, &r.data, tw, norm);
+                for v in &mut g {
+                    *v *= lambda as f32;
+                }
+                out.tensors
+                    .push((name.clone(), Tensor::from_vec(&t.shape, g)));
+            }
+        }
+        d
+    }
+
+    /// Scan `i`'s `(confidence, locality)` distortion and the gradient of `lambdas.combine`
+    /// of it with respect to the raw outputs (the backward pass's input).
+    pub fn scan_gradient(
+        &self,
+        i: usize,
+        raw: &RawOutputs,
+        lambdas: Lambdas,
+    ) -> ((f64, f64), RawOutputs) {
+        let mut g = RawOutputs {
+            tensors: Vec::new(),
+        };
+        let d = self.scan_distortion(i, raw, Some((lambdas, &mut g)));
+        (d, g)
     }
 }
 

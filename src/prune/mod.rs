@@ -6,7 +6,8 @@
 //! - [`curves`]: the `pruneview-curves/1` file (per-layer distortion vs sparsity), merging;
 //! - [`probe`]: computing curves: Gauss-Newton probes (predicted) and measured curves;
 //! - [`alloc`]: per-layer sparsities under a FLOPs or params budget (DP and baselines);
-//! - [`export`]: masks, pruned weights, allocation JSON and CSV.
+//! - [`export`]: masks, pruned weights, allocation JSON and CSV;
+//! - [`recover`]: statistics repair, weight reconstruction and distillation of a pruned model.
 //!
 //! Pruning knows the detector only through its parameterised units; it knows nothing of the UI.
 
@@ -18,6 +19,7 @@ pub mod export;
 pub mod measure;
 pub mod probe;
 pub mod rank;
+pub mod recover;
 
 pub use allocation::{Allocation, Budget, BudgetKind};
 pub use curves::{Curves, LayerCurve};
