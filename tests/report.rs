@@ -11,6 +11,7 @@ use pruneview::eval::EvalSet;
 use pruneview::prune::alloc::Method;
 use pruneview::prune::curves::ModelInfo;
 use pruneview::prune::probe::{CalibScan, Control, CurveSettings, predicted_curves};
+use pruneview::prune::recover::Stages;
 use pruneview::report::{self, Accuracy, PruningReport, ReportError, ReportInputs, ReportSettings};
 
 fn root() -> PathBuf {
@@ -62,6 +63,15 @@ fn fixture() -> Fixture {
 }
 
 fn run(f: &Fixture, keeps: Vec<f64>, cancel: bool) -> Result<PruningReport, ReportError> {
+    run_with(f, keeps, cancel, vec![Stages::NONE])
+}
+
+fn run_with(
+    f: &Fixture,
+    keeps: Vec<f64>,
+    cancel: bool,
+    recoveries: Vec<Stages>,
+) -> Result<PruningReport, ReportError> {
     let flag = AtomicBool::new(false);
     let on_step = |_: usize, _: usize, _: &str| {};
     let ctl = Control {
@@ -92,6 +102,8 @@ fn run(f: &Fixture, keeps: Vec<f64>, cancel: bool) -> Result<PruningReport, Repo
             methods: vec![Method::Dp, Method::Uniform, Method::Erk],
             lambdas: Default::default(),
             bins: 1024,
+            recoveries,
+            recover: Default::default(),
         },
         &ctl,
     )
@@ -159,4 +171,29 @@ fn report_refuses_bad_budgets_and_stops_when_cancelled() {
     assert!(err.to_string().contains("1.5"), "{err}");
     let err = run(&f, vec![0.5], true).expect_err("cancelled");
     assert!(err.to_string().contains("cancelled"), "{err}");
+}
+
+#[test]
+fn report_applies_each_recovery_to_every_method() {
+    let f = fixture();
+    let stats: Stages = "stats".parse().expect("stages");
+    let rep = run_with(&f, vec![0.3], false, vec![Stages::NONE, stats]).expect("report");
+    assert_eq!(rep.rows.len(), 6);
+    assert!(rep.has_recovery());
+    for m in ["dp", "uniform", "erk"] {
+        let plain = rep.row(m, 0.3).expect("mask-only row");
+        let rec = rep
+            .row(&format!("{m} + stats"), 0.3)
+            .expect("recovered row");
+        assert_eq!(
+            (plain.recovery.as_str(), rec.recovery.as_str()),
+            ("none", "stats")
+        );
+        // The same masks: the same FLOPs; recovery changes the weights, so the outputs.
+        assert_eq!(plain.flops_kept, rec.flops_kept);
+        assert_ne!(plain.measured_distortion, rec.measured_distortion);
+    }
+    assert!(rep.to_markdown().contains("| 30% | dp + stats |"));
+    let back: PruningReport = serde_json::from_str(&rep.to_json()).expect("json");
+    assert_eq!(back, rep);
 }

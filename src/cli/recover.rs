@@ -24,7 +24,7 @@ use super::prune::{CalibArgs, cancel_flag, with_progress};
 /// Metadata key of the recovery report in a recovered weights file.
 pub const META_RECOVERY: &str = "pruneview.recovery";
 
-/// How a pruned model is recovered (`--recover` and its settings).
+/// Which recovery stages run after pruning (`--recover`), and how.
 #[derive(Args, Debug, Clone)]
 pub struct RecoverArgs {
     /// Recovery stages after pruning: a comma list of `stats` (re-estimate BatchNorm
@@ -33,6 +33,13 @@ pub struct RecoverArgs {
     /// (masks only, the paper's form).
     #[arg(long = "recover", value_name = "STAGES", default_value = "all")]
     pub stages: Stages,
+    #[command(flatten)]
+    pub tuning: RecoverTuning,
+}
+
+/// Settings of the recovery stages (shared by `prune`, `recover` and `report`).
+#[derive(Args, Debug, Clone)]
+pub struct RecoverTuning {
     /// Distillation: Adam steps.
     #[arg(long, default_value_t = DistillSettings::default().steps)]
     pub steps: usize,
@@ -56,7 +63,19 @@ impl RecoverArgs {
         lambdas: Lambdas,
         seed: u64,
     ) -> Result<RecoverSettings> {
-        if self.stages.distill {
+        self.tuning.settings(self.stages, weighting, lambdas, seed)
+    }
+}
+
+impl RecoverTuning {
+    pub fn settings(
+        &self,
+        stages: Stages,
+        weighting: Weighting,
+        lambdas: Lambdas,
+        seed: u64,
+    ) -> Result<RecoverSettings> {
+        if stages.distill {
             if !(self.lr > 0.0 && self.lr.is_finite()) {
                 bail!("--lr must be a positive number (got {})", self.lr);
             }
@@ -68,7 +87,7 @@ impl RecoverArgs {
             bail!("--damp must be a positive number (got {})", self.damp);
         }
         Ok(RecoverSettings {
-            stages: self.stages,
+            stages,
             reconstruct: ReconstructSettings {
                 damp: self.damp,
                 ..Default::default()

@@ -1,4 +1,4 @@
-//! `pruneview report`: AP of pruned models (no fine-tuning) over FLOPs budgets and methods.
+//! `pruneview report`: AP of pruned models over FLOPs budgets, methods and recoveries.
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +14,14 @@ use pruneview::prune::probe::ProbeError;
 use pruneview::prune::{Curves, Ranking, export, rank};
 use pruneview::report::{self, ReportError, ReportInputs, ReportSettings};
 
+use pruneview::prune::recover::Stages;
+
 use super::ModelArgs;
 use super::data::DatasetArgs;
 use super::prune::{
     CalibArgs, CurveArgs, LambdaArgs, bar, cancel_flag, compute_curves, write_curves,
 };
+use super::recover::RecoverTuning;
 
 #[derive(Args, Debug)]
 pub struct ReportCmd {
@@ -55,6 +58,13 @@ pub struct ReportCmd {
     /// Budget bins of the DP.
     #[arg(long, default_value_t = 4096)]
     pub bins: usize,
+    /// Also evaluate every pruned model recovered with these stages (see `prune
+    /// --recover`; repeat for several, e.g. `--recover stats --recover all`). The mask-only
+    /// models are always evaluated.
+    #[arg(long = "recover", value_name = "STAGES")]
+    pub recover: Vec<Stages>,
+    #[command(flatten)]
+    pub tuning: RecoverTuning,
     /// Folder for report.md, report.json, ap_vs_flops.png (and curves.json when computed).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -146,11 +156,21 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         on_step: &on_step,
     };
     let t = std::time::Instant::now();
+    let mut recoveries = vec![Stages::NONE];
+    recoveries.extend(a.recover.iter().copied().filter(|s| !s.is_none()));
+    recoveries.dedup();
     let settings = ReportSettings {
         keeps: a.keeps.clone(),
         methods,
         lambdas: a.lambdas.get(),
         bins: a.bins,
+        recoveries,
+        recover: a.tuning.settings(
+            Stages::ALL,
+            curves.calibration.distortion,
+            a.lambdas.get(),
+            a.curves.seed,
+        )?,
     };
     let inputs_run = ReportInputs {
         det: &det,

@@ -1,7 +1,8 @@
-//! Does pruning keep accuracy? For each FLOPs budget and allocation method: prune (masks
-//! only, no fine-tuning), run the pruned model over a labelled set and record KITTI AP, next
-//! to the allocation's predicted distortion and the distortion measured on the calibration
-//! scans. Written as a markdown table, JSON and a PNG plot ([`plot`]).
+//! Does pruning keep accuracy? For each FLOPs budget, allocation method and recovery: prune
+//! (masks only, or recovered on the calibration scans without labels), run the pruned model
+//! over a labelled set and record KITTI AP, next to the allocation's predicted distortion and
+//! the distortion measured on the calibration scans. Written as a markdown table, JSON and a
+//! PNG plot ([`plot`]). Each recovery is applied to every method, so the comparison is fair.
 
 pub mod plot;
 
@@ -17,6 +18,8 @@ use crate::eval::{
 use crate::prune::alloc::{self, AllocError, Method, Problem};
 use crate::prune::measure::{DenseReference, pruned_detector};
 use crate::prune::probe::{CalibScan, Control, ProbeError};
+use crate::prune::rank;
+use crate::prune::recover::{self, RecoverSettings, Stages};
 use crate::prune::{Budget, BudgetKind, Curves, Lambdas};
 
 /// Format tag of the JSON report.
@@ -77,10 +80,13 @@ impl Accuracy {
     }
 }
 
-/// One (budget, method) cell.
+/// One (budget, method, recovery) cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub method: String,
+    /// The recovery stages applied after pruning (`none`: masks only; older reports).
+    #[serde(default = "no_recovery")]
+    pub recovery: String,
     /// The budget asked for (fraction of the prunable layers' FLOPs kept).
     pub flops_keep: f64,
     /// What the allocation keeps, counted as the masks prune.
@@ -91,6 +97,30 @@ pub struct Row {
     /// Distortion of the pruned model measured on the calibration scans.
     pub measured_distortion: f64,
     pub accuracy: Accuracy,
+}
+
+fn no_recovery() -> String {
+    Stages::NONE.name()
+}
+
+impl Row {
+    /// The row's series in tables and plots: the method, and its recovery when there is one.
+    pub fn series(&self) -> String {
+        series_name(&self.method, &self.recovery)
+    }
+}
+
+fn series_name(method: &str, recovery: &str) -> String {
+    if recovery == "none" {
+        method.to_string()
+    } else {
+        format!("{method} + {recovery}")
+    }
+}
+
+/// The allocation method of a series name (`dp + all` -> `dp`).
+pub fn series_method(series: &str) -> &str {
+    series.split(" + ").next().unwrap_or(series)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,6 +145,10 @@ pub struct ReportSettings {
     pub methods: Vec<Method>,
     pub lambdas: Lambdas,
     pub bins: usize,
+    /// Recoveries to apply to every pruned model (`Stages::NONE`: masks only).
+    pub recoveries: Vec<Stages>,
+    /// How recovery runs (its stages are taken from `recoveries`).
+    pub recover: RecoverSettings,
 }
 
 /// Everything a report runs on.
@@ -167,7 +201,8 @@ pub fn run(
         .filter(|&k| k < 1.0)
         .collect();
     let frames = eval.frames.len();
-    let total = frames * (1 + pruned_keeps.len() * settings.methods.len());
+    let cells = pruned_keeps.len() * settings.methods.len() * settings.recoveries.len();
+    let total = frames * (1 + cells);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let evaluate = |d: &Detector, what: &str| -> Result<Accuracy, ReportError> {
         let base = done.load(std::sync::atomic::Ordering::Relaxed);
@@ -175,6 +210,10 @@ pub fn run(
         let report = eval.evaluate(d, ctl.cancel, &tick)?;
         done.fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
         Ok(Accuracy::of(&report, &classes))
+    };
+    let quiet = Control {
+        cancel: ctl.cancel,
+        on_step: &|_, _, _| {},
     };
 
     let dense = evaluate(det, "dense")?;
@@ -193,21 +232,46 @@ pub fn run(
             for (&u, &s) in units.iter().zip(&solution.sparsity) {
                 sparsity[u] = s;
             }
-            let pruned = pruned_detector(det, &sparsity, orders)?;
-            let (c, l) = reference.distortion(&pruned, scans, ctl)?;
-            let accuracy = evaluate(
-                &pruned,
-                &format!("{} at {:.0}%", method.name(), keep * 100.0),
-            )?;
-            rows.push(Row {
-                method: method.name().to_string(),
-                flops_keep: keep,
-                flops_kept: solution.flops_kept,
-                params_kept: solution.params_kept,
-                predicted_distortion: solution.predicted,
-                measured_distortion: settings.lambdas.combine(c, l),
-                accuracy,
-            });
+            for &stages in &settings.recoveries {
+                let what = format!(
+                    "{} at {:.0}%",
+                    series_name(method.name(), &stages.name()),
+                    keep * 100.0
+                );
+                let pruned = if stages.is_none() {
+                    pruned_detector(det, &sparsity, orders)?
+                } else {
+                    let masks: Vec<Option<Vec<u8>>> = sparsity
+                        .iter()
+                        .zip(orders)
+                        .map(|(&s, order)| (s > 0.0).then(|| rank::mask(order, s)))
+                        .collect();
+                    let cfg = RecoverSettings {
+                        stages,
+                        normalization: Some(curves.calibration.normalization.clone()),
+                        weighting: curves.calibration.distortion,
+                        ..settings.recover.clone()
+                    };
+                    (ctl.on_step)(
+                        done.load(std::sync::atomic::Ordering::Relaxed),
+                        total,
+                        &format!("recovering {what}"),
+                    );
+                    recover::recover(det, &masks, scans, &cfg, &quiet)?.0
+                };
+                let (c, l) = reference.distortion(&pruned, scans, ctl)?;
+                let accuracy = evaluate(&pruned, &what)?;
+                rows.push(Row {
+                    method: method.name().to_string(),
+                    recovery: stages.name(),
+                    flops_keep: keep,
+                    flops_kept: solution.flops_kept,
+                    params_kept: solution.params_kept,
+                    predicted_distortion: solution.predicted,
+                    measured_distortion: settings.lambdas.combine(c, l),
+                    accuracy,
+                });
+            }
         }
     }
     Ok(PruningReport {
@@ -251,20 +315,28 @@ impl PruningReport {
         k
     }
 
+    /// The series (method, or method + recovery) in the order they were run.
     pub fn methods(&self) -> Vec<String> {
         let mut m: Vec<String> = Vec::new();
         for r in &self.rows {
-            if !m.contains(&r.method) {
-                m.push(r.method.clone());
+            let s = r.series();
+            if !m.contains(&s) {
+                m.push(s);
             }
         }
         m
     }
 
-    pub fn row(&self, method: &str, keep: f64) -> Option<&Row> {
+    /// Whether any row was recovered (then mask-only series are drawn dashed).
+    pub fn has_recovery(&self) -> bool {
+        self.rows.iter().any(|r| r.recovery != "none")
+    }
+
+    /// The row of a series (see [`Self::methods`]) at a budget.
+    pub fn row(&self, series: &str, keep: f64) -> Option<&Row> {
         self.rows
             .iter()
-            .find(|r| r.method == method && (r.flops_keep - keep).abs() < 1e-9)
+            .find(|r| r.series() == series && (r.flops_keep - keep).abs() < 1e-9)
     }
 
     /// The largest FLOPs reduction at which `dp` stays within `tolerance` AP of dense (mean
@@ -285,7 +357,9 @@ impl PruningReport {
             s,
             "Model `{}` (weights sha256 `{}`), evaluated on {} frames of `{}`.\n\
              Curves: {} calibration scans x {} probes, `{}` distortion, `{}` ranking. \
-             No fine-tuning: the pruned models are the dense weights times the masks.\n",
+             No fine-tuning with labels: a series without `+` is the dense weights times the \
+             masks; `+ stages` is that model recovered on the calibration scans (see \
+             `pruneview prune --recover`).\n",
             self.model.name,
             short(&self.model.weights_sha256),
             self.eval_frames,

@@ -81,25 +81,29 @@ fn draw(report: &PruningReport, path: &Path) -> Result<(), Box<dyn std::error::E
 
     // The DP is drawn last, on top of the baselines.
     let mut methods = report.methods();
-    methods.sort_by_key(|m| m == "dp");
+    methods.sort_by_key(|m| super::series_method(m) == "dp");
+    let dashed = report.has_recovery();
     for method in methods {
-        let c = colour(&method);
+        let base = super::series_method(&method);
+        let c = colour(base);
+        let mask_only = base == method;
         let mut points: Vec<(f64, f64)> = vec![(100.0, dense)];
         points.extend(keeps.iter().filter_map(|&k| {
             report
                 .row(&method, k)
                 .map(|r| (r.flops_keep * 100.0, r.accuracy.mean_bev))
         }));
-        let width = if method == "dp" { 3 } else { 2 };
-        chart
-            .draw_series(LineSeries::new(
-                points.clone(),
-                ShapeStyle::from(&c).stroke_width(width),
-            ))?
-            .label(method.clone())
-            .legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 24, y)], ShapeStyle::from(&c).stroke_width(3))
-            });
+        let width = if base == "dp" { 3 } else { 2 };
+        let style = ShapeStyle::from(&c).stroke_width(width);
+        // With recovered series present, mask-only ones are dashed.
+        let series = if dashed && mask_only {
+            chart.draw_series(DashedLineSeries::new(points.clone(), 10, 6, style))?
+        } else {
+            chart.draw_series(LineSeries::new(points.clone(), style))?
+        };
+        series.label(method.clone()).legend(move |(x, y)| {
+            PathElement::new([(x, y), (x + 24, y)], ShapeStyle::from(&c).stroke_width(3))
+        });
         chart.draw_series(
             points
                 .iter()
