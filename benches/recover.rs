@@ -21,6 +21,7 @@ use pruneview::prune::measure::DenseReference;
 use pruneview::prune::probe::{self, CalibScan, Control};
 use pruneview::prune::rank;
 use pruneview::prune::recover::{self, ReconstructSettings, reconstruct};
+use pruneview::synth::rng::Rng;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -49,18 +50,6 @@ fn half_masks(det: &Detector) -> Vec<Option<Vec<u8>>> {
         .iter()
         .enumerate()
         .map(|(i, u)| (i > 0).then(|| rank::mask(&rank::magnitude_order(&u.weight.data), 0.5)))
-        .collect()
-}
-
-fn lcg(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
         .collect()
 }
 
@@ -99,8 +88,8 @@ fn benches(c: &mut Criterion) {
         ("demo_128ch_27x31", 128, 27, 31),
         ("pp_256ch_108x124", 256, 108, 124),
     ] {
-        let a = Tensor::from_vec(&[cin, h, w], lcg(cin * h * w, 1));
-        let bb = Tensor::from_vec(&[cin, h, w], lcg(cin * h * w, 2));
+        let a = Tensor::from_vec(&[cin, h, w], Rng::new(1).values(cin * h * w, -0.5, 0.5));
+        let bb = Tensor::from_vec(&[cin, h, w], Rng::new(2).values(cin * h * w, -0.5, 0.5));
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut gram = Gram::new(cin * 9);

@@ -353,18 +353,7 @@ impl Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::synth::rng::Rng;
 
     /// Explicit im2col columns of a conv, for checking.
     fn naive_cols(x: &Tensor, k: usize, s: usize, p: usize) -> Vec<Vec<f32>> {
@@ -420,8 +409,8 @@ mod tests {
     #[test]
     fn conv_gram_matches_explicit_im2col() {
         for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (1, 1, 0)] {
-            let a = Tensor::from_vec(&[3, 9, 11], lcg(3 * 99, 1));
-            let b = Tensor::from_vec(&[3, 9, 11], lcg(3 * 99, 2));
+            let a = Tensor::from_vec(&[3, 9, 11], Rng::new(1).values(3 * 99, -0.5, 0.5));
+            let b = Tensor::from_vec(&[3, 9, 11], Rng::new(2).values(3 * 99, -0.5, 0.5));
             let mut g = Gram::new(3 * k * k);
             g.add_conv(&a, &b, (k, k), s, p).unwrap();
             let (ca, cb) = (naive_cols(&a, k, s, p), naive_cols(&b, k, s, p));
@@ -438,8 +427,8 @@ mod tests {
 
     #[test]
     fn rows_and_pixels_grams() {
-        let a = Tensor::from_vec(&[50, 4], lcg(200, 3));
-        let b = Tensor::from_vec(&[50, 4], lcg(200, 4));
+        let a = Tensor::from_vec(&[50, 4], Rng::new(3).values(200, -0.5, 0.5));
+        let b = Tensor::from_vec(&[50, 4], Rng::new(4).values(200, -0.5, 0.5));
         let mut g = Gram::new(4);
         g.add_rows(&a, &b).unwrap();
         let ca: Vec<Vec<f32>> = a.data.chunks(4).map(<[f32]>::to_vec).collect();

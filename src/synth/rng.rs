@@ -49,6 +49,11 @@ impl Rng {
         lo + (hi - lo) * self.f()
     }
 
+    /// `n` values uniform in [lo, hi) (test inputs, benchmark data).
+    pub fn values(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.range(lo, hi)).collect()
+    }
+
     /// Normal with mean `mu` and deviation `sigma`, clamped to mu +- 3 sigma.
     pub fn normal(&mut self, mu: f32, sigma: f32) -> f32 {
         let (a, b) = (self.next_u64(), self.next_u64());

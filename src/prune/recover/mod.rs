@@ -22,11 +22,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::detect::Detector;
-use crate::nn::Tensor;
 
 use super::curves::OutputNorm;
 use super::distortion::Weighting;
-use super::export::LayerMask;
+use super::export::{self, LayerMask};
 use super::measure::DenseReference;
 use super::probe::{self, CalibScan, Control, ProbeError};
 
@@ -162,23 +161,11 @@ impl RecoveryReport {
     }
 }
 
-/// Multiplies each unit's weight by its mask (`masks[i]` for unit i; `None`: unmasked).
+/// A copy of `dense` with each unit's weight multiplied by its mask (`masks[i]` for unit i;
+/// `None`: unmasked).
 pub fn masked(dense: &Detector, masks: &[Option<Vec<u8>>]) -> Result<Detector, ProbeError> {
     let mut det = dense.clone();
-    check_masks(&det, masks)?;
-    for (u, m) in det.units_mut().into_iter().zip(masks) {
-        if let Some(m) = m {
-            let data = u
-                .weight
-                .data
-                .iter()
-                .zip(m)
-                .map(|(&w, &k)| if k == 0 { 0.0 } else { w })
-                .collect();
-            let w = Tensor::from_vec(&u.weight.shape, data);
-            u.set_weight(w).map_err(stats::settings)?;
-        }
-    }
+    export::apply_masks(&mut det, masks).map_err(stats::settings)?;
     Ok(det)
 }
 
@@ -197,34 +184,17 @@ pub fn unit_masks(
             .ok_or_else(|| {
                 ProbeError::Settings(format!("{} is not a prunable layer of this model", l.name))
             })?;
-        out[i] = Some(l.mask.clone());
-    }
-    check_masks(det, &out)?;
-    Ok(out)
-}
-
-fn check_masks(det: &Detector, masks: &[Option<Vec<u8>>]) -> Result<(), ProbeError> {
-    let units = det.units();
-    if masks.len() != units.len() {
-        return Err(ProbeError::Settings(format!(
-            "{} masks for a model of {} prunable layers",
-            masks.len(),
-            units.len()
-        )));
-    }
-    for (u, m) in units.iter().zip(masks) {
-        if let Some(m) = m
-            && m.len() != u.weight.numel()
-        {
+        if l.mask.len() != units[i].weight.numel() {
             return Err(ProbeError::Settings(format!(
-                "the mask of {} has {} elements, the weight {}",
-                u.weight_name(),
-                m.len(),
-                u.weight.numel()
+                "the mask of {} has {} entries, the weight {}",
+                l.name,
+                l.mask.len(),
+                units[i].weight.numel()
             )));
         }
+        out[i] = Some(l.mask.clone());
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Runs the chosen recovery stages on `dense` pruned by `masks`, on the calibration `scans`;

@@ -550,6 +550,7 @@ pub(crate) fn cholesky_solve(mut a: Vec<f64>, b: &[f64]) -> Option<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synth::rng::Rng;
 
     #[test]
     fn cholesky_solves_a_small_system() {
@@ -562,18 +563,6 @@ mod tests {
             assert!((g - w).abs() < 1e-12, "{got:?}");
         }
         assert!(cholesky_solve(vec![1.0, 2.0, 2.0, 1.0], &[1.0, 1.0]).is_none());
-    }
-
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
     }
 
     /// Solves the normal equations of an explicit design matrix by Gaussian elimination.
@@ -611,8 +600,8 @@ mod tests {
     #[test]
     fn row_refit_is_the_closed_form_least_squares_solution() {
         let (n, k) = (300, 5);
-        let a = Tensor::from_vec(&[n, k], lcg(n * k, 1));
-        let noise = lcg(n * k, 2);
+        let a = Tensor::from_vec(&[n, k], Rng::new(1).values(n * k, -0.5, 0.5));
+        let noise = Rng::new(2).values(n * k, -0.5, 0.5);
         let b = Tensor::from_vec(
             &[n, k],
             a.data
