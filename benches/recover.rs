@@ -4,7 +4,8 @@
 //!
 //! - `distill_scan/*`: what one distillation step costs per scan: a taped forward pass, the
 //!   distortion's gradient against the dense outputs and the backward pass.
-//! - `gram/*`: accumulating one scan's im2col Gram matrices (`A A^T`, `A B^T`) of a conv.
+//! - `gram/*`: accumulating one scan's im2col Gram matrix `A A^T` of a conv.
+//! - `stats/demo`: a whole statistics repair (one unit-by-unit pass over 2 scans).
 //! - `reconstruct_head/demo`: a whole reconstruction pass (Gram over 2 scans and every row's
 //!   masked least-squares solve) for the demo's three head convs.
 
@@ -89,15 +90,24 @@ fn benches(c: &mut Criterion) {
         ("pp_256ch_108x124", 256, 108, 124),
     ] {
         let a = Tensor::from_vec(&[cin, h, w], Rng::new(1).values(cin * h * w, -0.5, 0.5));
-        let bb = Tensor::from_vec(&[cin, h, w], Rng::new(2).values(cin * h * w, -0.5, 0.5));
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut gram = Gram::new(cin * 9);
-                gram.add_conv(&a, &bb, (3, 3), 1, 1).unwrap();
+                gram.add_conv(&a, (3, 3), 1, 1).unwrap();
                 gram
             })
         });
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("stats");
+    g.sample_size(10);
+    g.bench_function("demo", |b| {
+        b.iter(|| {
+            let mut work = pruned.clone();
+            recover::stats::repair_statistics(&mut work, &scans, 1, &ctl).unwrap()
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("reconstruct_head");

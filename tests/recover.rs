@@ -129,37 +129,35 @@ fn reconstruction_lowers_each_layers_error_and_keeps_the_masks() {
         cancel: &cancel,
         on_step: &on_step,
     };
-    for dense_inputs in [false, true] {
-        let mut work = det.clone();
-        let cfg = ReconstructSettings {
-            dense_inputs,
-            ..Default::default()
-        };
-        let layers =
-            reconstruct::reconstruct(&mut work, &dense, &m, &calib, 1, &cfg, &ctl).expect("fit");
-        assert_eq!(layers.len(), dense.units().len() - 1);
-        for l in &layers {
-            assert!(l.skipped.is_none(), "{}: {:?}", l.unit, l.skipped);
-            assert!(l.error_after.is_finite() && l.error_before.is_finite());
-            assert!(
-                l.error_after <= l.error_before * (1.0 + 1e-9) + 1e-12,
-                "{}: {} -> {}",
-                l.unit,
-                l.error_before,
-                l.error_after
-            );
-        }
-        // Pruned heavily, the deep layers' outputs must improve clearly.
-        let deep = layers
-            .iter()
-            .find(|l| l.unit.contains("blocks.2.10"))
-            .unwrap();
-        assert!(deep.error_after < 0.5 * deep.error_before, "{deep:?}");
-        zeros_kept(&work, &m);
-        if !dense_inputs {
-            det = work;
-        }
+    let layers = reconstruct::reconstruct(
+        &mut det,
+        &dense,
+        &m,
+        &calib,
+        1,
+        &ReconstructSettings::default(),
+        &ctl,
+    )
+    .expect("fit");
+    assert_eq!(layers.len(), dense.units().len() - 1);
+    for l in &layers {
+        assert!(l.skipped.is_none(), "{}: {:?}", l.unit, l.skipped);
+        assert!(l.error_after.is_finite() && l.error_before.is_finite());
+        assert!(
+            l.error_after <= l.error_before * (1.0 + 1e-9) + 1e-12,
+            "{}: {} -> {}",
+            l.unit,
+            l.error_before,
+            l.error_after
+        );
     }
+    // Pruned heavily, the deep layers' outputs must improve clearly.
+    let deep = layers
+        .iter()
+        .find(|l| l.unit.contains("blocks.2.10"))
+        .unwrap();
+    assert!(deep.error_after < 0.5 * deep.error_before, "{deep:?}");
+    zeros_kept(&det, &m);
     // The refitted model is closer to the dense one than the masked one.
     let norms = probe::output_variances(&dense, &calib, Weighting::Detection, &ctl).unwrap();
     let reference =

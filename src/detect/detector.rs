@@ -320,12 +320,8 @@ impl Detector {
             .collect()
     }
 
-    fn run(
-        &self,
-        points: &[f32],
-        times: &mut StageTimes,
-        mut tape: Option<&mut Tape>,
-    ) -> Result<ForwardOutput, DetectorError> {
+    /// A scan must hold whole points of the model's feature columns.
+    pub(super) fn check_points(&self, points: &[f32]) -> Result<(), DetectorError> {
         let f = self.num_point_features();
         if f == 0 || !points.len().is_multiple_of(f) {
             return Err(DetectorError::Features {
@@ -334,8 +330,21 @@ impl Detector {
                 names: self.config.data.used_features.join(", "),
             });
         }
+        Ok(())
+    }
+
+    /// Points to pillar features: the input check, voxelization (PillarVFE) and the PFN
+    /// layers, recorded in `pfn` when given.
+    pub(super) fn vfe_stage(
+        &self,
+        points: &[f32],
+        times: &mut StageTimes,
+        pfn: Option<&mut PfnTape>,
+    ) -> Result<(Option<Voxels>, Pillars), DetectorError> {
+        self.check_points(points)?;
+        let f = self.num_point_features();
         let data = &self.config.data;
-        let (voxels, pillars) = match self.vfe.kind {
+        Ok(match self.vfe.kind {
             VfeKind::Pillar => {
                 let vcfg = data
                     .voxelizer
@@ -363,17 +372,26 @@ impl Detector {
                         path: self.config.source.display().to_string(),
                         message: e.to_string(),
                     })?;
-                let pfn = tape.as_deref_mut().map(|t| &mut t.pfn);
                 let p = times.time("vfe", || self.vfe.forward_voxels_taped(&v, pfn))?;
                 (Some(v), p)
             }
             VfeKind::DynPillar => {
                 let masked = voxelize::filter_by_range(points, f, &data.point_cloud_range);
-                let pfn = tape.as_deref_mut().map(|t| &mut t.pfn);
                 let p = times.time("vfe", || self.vfe.forward_points_taped(&masked, f, pfn))?;
                 (None, p)
             }
-        };
+        })
+    }
+
+    fn run(
+        &self,
+        points: &[f32],
+        times: &mut StageTimes,
+        mut tape: Option<&mut Tape>,
+    ) -> Result<ForwardOutput, DetectorError> {
+        let pfn = tape.as_deref_mut().map(|t| &mut t.pfn);
+        let (voxels, pillars) = self.vfe_stage(points, times, pfn)?;
+        let data = &self.config.data;
         let [nx, ny, _] = data.grid_size;
         let bev = times.time("scatter", || backbone::scatter(&pillars, ny, nx));
         let (bb, head) = match tape {

@@ -12,6 +12,7 @@ pub mod input;
 pub mod iou;
 pub mod layers;
 pub mod nms;
+pub mod sweep;
 pub mod torch_order;
 pub mod vfe;
 
@@ -19,3 +20,4 @@ pub use detector::{Detector, DetectorError, ForwardOutput, StageTimes, TapedForw
 pub use heads::{Detection, RawOutputs};
 pub use input::{FovFilter, PreparedScan, prepare_scan};
 pub use layers::UnitGrads;
+pub use sweep::Sweep;

@@ -364,6 +364,11 @@ impl PfnTape {
     pub fn inputs(&self) -> &[Tensor] {
         &self.inputs
     }
+
+    /// Layer `i`'s input rows, moved out of the tape.
+    pub fn take_input(&mut self, i: usize) -> Option<Tensor> {
+        self.inputs.get_mut(i).map(std::mem::take)
+    }
 }
 
 /// How per-point rows map to pillars.

@@ -2,6 +2,8 @@
 //! and compute D exactly against the dense outputs. Slow but true; it validates the
 //! predicted curves (per layer) and the additivity assumption (whole allocations).
 
+use rayon::prelude::*;
+
 use crate::detect::{Detector, RawOutputs};
 use crate::nn::Tensor;
 
@@ -28,11 +30,16 @@ impl DenseReference {
         norms: Vec<OutputNorm>,
         ctl: &Control,
     ) -> Result<Self, ProbeError> {
-        let mut outputs = Vec::with_capacity(scans.len());
-        for scan in scans {
-            ctl.check()?;
-            outputs.push(run(det, scan)?.raw);
-        }
+        ctl.check()?;
+        // Scans in parallel (a demo-sized pass leaves cores idle), kept in scan order.
+        let outputs: Vec<Result<RawOutputs, ProbeError>> = scans
+            .par_iter()
+            .map(|scan| {
+                ctl.check()?;
+                Ok(run(det, scan)?.raw)
+            })
+            .collect();
+        let outputs = outputs.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(DenseReference {
             outputs,
             weighting,
@@ -50,11 +57,21 @@ impl DenseReference {
         scans: &[CalibScan],
         ctl: &Control,
     ) -> Result<(f64, f64), ProbeError> {
+        ctl.check()?;
+        // Scans in parallel; summed in scan order (deterministic).
+        let per_scan: Vec<Result<(f64, f64), ProbeError>> = scans
+            .par_iter()
+            .enumerate()
+            .take(self.outputs.len())
+            .map(|(i, scan)| {
+                ctl.check()?;
+                let out = run(det, scan)?;
+                Ok(self.scan_distortion(i, &out.raw, None))
+            })
+            .collect();
         let mut d = (0.0, 0.0);
-        for (i, scan) in scans.iter().enumerate().take(self.outputs.len()) {
-            ctl.check()?;
-            let out = run(det, scan)?;
-            let (c, o) = self.scan_distortion(i, &out.raw, None);
+        for r in per_scan {
+            let (c, o) = r?;
             d = (d.0 + c, d.1 + o);
         }
         let n = scans.len().max(1) as f64;

@@ -16,6 +16,7 @@
 pub mod distill;
 pub mod reconstruct;
 pub mod stats;
+mod walk;
 
 use std::time::Instant;
 

@@ -9,12 +9,12 @@
 //! every point row, padded slots included, as OpenPCDet's training-mode BatchNorm1d sees
 //! them); the variance is unbiased, as PyTorch keeps `running_var`.
 
-use rayon::prelude::*;
-
 use crate::detect::Detector;
 use crate::detect::layers::{Unit, UnitKind};
 use crate::nn::Tensor;
 use crate::prune::probe::{CalibScan, Control, ProbeError};
+
+use super::walk;
 
 /// Per-channel pooled moments of a unit's pre-normalisation output.
 #[derive(Clone, Debug)]
@@ -63,6 +63,17 @@ impl ChannelMoments {
         }
     }
 
+    /// Adds the moments accumulated in `other`.
+    pub fn merge(&mut self, other: &ChannelMoments) {
+        self.n += other.n;
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (a, b) in self.sum_sq.iter_mut().zip(&other.sum_sq) {
+            *a += b;
+        }
+    }
+
     /// `(mean, unbiased variance)` per channel; `None` when nothing was seen.
     pub fn mean_var(&self) -> Option<(Vec<f32>, Vec<f32>)> {
         if self.n < 2.0 {
@@ -103,7 +114,8 @@ pub struct StatsChange {
 }
 
 /// Re-estimates the statistics of every BatchNorm of `det` from unit `first` on (the units
-/// before it see the dense network's inputs, so their statistics are already right).
+/// before it see the dense network's inputs, so their statistics are already right), in one
+/// forward pass per scan.
 pub fn repair_statistics(
     det: &mut Detector,
     scans: &[CalibScan],
@@ -121,27 +133,20 @@ pub fn repair_statistics(
         .map(|(i, _)| i)
         .collect();
     let mut changes = Vec::with_capacity(todo.len());
-    for (step, &l) in todo.iter().enumerate() {
+    walk::refit_in_order(det, scans, &todo, ctl, |det, l, sweeps| {
         let unit = det.units()[l];
         let linear = unit.linear_part().map_err(settings)?;
-        let mut m = ChannelMoments::new(unit.out_channels());
-        for chunk in scans.chunks(rayon::current_num_threads().max(1)) {
-            ctl.check()?;
-            let outputs: Vec<Result<Tensor, ProbeError>> = chunk
-                .par_iter()
-                .map(|scan| {
-                    let model_err = |source| ProbeError::Model {
-                        scan: scan.id.clone(),
-                        source,
-                    };
-                    let taped = det.forward_taped(&scan.points).map_err(model_err)?;
-                    let inputs = taped.unit_inputs(det).map_err(model_err)?;
-                    linear.forward_input(inputs[l]).map_err(settings)
-                })
-                .collect();
-            for z in outputs {
-                m.add(unit.kind, &z?);
-            }
+        let c = unit.out_channels();
+        // Per scan in parallel, then summed in scan order (deterministic).
+        let per_scan = walk::map_inputs(det, sweeps, scans, |x| {
+            let z = linear.forward_input(x).map_err(settings)?;
+            let mut m = ChannelMoments::new(c);
+            m.add(unit.kind, &z);
+            Ok(m)
+        })?;
+        let mut m = ChannelMoments::new(c);
+        for p in &per_scan {
+            m.merge(p);
         }
         let name = unit.weight_name();
         if let Some((mean, var)) = m.mean_var() {
@@ -149,8 +154,10 @@ pub fn repair_statistics(
             set_statistics(det.units_mut()[l], mean, var)?;
             changes.push(change);
         }
-        (ctl.on_step)(step + 1, todo.len(), &format!("statistics of {name}"));
-    }
+        let step = todo.iter().position(|&u| u == l).map_or(0, |p| p + 1);
+        (ctl.on_step)(step, todo.len(), &format!("statistics of {name}"));
+        Ok(())
+    })?;
     Ok(changes)
 }
 
