@@ -216,6 +216,33 @@ fn distillation_lowers_the_loss_deterministically_with_zeros_kept() {
     assert!(distill::distill(&mut det, &reference, &m, &calib, &cfg, &ctl).is_err());
 }
 
+/// A layer pruned entirely is said in the report: everything after it sees a constant map.
+#[test]
+fn a_layer_pruned_entirely_is_reported() {
+    let dense = Detector::load(None, &demo()).expect("demo");
+    let mut m = masks(&dense, 0.5);
+    let dead = dense.units()[5].weight_name();
+    m[5] = Some(vec![0; dense.units()[5].weight.numel()]);
+    let (cancel, on_step) = quiet();
+    let ctl = Control {
+        cancel: &cancel,
+        on_step: &on_step,
+    };
+    let cfg = RecoverSettings {
+        stages: Stages::NONE,
+        ..Default::default()
+    };
+    let (_, report) = recover::recover(&dense, &m, &scans(1), &cfg, &ctl).expect("recover");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with(&dead) && n.contains("pruned entirely")),
+        "{:?}",
+        report.notes
+    );
+}
+
 #[test]
 fn all_stages_in_order_with_a_report() {
     let dense = Detector::load(None, &demo()).expect("demo");

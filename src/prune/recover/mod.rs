@@ -259,6 +259,17 @@ pub fn recover(
                 seconds: t0.elapsed().as_secs_f64(),
             })
         };
+    // A layer pruned whole passes a constant map on: the BatchNorms after it see almost no
+    // variance, and re-estimating their statistics amplifies what is left (seen on the
+    // reference model with random weights: D 1.5e-4 -> 19 after statistics repair).
+    for (u, m) in dense.units().iter().zip(masks) {
+        if m.as_ref().is_some_and(|m| !m.contains(&1)) {
+            report.notes.push(format!(
+                "{} is pruned entirely: the layers after it see a constant input, and repairing their statistics can make the distortion worse",
+                u.weight_name()
+            ));
+        }
+    }
     report
         .results
         .push(measure(&pruned, "masks", Instant::now())?);
