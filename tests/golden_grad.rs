@@ -26,16 +26,23 @@ fn reference() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
 }
 
-fn check(folder: &str, config: &str) {
+/// A reference model and its fixture's input points.
+fn load(folder: &str, config: &str) -> (Detector, Vec<f32>) {
     let root = reference();
     let dir = root.join(folder);
     let det = Detector::load(Some(&root.join(config)), &dir.join("weights.safetensors"))
         .expect("load detector");
     let bytes = std::fs::read(dir.join("points_in.bin")).expect("points_in.bin");
-    let points: Vec<f32> = bytes
+    let points = bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
+    (det, points)
+}
+
+fn check(folder: &str, config: &str) {
+    let (det, points) = load(folder, config);
+    let dir = reference().join(folder);
     let golden = Weights::open(&dir.join("golden.safetensors")).expect("golden");
     let taped = det.forward_taped(&points).expect("forward");
     let mut probe = RawOutputs::default();
@@ -158,15 +165,7 @@ fn centerpoint_gradients_match_openpcdet() {
 /// the taped forward pass recorded, on both reference pillar models (anchor head; dynamic
 /// pillars with CenterPoint's shared conv and branches).
 fn sweep_matches_tape(folder: &str, config: &str) {
-    let root = reference();
-    let dir = root.join(folder);
-    let det = Detector::load(Some(&root.join(config)), &dir.join("weights.safetensors"))
-        .expect("load detector");
-    let bytes = std::fs::read(dir.join("points_in.bin")).expect("points_in.bin");
-    let points: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let (det, points) = load(folder, config);
     let taped = det.forward_taped(&points).expect("forward");
     let want = taped.unit_inputs(&det).expect("unit inputs");
     let mut sweep = Sweep::start(&det, &points).expect("sweep");
