@@ -1,26 +1,31 @@
 //! The app's speed targets (issue 5): the budget slider answers from the precomputed frontier
 //! on every frame (DP allocation plus one baseline to compare), and the pruned detections
 //! follow the slider "within about a second" for the demo model (prune the weights, then one
-//! forward pass). Real data: the demo model, its committed curves and a bundled scan.
+//! forward pass; with the statistics repair, re-estimate BatchNorm on the preview scans
+//! first). Real data: the demo model, its committed curves and bundled scans.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pruneview::app::jobs::JobCtl;
-use pruneview::app::work;
+use pruneview::app::work::{self, PREVIEW_SCANS, PrunedModel};
+use pruneview::progress::Control;
 use pruneview::prune::alloc::Method;
 use pruneview::prune::curves::Curves;
 use pruneview::prune::{BudgetKind, Lambdas};
+use pruneview::session::model::{LoadedModel, load_model};
+use pruneview::session::plan::{Planner, plan};
+use pruneview::session::scans::{ScanEntry, expand_scan_paths, load_scan};
 use std::hint::black_box;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn planner() -> (work::LoadedModel, Arc<Curves>, work::Planner) {
-    let ctl = JobCtl::detached();
-    let model = work::load_model(
+fn planner() -> (LoadedModel, Arc<Curves>, Planner) {
+    let ctl = Control::quiet();
+    let model = load_model(
         None,
         root().join("assets/demo_pointpillar.safetensors"),
         &ctl,
@@ -29,11 +34,11 @@ fn planner() -> (work::LoadedModel, Arc<Curves>, work::Planner) {
     let curves = Arc::new(
         Curves::load(&root().join("docs/pruning-report/curves.json")).expect("committed curves"),
     );
-    let p = work::plan(
-        curves.clone(),
-        model.weights.clone(),
+    let p = plan(
+        &curves,
+        &model.weights,
         Lambdas::default(),
-        Default::default(),
+        &Default::default(),
         BudgetKind::Flops,
         &ctl,
     )
@@ -55,13 +60,13 @@ fn slider(c: &mut Criterion) {
     c.bench_function("plan_frontier_and_baselines", |b| {
         let (model, curves, _) = planner();
         b.iter(|| {
-            work::plan(
-                curves.clone(),
-                model.weights.clone(),
+            plan(
+                &curves,
+                &model.weights,
                 Lambdas::default(),
-                Default::default(),
+                &Default::default(),
                 BudgetKind::Flops,
-                &JobCtl::detached(),
+                &Control::quiet(),
             )
             .unwrap()
         })
@@ -70,35 +75,50 @@ fn slider(c: &mut Criterion) {
 
 fn pruned_forward(c: &mut Criterion) {
     let (model, _, p) = planner();
-    let scan = work::load_scan(
+    let scan = load_scan(
         &model.det,
         &root().join("assets/scans/synthetic/velodyne/000003.bin"),
     )
     .expect("bundled scan");
-    let orders: Arc<Vec<Vec<u32>>> = Arc::new(
-        model
-            .det
-            .units()
-            .iter()
-            .map(|u| pruneview::prune::rank::magnitude_order(&u.weight.data))
-            .collect(),
-    );
+    let files = expand_scan_paths(&[root().join("assets/scans/synthetic")]).expect("scans");
+    let preview: Vec<_> = files
+        .iter()
+        .take(PREVIEW_SCANS)
+        .map(|f| load_scan(&model.det, f).map(|s| ScanEntry::calibration(&s)))
+        .collect::<Result<_, _>>()
+        .expect("bundled scans");
+    let orders: Vec<Vec<u32>> = model
+        .det
+        .units()
+        .iter()
+        .map(|u| pruneview::prune::rank::magnitude_order(&u.weight.data))
+        .collect();
     let sparsity = p.solve(Method::Dp, 0.35).unwrap().sparsity;
     let mut g = c.benchmark_group("pruned_detections_demo");
-    g.sample_size(20);
-    g.bench_function("prune_and_forward_35pct", |b| {
-        b.iter(|| {
-            work::pruned_detections(
-                model.det.clone(),
-                orders.clone(),
-                sparsity.clone(),
-                scan.id.clone(),
-                scan.points.clone(),
-                &JobCtl::detached(),
-            )
-            .unwrap()
-        })
-    });
+    g.sample_size(10);
+    let models = [
+        ("prune_and_forward_35pct", PrunedModel::Masked),
+        (
+            "prune_stats_and_forward_35pct",
+            PrunedModel::Statistics(Arc::new(preview)),
+        ),
+    ];
+    for (name, pruned) in models {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                work::pruned_detections(
+                    &model.det,
+                    &orders,
+                    sparsity.clone(),
+                    &pruned,
+                    scan.id.clone(),
+                    &scan.points,
+                    &JobCtl::detached(),
+                )
+                .unwrap()
+            })
+        });
+    }
     g.finish();
 }
 

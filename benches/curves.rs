@@ -9,12 +9,12 @@
 //! (OpenPCDet-style global augmentations), 8 per frame.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pruneview::detect::{Detector, FovFilter, prepare_scan};
+use pruneview::progress::Control;
 use pruneview::prune::curves::ModelInfo;
-use pruneview::prune::probe::{CalibScan, Control, CurveSettings, predicted_curves};
+use pruneview::prune::probe::{CalibScan, CurveSettings, predicted_curves};
 
 /// As in the `pruneview` binary: the backward pass allocates and frees large maps per layer,
 /// and the system allocator returns them to the OS (page faults on every reuse).
@@ -69,12 +69,7 @@ fn curves(c: &mut Criterion) {
     )
     .expect("load the KITTI PointPillars reference model");
     let scans = calibration_scans(&det);
-    let cancel = AtomicBool::new(false);
-    let quiet = |_: usize, _: usize, _: &str| {};
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &quiet,
-    };
+    let ctl = Control::quiet();
     let model = ModelInfo {
         name: "PointPillar".into(),
         weights_sha256: String::new(),

@@ -10,16 +10,16 @@
 //!   masked least-squares solve) for the demo's three head convs.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pruneview::detect::{Detector, prepare_scan};
 use pruneview::nn::Tensor;
 use pruneview::nn::gram::Gram;
 use pruneview::pointcloud::scan::list_scans;
+use pruneview::progress::Control;
 use pruneview::prune::Weighting;
 use pruneview::prune::measure::DenseReference;
-use pruneview::prune::probe::{self, CalibScan, Control};
+use pruneview::prune::probe::{self, CalibScan};
 use pruneview::prune::rank;
 use pruneview::prune::recover::{self, ReconstructSettings, reconstruct};
 use pruneview::synth::rng::Rng;
@@ -55,12 +55,7 @@ fn half_masks(det: &Detector) -> Vec<Option<Vec<u8>>> {
 }
 
 fn benches(c: &mut Criterion) {
-    let cancel = AtomicBool::new(false);
-    let quiet = |_: usize, _: usize, _: &str| {};
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &quiet,
-    };
+    let ctl = Control::quiet();
     let dense =
         Detector::load(None, &root().join("assets/demo_pointpillar.safetensors")).expect("demo");
     let masks = half_masks(&dense);

@@ -11,6 +11,8 @@ pub mod io;
 pub mod model;
 pub mod nn;
 pub mod pointcloud;
+pub mod progress;
 pub mod prune;
 pub mod report;
+pub mod session;
 pub mod synth;

@@ -229,10 +229,10 @@ fn curves_cancel_then_measured_curves_and_evaluation() {
     })
     .unwrap();
     let p = &h.state().state.eval_points[0];
-    assert_eq!(p.frames, 1);
+    assert_eq!(p.accuracy.frames, 1);
     assert!((p.keep - 0.5).abs() < 1e-9);
-    assert!(p.dense.mean_bev > 0.0, "{p:?}");
-    assert!(p.pruned.mean_bev <= 100.0, "{p:?}");
+    assert!(p.accuracy.dense.mean_bev > 0.0, "{p:?}");
+    assert!(p.accuracy.pruned.mean_bev <= 100.0, "{p:?}");
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
 }
 
@@ -267,4 +267,68 @@ fn snapshots_of_the_main_views() {
 
     h.state_mut().open_export_dialog();
     snapshot(&mut h, "app_export_dialog");
+}
+
+/// The Recovery control: the statistics repair changes what the shown pruned model detects,
+/// a full recovery runs as a background job and is then what the view shows and Export
+/// writes (its report in the weights' metadata).
+#[test]
+fn recovery_control_repairs_the_shown_model_and_exports_the_recovered_one() {
+    use pruneview::session::recover::Recovery;
+    let mut h = loaded(screenshots::WINDOW);
+    let shown = |h: &mut Harness<'_, PruneviewApp>, r: Recovery| {
+        let s = &mut h.state_mut().state;
+        s.settings.recovery = r;
+        s.recovery_changed();
+        step_until(h, LONG, "pruned detections", |a| {
+            a.state.pruned_is_current()
+        })
+        .unwrap();
+        let p = h.state().state.pruned.as_ref().unwrap();
+        let scores: Vec<f32> = p.detections.iter().map(|d| d.score).collect();
+        (p.recovery, scores)
+    };
+    h.state_mut().state.settings.keep = 0.3;
+    h.state_mut().state.budget_changed();
+    let (r, masked) = shown(&mut h, Recovery::None);
+    assert_eq!(r, Recovery::None);
+    let (r, repaired) = shown(&mut h, Recovery::Statistics);
+    assert_eq!(r, Recovery::Statistics);
+    assert_ne!(masked, repaired, "the statistics repair changed nothing");
+
+    // Full: shown as statistics until Recover has run, then the recovered model.
+    let (r, _) = shown(&mut h, Recovery::Full);
+    assert_eq!(r, Recovery::Statistics);
+    h.state_mut().state.settings.distill_steps = 2;
+    h.run_steps(2);
+    h.get_by_label("Recover").click();
+    step_until(&mut h, LONG, "the recovery", |a| {
+        a.state.recovered.is_some()
+    })
+    .unwrap();
+    step_until(&mut h, LONG, "recovered detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    assert_eq!(
+        h.state().state.pruned.as_ref().unwrap().recovery,
+        Recovery::Full
+    );
+    h.get_by_label_contains("recovered: shown");
+
+    let dir = tmp("recovered");
+    let s = &mut h.state_mut().state;
+    s.settings.export.dir = dir.clone();
+    s.export();
+    step_until(&mut h, LONG, "the export", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    let w = Weights::open(&dir.join("pruned.safetensors")).unwrap();
+    let recovery = w
+        .metadata()
+        .get("pruneview.recovery")
+        .expect("recovery metadata");
+    assert!(recovery.contains("\"stages\":\"all\""), "{recovery}");
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
 }

@@ -323,6 +323,31 @@ fn curves_solve_export_and_prune() {
             "{k}"
         );
     }
+
+    // Outputs that would replace an input, or each other, are refused before any work.
+    let curves_before = std::fs::read(outdir.join("curves.json")).expect("curves");
+    let mut a = args(&["prune"]);
+    a.extend(model_and_scans());
+    a.extend(args(&[
+        "--norm-from",
+        &s(&outdir.join("curves.json")),
+        "--flops-keep",
+        "0.3",
+        "--out",
+        &s(&outdir),
+    ]));
+    // (Checked up front: a refusal at write time would say "refusing to overwrite".)
+    let e = err(&run(&a));
+    assert!(
+        e.contains("curves.json") && e.contains("one of the inputs"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(outdir.join("curves.json")).expect("curves"),
+        curves_before
+    );
+    let e = err(&export(&["--pruned", &s(&again)]));
+    assert!(e.contains("two outputs"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -386,6 +411,17 @@ fn shards_computed_separately_merge() {
         &s(&dir.join("x.json")),
     ])));
     assert!(e.contains("in both shards"), "{e}");
+    // The normalisation file read is never the one written.
+    let before = std::fs::read(&norm).expect("norm");
+    let mut c = args(&["curves"]);
+    c.extend(model_and_scans());
+    c.extend(args(&["--norm-from", &n, "--out", &n]));
+    let e = err(&run(&c));
+    assert!(
+        e.contains("norm.json") && e.contains("one of the inputs"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&norm).expect("norm"), before);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

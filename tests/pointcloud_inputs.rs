@@ -534,3 +534,47 @@ fn image_size_parses_height_by_width() {
         assert!(err.contains(bad) && err.contains("375x1242"), "{err}");
     }
 }
+
+/// Calibration scans are found and read one way for the CLI and the app: a KITTI root
+/// expands to its `velodyne/` files, and a FOV_POINTS_ONLY model gets the camera-FOV filter
+/// from the layout's `calib/`, exactly as with an explicit `--fov-calib` folder.
+#[test]
+fn calibration_scans_from_a_kitti_root_get_the_layouts_fov_filter() {
+    use pruneview::progress::Control;
+    use pruneview::session::scans::{ScanReading, calibration_scans, expand_scan_paths};
+    let root = shared("data/kitti/training");
+    let det = pruneview::detect::Detector::load(
+        Some(&shared("reference/cfgs/kitti_models/pointpillar.yaml")),
+        &shared("reference/pointpillar_kitti_000008/weights.safetensors"),
+    )
+    .unwrap();
+    assert!(det.config.data.fov_points_only);
+    let files = expand_scan_paths(std::slice::from_ref(&root)).unwrap();
+    assert_eq!(files, expand_scan_paths(&[root.join("velodyne")]).unwrap());
+    assert!(!files.is_empty());
+    let quiet = Control::quiet();
+    let auto = calibration_scans(&det, &files, &ScanReading::default(), &quiet).unwrap();
+    let explicit = ScanReading {
+        fov_calib: Some(root.join("calib")),
+        ..ScanReading::default()
+    };
+    let given = calibration_scans(&det, &files, &explicit, &quiet).unwrap();
+    for (a, b) in auto.iter().zip(&given) {
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.points, b.points);
+    }
+    // Frame 000008 has 17 of its 17,238 points outside the camera's view (data README).
+    let i = files
+        .iter()
+        .position(|f| f.ends_with("000008.bin"))
+        .unwrap();
+    let unfiltered = Scan::load(&files[i]).unwrap();
+    assert_eq!(unfiltered.len(), 17_238);
+    assert_eq!(auto[i].points.len() / 4, 17_221);
+    // A scan outside a KITTI layout is read whole.
+    let dir = temp_dir("outside-layout");
+    let copy = dir.join("000008.bin");
+    std::fs::copy(&files[i], &copy).unwrap();
+    let whole = calibration_scans(&det, &[copy], &ScanReading::default(), &quiet).unwrap();
+    assert_eq!(whole[0].points.len() / 4, unfiltered.len());
+}

@@ -8,10 +8,11 @@ use std::sync::atomic::AtomicBool;
 
 use pruneview::detect::{Detector, FovFilter, RawOutputs, prepare_scan};
 use pruneview::nn::Tensor;
+use pruneview::progress::Control;
 use pruneview::prune::curves::{Curves, ModelInfo};
 use pruneview::prune::measure::{DenseReference, Measurer, layer_fidelity};
 use pruneview::prune::probe::{
-    CalibScan, Control, CurveSettings, ProbeError, output_variances, predicted_curves,
+    CalibScan, CurveSettings, ProbeError, output_variances, predicted_curves,
 };
 use pruneview::prune::{Group, Lambdas, Weighting, rank};
 
@@ -56,10 +57,6 @@ fn setup() -> &'static Setup {
             .collect();
         Setup { det, scans }
     })
-}
-
-fn quiet() -> (AtomicBool, impl Fn(usize, usize, &str) + Sync) {
-    (AtomicBool::new(false), |_: usize, _: usize, _: &str| {})
 }
 
 fn model() -> ModelInfo {
@@ -143,11 +140,7 @@ fn predicted_curves_track_measured_curves() {
 
 fn predicted_curves_track_measured(weighting: Weighting) {
     let s = setup();
-    let (cancel, f) = quiet();
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &f,
-    };
+    let ctl = Control::quiet();
     let settings = CurveSettings {
         probes: 4,
         levels: CurveSettings::even_levels(11),
@@ -205,11 +198,7 @@ fn predicted_curves_track_measured(weighting: Weighting) {
 #[test]
 fn shards_merge_exactly_and_runs_are_deterministic() {
     let s = setup();
-    let (cancel, f) = quiet();
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &f,
-    };
+    let ctl = Control::quiet();
     let norms = output_variances(&s.det, &s.scans, Weighting::Detection, &ctl).expect("variances");
     let settings = CurveSettings {
         probes: 1,
@@ -268,11 +257,7 @@ fn shards_merge_exactly_and_runs_are_deterministic() {
 fn cancelled_curves_stop_with_an_error() {
     let s = setup();
     let cancel = AtomicBool::new(true);
-    let f = |_: usize, _: usize, _: &str| {};
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &f,
-    };
+    let ctl = Control::quiet().with_cancel(&cancel);
     let r = predicted_curves(&s.det, &s.scans, &CurveSettings::default(), model(), &ctl);
     assert!(matches!(r, Err(ProbeError::Cancelled)));
 }

@@ -11,8 +11,9 @@ use std::sync::atomic::AtomicBool;
 use pruneview::detect::Detector;
 use pruneview::detect::prepare_scan;
 use pruneview::pointcloud::scan::list_scans;
+use pruneview::progress::Control;
 use pruneview::prune::measure::DenseReference;
-use pruneview::prune::probe::{self, CalibScan, Control};
+use pruneview::prune::probe::{self, CalibScan};
 use pruneview::prune::recover::{
     self, DistillSettings, ReconstructSettings, RecoverSettings, Stages, distill, reconstruct,
     stats,
@@ -52,10 +53,6 @@ fn masks(det: &Detector, s: f64) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
-fn quiet() -> (AtomicBool, impl Fn(usize, usize, &str) + Sync) {
-    (AtomicBool::new(false), |_: usize, _: usize, _: &str| {})
-}
-
 fn zeros_kept(det: &Detector, masks: &[Option<Vec<u8>>]) {
     for (u, m) in det.units().iter().zip(masks) {
         if let Some(m) = m {
@@ -79,11 +76,7 @@ fn statistics_repair_gives_the_pruned_networks_own_statistics() {
     let m = masks(&dense, 0.5);
     let mut det = recover::masked(&dense, &m).expect("masked");
     let calib = scans(3);
-    let (cancel, on_step) = quiet();
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &on_step,
-    };
+    let ctl = Control::quiet();
     let changes = stats::repair_statistics(&mut det, &calib, 1, &ctl).expect("repair");
     assert!(!changes.is_empty());
     assert!(
@@ -124,11 +117,7 @@ fn reconstruction_lowers_each_layers_error_and_keeps_the_masks() {
     let m = masks(&dense, 0.6);
     let mut det = recover::masked(&dense, &m).expect("masked");
     let calib = scans(2);
-    let (cancel, on_step) = quiet();
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &on_step,
-    };
+    let ctl = Control::quiet();
     let layers = reconstruct::reconstruct(
         &mut det,
         &dense,
@@ -175,11 +164,7 @@ fn distillation_lowers_the_loss_deterministically_with_zeros_kept() {
     let dense = Detector::load(None, &demo()).expect("demo");
     let m = masks(&dense, 0.6);
     let calib = scans(2);
-    let (cancel, on_step) = quiet();
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &on_step,
-    };
+    let ctl = Control::quiet();
     let norms = probe::output_variances(&dense, &calib, Weighting::Detection, &ctl).unwrap();
     let reference =
         DenseReference::compute(&dense, &calib, Weighting::Detection, norms, &ctl).unwrap();
@@ -208,10 +193,7 @@ fn distillation_lowers_the_loss_deterministically_with_zeros_kept() {
     }
     // A cancelled run stops with an error.
     let stop = AtomicBool::new(true);
-    let ctl = Control {
-        cancel: &stop,
-        on_step: &on_step,
-    };
+    let ctl = Control::quiet().with_cancel(&stop);
     let mut det = recover::masked(&dense, &m).unwrap();
     assert!(distill::distill(&mut det, &reference, &m, &calib, &cfg, &ctl).is_err());
 }
@@ -223,11 +205,7 @@ fn a_layer_pruned_entirely_is_reported() {
     let mut m = masks(&dense, 0.5);
     let dead = dense.units()[5].weight_name();
     m[5] = Some(vec![0; dense.units()[5].weight.numel()]);
-    let (cancel, on_step) = quiet();
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &on_step,
-    };
+    let ctl = Control::quiet();
     let cfg = RecoverSettings {
         stages: Stages::NONE,
         ..Default::default()
@@ -248,11 +226,7 @@ fn all_stages_in_order_with_a_report() {
     let dense = Detector::load(None, &demo()).expect("demo");
     let m = masks(&dense, 0.5);
     let calib = scans(2);
-    let (cancel, on_step) = quiet();
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &on_step,
-    };
+    let ctl = Control::quiet();
     let cfg = RecoverSettings {
         stages: Stages::ALL,
         distill: DistillSettings {

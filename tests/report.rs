@@ -8,9 +8,10 @@ use std::sync::atomic::AtomicBool;
 
 use pruneview::detect::{Detector, prepare_scan};
 use pruneview::eval::EvalSet;
+use pruneview::progress::Control;
 use pruneview::prune::alloc::Method;
 use pruneview::prune::curves::ModelInfo;
-use pruneview::prune::probe::{CalibScan, Control, CurveSettings, predicted_curves};
+use pruneview::prune::probe::{CalibScan, CurveSettings, predicted_curves};
 use pruneview::prune::recover::Stages;
 use pruneview::report::{self, Accuracy, PruningReport, ReportError, ReportInputs, ReportSettings};
 
@@ -49,14 +50,12 @@ fn fixture() -> Fixture {
         })
         .collect();
     let ids: Vec<String> = (0..6).map(|i| format!("{i:06}")).collect();
-    let never = AtomicBool::new(false);
     let eval = EvalSet::load(
         &scans_dir(),
         &ids,
         pruneview::synth::IMAGE,
         &det.config.data.used_features,
-        &never,
-        &|_, _| {},
+        &Control::quiet(),
     )
     .expect("eval set");
     Fixture { det, scans, eval }
@@ -72,12 +71,7 @@ fn run_with(
     cancel: bool,
     recoveries: Vec<Stages>,
 ) -> Result<PruningReport, ReportError> {
-    let flag = AtomicBool::new(false);
-    let on_step = |_: usize, _: usize, _: &str| {};
-    let ctl = Control {
-        cancel: &flag,
-        on_step: &on_step,
-    };
+    let ctl = Control::quiet();
     let settings = CurveSettings {
         probes: 1,
         levels: CurveSettings::even_levels(21),
@@ -88,7 +82,8 @@ fn run_with(
         weights_sha256: "test".into(),
     };
     let p = predicted_curves(&f.det, &f.scans, &settings, model, &ctl).expect("curves");
-    flag.store(cancel, std::sync::atomic::Ordering::Relaxed);
+    let flag = AtomicBool::new(cancel);
+    let ctl = ctl.with_cancel(&flag);
     report::run(
         &ReportInputs {
             det: &f.det,
@@ -115,8 +110,7 @@ fn report_evaluates_every_budget_and_method() {
     let rep = run(&f, vec![1.0, 0.6, 0.3], false).expect("report");
 
     // The dense row is a plain evaluation of the unpruned model.
-    let never = AtomicBool::new(false);
-    let plain = f.eval.evaluate(&f.det, &never, &|_, _| {}).expect("eval");
+    let plain = f.eval.evaluate(&f.det, &Control::quiet()).expect("eval");
     let classes = pruneview::eval::model_classes(&f.det).expect("classes");
     assert_eq!(rep.dense, Accuracy::of(&plain, &classes));
     assert!(

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use pruneview::pointcloud::kitti::load_labels;
 use pruneview::pointcloud::{Calib, Scan};
+use pruneview::progress::Control;
 use pruneview::synth::{
     Class, IMAGE, Lidar, generate_scene, make_frame, render, scene_labels, standard_calib,
     synth_to_dir, write_kitti,
@@ -82,18 +83,19 @@ fn cli_entry_reports_progress_and_cancels() {
     let d = tmp("cli");
     let calls = std::sync::Mutex::new(Vec::new());
     let cancel = AtomicBool::new(false);
-    let n = synth_to_dir(
-        &d,
-        2,
-        1,
-        &|done, total| calls.lock().expect("lock").push((done, total)),
-        &cancel,
-    )
-    .expect("synth");
+    let on_step =
+        |done: usize, total: usize, _: &str| calls.lock().expect("lock").push((done, total));
+    let n = synth_to_dir(&d, 2, 1, &Control::new(&cancel, &on_step)).expect("synth");
     assert_eq!(n, 2);
     assert_eq!(*calls.lock().expect("lock"), vec![(1, 2), (2, 2)]);
     let cancelled = AtomicBool::new(true);
-    let n = synth_to_dir(&tmp("cli2"), 5, 1, &|_, _| {}, &cancelled).expect("synth");
+    let n = synth_to_dir(
+        &tmp("cli2"),
+        5,
+        1,
+        &Control::quiet().with_cancel(&cancelled),
+    )
+    .expect("synth");
     assert_eq!(n, 0);
     let _ = std::fs::remove_dir_all(&d);
 }

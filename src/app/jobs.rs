@@ -2,15 +2,15 @@
 //! evaluation, export) runs on its own thread, reports progress through atomics and returns
 //! its result as a value. The UI thread only polls, so it never waits on model work.
 //!
-//! Results are generic so the job system knows nothing of models; errors are strings meant
-//! for the user (they already name the file and the problem).
+//! Results are generic so the job system knows nothing of models; a job fails with a
+//! message meant for the user (it already names the file and the problem) or is cancelled.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::prune::probe::Control;
+use crate::progress::Control;
 
 /// What a job is for. Starting a job of a kind that [`JobKind::supersedes`] cancels the
 /// running one (a new budget makes the old pruned forward stale).
@@ -24,6 +24,7 @@ pub enum JobKind {
     Frontier,
     PrunedForward,
     Eval,
+    Recover,
     Export,
     Dialog,
 }
@@ -93,18 +94,26 @@ impl JobCtl {
         (self.wake)();
     }
 
-    /// Runs `f` with the pruning code's [`Control`] wired to this job.
+    /// `Err(Cancelled)` once the job was cancelled.
+    pub fn check(&self) -> JobResult<()> {
+        if self.is_cancelled() {
+            Err(JobError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with the library's [`Control`] wired to this job.
     pub fn with_control<T>(&self, f: impl FnOnce(&Control) -> T) -> T {
         let on_step = |done: usize, total: usize, what: &str| self.step(done, total, what);
-        f(&Control {
-            cancel: &self.cancel,
-            on_step: &on_step,
-        })
+        f(&Control::new(&self.cancel, &on_step))
     }
 }
 
-/// A job's outcome: its value, or why it failed ("cancelled" for a cancelled job).
-pub type JobResult<T> = Result<T, String>;
+pub use crate::session::Error as JobError;
+
+/// A job's outcome: its value, or why there is none.
+pub type JobResult<T> = Result<T, JobError>;
 
 /// A running job as the UI lists it.
 pub struct Job<T> {
@@ -204,9 +213,9 @@ impl<T: Send + 'static> Jobs<T> {
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&thread_ctl)));
                 let result = match outcome {
-                    Ok(r) if thread_ctl.is_cancelled() => r.and(Err("cancelled".to_string())),
+                    Ok(r) if thread_ctl.is_cancelled() => r.and(Err(JobError::Cancelled)),
                     Ok(r) => r,
-                    Err(p) => Err(format!("internal error: {}", panic_message(&p))),
+                    Err(p) => Err(format!("internal error: {}", panic_message(&p)).into()),
                 };
                 let _ = tx.send(result);
                 (thread_ctl.wake)();
@@ -215,7 +224,7 @@ impl<T: Send + 'static> Jobs<T> {
             Ok(_) => rx,
             Err(e) => {
                 let (tx, failed) = channel();
-                let _ = tx.send(Err(format!("cannot start a thread: {e}")));
+                let _ = tx.send(Err(format!("cannot start a thread: {e}").into()));
                 failed
             }
         };
@@ -334,9 +343,10 @@ mod tests {
         assert_eq!(done[0].result, Ok(7));
         assert_eq!(
             done[1].result,
-            Err("bad.safetensors: truncated".to_string())
+            Err(JobError::Failed("bad.safetensors: truncated".into()))
         );
-        assert!(done[2].result.as_ref().unwrap_err().contains("boom"));
+        let panicked = done[2].result.as_ref().unwrap_err().to_string();
+        assert!(panicked.contains("boom"), "{panicked}");
     }
 
     #[test]
@@ -351,7 +361,7 @@ mod tests {
         let second = j.spawn(JobKind::PrunedForward, "new budget", |_| Ok(2));
         let done = wait_all(&mut j);
         let get = |id| done.iter().find(|f| f.id == id).unwrap();
-        assert_eq!(get(first).result, Err("cancelled".into()));
+        assert_eq!(get(first).result, Err(JobError::Cancelled));
         assert_eq!(get(second).result, Ok(2));
     }
 

@@ -15,13 +15,18 @@ use crate::pointcloud::scan::is_scan_file;
 use crate::prune::alloc::{Constraint, Method, Solution};
 use crate::prune::curves::Curves;
 use crate::prune::probe::CalibScan;
+use crate::prune::recover::RecoverSettings;
 use crate::prune::{BudgetKind, Lambdas, Weighting};
+use crate::session::model::LoadedModel;
+use crate::session::plan::{self, Planner};
+use crate::session::recover::Recovery;
+use crate::session::scans::{self, ScanEntry};
 
-use super::jobs::{JobKind, Jobs};
+use super::jobs::{JobError, JobKind, Jobs};
 use super::view3d::{ColorBy, Projection};
 use super::work::{
-    self, CurvesResult, EvalPoint, ExportChoice, LoadedModel, OpenRequest, Planner,
-    PrunedDetections, ScanEntry,
+    self, CurvesResult, EvalPoint, ExportChoice, OpenRequest, PREVIEW_SCANS, PrunedDetections,
+    PrunedModel, RecoveredModel,
 };
 
 /// How long the budget must stay still before the pruned detections are recomputed.
@@ -46,6 +51,10 @@ pub struct Settings {
     pub compare: Option<String>,
     /// Per-layer constraints by weight name.
     pub constraints: HashMap<String, Constraint>,
+    /// How the pruned model is recovered (the detections shown, Evaluate and Export).
+    pub recovery: Recovery,
+    /// Adam steps of a full recovery's distillation.
+    pub distill_steps: usize,
     pub color_by: ColorBy,
     pub projection: Projection,
     pub score_threshold: f32,
@@ -68,6 +77,8 @@ impl Default for Settings {
             keep: 0.5,
             compare: Some("lamp".into()),
             constraints: HashMap::new(),
+            recovery: Recovery::Statistics,
+            distill_steps: crate::prune::recover::DistillSettings::default().steps,
             color_by: ColorBy::Height,
             projection: Projection::Perspective,
             score_threshold: 0.3,
@@ -115,7 +126,8 @@ pub enum Output {
     Pruned(PrunedDetections),
     Measured(Vec<crate::prune::curves::Measured>),
     Eval(EvalPoint),
-    Exported(Vec<PathBuf>),
+    Recovered(Box<RecoveredModel>),
+    Exported(Vec<PathBuf>, Option<String>),
     Picked(Pick, Vec<PathBuf>),
 }
 
@@ -162,8 +174,10 @@ pub struct State {
     pub planner: Option<Arc<Planner>>,
     pub current: Option<Current>,
     pub pruned: Option<PrunedDetections>,
-    /// (scan id, sparsity) of the pruned forward in flight.
-    pruned_target: Option<(String, Vec<f64>)>,
+    /// What the pruned forward in flight shows.
+    pruned_target: Option<PrunedTarget>,
+    /// The last full recovery, for the allocation it was run at.
+    pub recovered: Option<Arc<RecoveredModel>>,
     last_change: Instant,
     pub eval_points: Vec<EvalPoint>,
     pub messages: Vec<Message>,
@@ -185,6 +199,7 @@ impl State {
             current: None,
             pruned: None,
             pruned_target: None,
+            recovered: None,
             last_change: Instant::now(),
             eval_points: Vec::new(),
             messages: Vec::new(),
@@ -209,7 +224,7 @@ impl State {
         &mut self,
         kind: JobKind,
         title: impl Into<String>,
-        body: impl FnOnce(&super::jobs::JobCtl) -> Result<Output, String> + Send + 'static,
+        body: impl FnOnce(&super::jobs::JobCtl) -> super::jobs::JobResult<Output> + Send + 'static,
     ) {
         let generation = Some(self.generation);
         self.jobs.spawn(kind, title, move |ctl| {
@@ -225,7 +240,7 @@ impl State {
     pub fn open(&mut self, req: OpenRequest) {
         let title = format!("load {}", req.weights.display());
         self.spawn(JobKind::LoadModel, title, move |ctl| {
-            let m = work::load_model(req.config.clone(), req.weights.clone(), ctl)?;
+            let m = work::load_model(&req, ctl)?;
             Ok(Output::Model(Box::new(m), req))
         });
     }
@@ -253,6 +268,7 @@ impl State {
         self.current = None;
         self.pruned = None;
         self.pruned_target = None;
+        self.recovered = None;
     }
 
     /// Adds scans (files or folders) to the calibration set.
@@ -264,7 +280,7 @@ impl State {
         let det = model.det.clone();
         let title = format!("scans: read + dense forward ({} path(s))", paths.len());
         self.spawn(JobKind::LoadScans, title, move |ctl| {
-            let (scans, errors) = work::load_scans(det, paths, ctl)?;
+            let (scans, errors) = ctl.with_control(|c| scans::load_scans(&det, &paths, c))?;
             Ok(Output::Scans { scans, errors })
         });
     }
@@ -310,13 +326,7 @@ impl State {
     }
 
     fn calib_scans(&self) -> Vec<CalibScan> {
-        self.scans
-            .iter()
-            .map(|s| CalibScan {
-                id: s.id.clone(),
-                points: s.points.to_vec(),
-            })
-            .collect()
+        self.scans.iter().map(ScanEntry::calibration).collect()
     }
 
     /// Starts the predicted curves on the current scans.
@@ -329,17 +339,12 @@ impl State {
             self.error("add calibration scans first");
             return;
         }
-        let det = model.det.clone();
-        let info = model.info.clone();
+        let model = model.clone();
         let scans = self.calib_scans();
-        let settings = work::curve_settings(self.settings.probes, self.settings.weighting);
-        let title = format!(
-            "curves: {} scans x {} probes",
-            scans.len(),
-            self.settings.probes
-        );
+        let (probes, weighting) = (self.settings.probes, self.settings.weighting);
+        let title = format!("curves: {} scans x {probes} probes", scans.len());
         self.spawn(JobKind::Curves, title, move |ctl| {
-            let r = work::compute_curves(det, info, scans, settings, ctl)?;
+            let r = work::compute_curves(&model, &scans, probes, weighting, ctl)?;
             Ok(Output::Curves(Box::new(r)))
         });
     }
@@ -355,7 +360,9 @@ impl State {
         let scans = self.calib_scans();
         let levels: Vec<f64> = (1..10).map(|k| k as f64 / 10.0).collect();
         self.spawn(JobKind::MeasuredCurves, "measured curves", move |ctl| {
-            let m = work::measure_curves(det, scans, curves, orders, levels, ctl)?;
+            let m = ctl.with_control(|c| {
+                crate::session::curves::measured_curves(&det, &scans, &curves, &orders, &levels, c)
+            })?;
             Ok(Output::Measured(m))
         });
     }
@@ -376,7 +383,8 @@ impl State {
             .map(|(n, c)| (n.clone(), *c))
             .collect();
         self.spawn(JobKind::Frontier, "frontier", move |ctl| {
-            let p = work::plan(curves, weights, lambdas, constraints, kind, ctl)?;
+            let p = ctl
+                .with_control(|c| plan::plan(&curves, &weights, lambdas, &constraints, kind, c))?;
             Ok(Output::Planner(Box::new(p)))
         });
     }
@@ -392,16 +400,15 @@ impl State {
     /// forward once the budget has settled. Cheap: called on every frame.
     pub fn tick(&mut self) {
         for f in self.jobs.poll() {
-            if f.kind == JobKind::PrunedForward && f.result.is_err() {
-                self.pruned_target = None;
-            }
+            // A failed or cancelled job is not retried (a pruned forward for the same target
+            // would fail again, or undo the cancel); a new target starts a new one.
             match f.result {
                 Ok(t) if t.generation.is_none_or(|g| g == self.generation) => {
                     self.apply(t.output, f.elapsed)
                 }
                 Ok(_) => {}
-                Err(e) if e == "cancelled" => {}
-                Err(e) => self.error(format!("{}: {e}", f.title)),
+                Err(JobError::Cancelled) => {}
+                Err(JobError::Failed(e)) => self.error(format!("{}: {e}", f.title)),
             }
         }
         self.update_current();
@@ -446,7 +453,10 @@ impl State {
                 self.current = None;
             }
             Output::Pruned(p) => {
-                self.pruned_target = None;
+                // A stale result must not clear the target of the job that replaced it.
+                if self.pruned_target.as_ref().is_some_and(|t| t.shows(&p)) {
+                    self.pruned_target = None;
+                }
                 self.pruned = Some(p);
             }
             Output::Measured(m) => {
@@ -460,19 +470,43 @@ impl State {
                 }
             }
             Output::Eval(p) => {
+                let a = &p.accuracy;
                 self.info(format!(
-                    "{} at {:.0}% kept: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames",
+                    "{} at {:.0}% kept, recovery {}: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames",
                     p.method,
                     p.keep * 100.0,
-                    p.pruned.mean_bev,
-                    p.dense.mean_bev,
-                    p.frames
+                    p.recovery.label(),
+                    a.pruned.mean_bev,
+                    a.dense.mean_bev,
+                    a.frames
                 ));
-                self.eval_points
-                    .retain(|q| !(q.method == p.method && (q.keep - p.keep).abs() < 1e-9));
+                self.eval_points.retain(|q| {
+                    !(q.method == p.method
+                        && q.recovery == p.recovery
+                        && (q.keep - p.keep).abs() < 1e-9)
+                });
                 self.eval_points.push(p);
             }
-            Output::Exported(files) => {
+            Output::Recovered(r) => {
+                let last = r.report.results.last();
+                self.info(format!(
+                    "recovered ({}) in {:.0} s: calibration D {}",
+                    r.report.stages,
+                    elapsed.as_secs_f64(),
+                    last.map_or("-".into(), |s| format!(
+                        "{:.3e}",
+                        self.settings.lambdas.combine(s.confidence, s.locality)
+                    ))
+                ));
+                for n in &r.report.notes {
+                    self.info(format!("recovery: {n}"));
+                }
+                self.recovered = Some(Arc::new(*r));
+            }
+            Output::Exported(files, warning) => {
+                if let Some(w) = warning {
+                    self.error(w);
+                }
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
                 self.info(format!("wrote {}", names.join(", ")));
             }
@@ -597,10 +631,53 @@ impl State {
         Some((self.selected()?, sol))
     }
 
-    /// Whether the shown pruned detections are those of the current allocation and scan.
+    /// The full recovery of `sparsity`, when it has been run.
+    pub fn recovered_for(&self, sparsity: &[f64]) -> Option<&Arc<RecoveredModel>> {
+        self.recovered.as_ref().filter(|r| r.sparsity == sparsity)
+    }
+
+    /// The recovery the pruned model of `sparsity` gets: the chosen one, except that a full
+    /// recovery not yet run for this allocation shows the statistics repair meanwhile.
+    pub fn effective_recovery(&self, sparsity: &[f64]) -> Recovery {
+        match self.settings.recovery {
+            Recovery::Full if self.recovered_for(sparsity).is_none() => Recovery::Statistics,
+            r => r,
+        }
+    }
+
+    /// The pruned model of `sparsity` as it is recovered; statistics on the first
+    /// `max_scans` calibration scans.
+    fn pruned_model(&self, sparsity: &[f64], max_scans: usize) -> PrunedModel {
+        match self.effective_recovery(sparsity) {
+            Recovery::None => PrunedModel::Masked,
+            Recovery::Statistics => PrunedModel::Statistics(Arc::new(
+                self.scans
+                    .iter()
+                    .take(max_scans)
+                    .map(ScanEntry::calibration)
+                    .collect(),
+            )),
+            Recovery::Full => match self.recovered_for(sparsity) {
+                Some(r) => PrunedModel::Recovered(r.clone()),
+                None => PrunedModel::Masked,
+            },
+        }
+    }
+
+    fn pruned_target(&self) -> Option<PrunedTarget> {
+        let (scan, sol) = self.pruned_goal()?;
+        Some(PrunedTarget {
+            scan_id: scan.id.clone(),
+            recovery: self.effective_recovery(&sol.sparsity),
+            sparsity: sol.sparsity.clone(),
+        })
+    }
+
+    /// Whether the shown pruned detections are those of the current allocation, scan and
+    /// recovery.
     pub fn pruned_is_current(&self) -> bool {
-        match (self.pruned_goal(), &self.pruned) {
-            (Some((scan, sol)), Some(p)) => p.scan_id == scan.id && p.sparsity == sol.sparsity,
+        match (self.pruned_target(), &self.pruned) {
+            (Some(t), Some(p)) => t.shows(p),
             _ => false,
         }
     }
@@ -608,23 +685,25 @@ impl State {
     /// Starts the pruned forward on the selected scan once the budget has been still for
     /// [`SETTLE`]; a newer target cancels the stale job (jobs of a kind supersede).
     fn schedule_pruned(&mut self) {
-        let (Some(model), Some(orders), Some((scan, sol))) =
-            (&self.model, &self.orders, self.pruned_goal())
+        let (Some(model), Some(orders), Some(target)) =
+            (&self.model, &self.orders, self.pruned_target())
         else {
             return;
         };
-        let target = (scan.id.clone(), sol.sparsity.clone());
         if self.pruned_is_current()
             || self.pruned_target.as_ref() == Some(&target)
             || self.last_change.elapsed() < SETTLE
         {
             return;
         }
+        let Some(scan) = self.selected() else { return };
         let (det, orders, points) = (model.det.clone(), orders.clone(), scan.points.clone());
-        let (scan_id, sparsity) = target.clone();
+        let pruned = self.pruned_model(&target.sparsity, PREVIEW_SCANS);
+        let (scan_id, sparsity) = (target.scan_id.clone(), target.sparsity.clone());
         self.pruned_target = Some(target);
         self.spawn(JobKind::PrunedForward, "pruned detections", move |ctl| {
-            let r = work::pruned_detections(det, orders, sparsity, scan_id, points, ctl)?;
+            let r =
+                work::pruned_detections(&det, &orders, sparsity, &pruned, scan_id, &points, ctl)?;
             Ok(Output::Pruned(r))
         });
     }
@@ -636,47 +715,125 @@ impl State {
             .then(|| SETTLE.saturating_sub(self.last_change.elapsed()))
     }
 
-    pub fn evaluate(&mut self) {
-        let (Some(model), Some(orders), Some(cur)) = (&self.model, &self.orders, &self.current)
+    /// The recovery choice changed: the shown detections follow at once.
+    pub fn recovery_changed(&mut self) {
+        self.pruned_target = None;
+    }
+
+    /// The current DP allocation, or why there is none.
+    fn current_dp(&self) -> Result<(f64, &Solution), &'static str> {
+        let cur = self.current.as_ref().ok_or("compute the curves first")?;
+        let sol = cur
+            .dp
+            .as_ref()
+            .map_err(|_| "no allocation at this budget")?;
+        Ok((cur.keep, sol))
+    }
+
+    /// Starts a full recovery (statistics, reconstruction, distillation) of the current DP
+    /// allocation on all calibration scans: a background job with progress and cancel.
+    pub fn recover(&mut self) {
+        let (Some(model), Some(orders), Some(curves)) = (&self.model, &self.orders, &self.curves)
         else {
             self.error("compute the curves first");
             return;
         };
-        let Ok(sol) = &cur.dp else {
-            self.error("no allocation at this budget");
+        let sparsity = match self.current_dp() {
+            Ok((_, sol)) => sol.sparsity.clone(),
+            Err(e) => return self.error(e),
+        };
+        let settings = RecoverSettings {
+            weighting: curves.calibration.distortion,
+            normalization: Some(curves.calibration.normalization.clone()),
+            distill: crate::prune::recover::DistillSettings {
+                lambdas: self.settings.lambdas,
+                steps: self.settings.distill_steps,
+                ..Default::default()
+            },
+            ..RecoverSettings::default()
+        };
+        let (det, orders, scans) = (model.det.clone(), orders.clone(), self.calib_scans());
+        let title = format!(
+            "recover: {} scans, all stages, {} distillation steps",
+            scans.len(),
+            self.settings.distill_steps
+        );
+        self.spawn(JobKind::Recover, title, move |ctl| {
+            let r = work::recover(&det, &orders, sparsity, &scans, &settings, ctl)?;
+            Ok(Output::Recovered(Box::new(r)))
+        });
+    }
+
+    pub fn is_recovering(&self) -> bool {
+        self.jobs.is_running(JobKind::Recover)
+    }
+
+    pub fn evaluate(&mut self) {
+        let (Some(model), Some(orders)) = (&self.model, &self.orders) else {
+            self.error("compute the curves first");
             return;
+        };
+        let (keep, sparsity) = match self.current_dp() {
+            Ok((keep, sol)) => (keep, sol.sparsity.clone()),
+            Err(e) => return self.error(e),
         };
         let frames: Vec<(PathBuf, String)> =
             self.scans.iter().filter_map(|s| s.kitti.clone()).collect();
-        let (det, orders, sparsity) = (model.det.clone(), orders.clone(), sol.sparsity.clone());
-        let keep = cur.keep;
+        let pruned = self.pruned_model(&sparsity, usize::MAX);
+        let (det, orders) = (model.det.clone(), orders.clone());
         self.spawn(JobKind::Eval, "evaluate dense and pruned", move |ctl| {
-            let p = work::evaluate(det, orders, sparsity, Method::Dp, keep, frames, ctl)?;
+            let p = work::evaluate(
+                &det,
+                &orders,
+                &sparsity,
+                &pruned,
+                Method::Dp,
+                keep,
+                frames,
+                ctl,
+            )?;
             Ok(Output::Eval(p))
         });
     }
 
     pub fn export(&mut self) {
-        let (Some(model), Some(curves), Some(planner), Some(cur)) =
-            (&self.model, &self.curves, &self.planner, &self.current)
+        let (Some(model), Some(curves), Some(planner)) = (&self.model, &self.curves, &self.planner)
         else {
             self.error("nothing to export yet: compute the curves first");
             return;
         };
-        let Ok(sol) = &cur.dp else {
-            self.error("no allocation at this budget");
-            return;
+        let (keep, sol) = match self.current_dp() {
+            Ok(x) => x,
+            Err(e) => return self.error(e),
         };
-        let alloc = work::allocation_record(planner, sol, Method::Dp, cur.keep, curves);
-        let (path, weights, curves) = (
-            model.weights_path.clone(),
-            model.weights.clone(),
-            curves.clone(),
-        );
+        let alloc = planner.record(sol, Method::Dp, keep, curves);
+        let pruned = self.pruned_model(&sol.sparsity, usize::MAX);
+        let not_recovered =
+            self.settings.recovery == Recovery::Full && self.recovered_for(&sol.sparsity).is_none();
+        let (model, curves) = (model.clone(), curves.clone());
+        if not_recovered {
+            self.info(
+                "full recovery has not run for this budget: exporting the statistics-repaired model (press Recover first for the fully recovered one)",
+            );
+        }
         let choice = self.settings.export.clone();
         self.spawn(JobKind::Export, "export", move |ctl| {
-            let files = work::export(path, weights, curves, alloc, choice, ctl)?;
-            Ok(Output::Exported(files))
+            let (files, warning) = work::export(&model, &curves, &alloc, &pruned, &choice, ctl)?;
+            Ok(Output::Exported(files, warning))
         });
+    }
+}
+
+/// What a pruned forward shows: a scan, an allocation and a recovery.
+#[derive(Clone, Debug, PartialEq)]
+struct PrunedTarget {
+    scan_id: String,
+    sparsity: Vec<f64>,
+    recovery: Recovery,
+}
+
+impl PrunedTarget {
+    fn shows(&self, p: &PrunedDetections) -> bool {
+        p.scan_id == self.scan_id && p.sparsity == self.sparsity && p.recovery == self.recovery
     }
 }

@@ -16,7 +16,11 @@ use crate::prune::{BudgetKind, Weighting};
 use super::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot};
 use super::state::{Level, Pick, Settings, State};
 use super::view3d::{Box3d, ColorBy, Projection, View3d};
-use super::work::{self, BASELINES, OpenRequest};
+use super::work::OpenRequest;
+use crate::session::model::LoadedModel;
+use crate::session::plan::BASELINES;
+use crate::session::recover::Recovery;
+use crate::session::scans::expand_scan_paths;
 
 /// Colours of the three box sets in the 3D view (and their legend).
 pub const GT_COLOR: egui::Color32 = egui::Color32::from_rgb(80, 220, 80);
@@ -256,7 +260,7 @@ impl PruneviewApp {
             });
     }
 
-    fn layer_table(&mut self, ui: &mut egui::Ui, m: &work::LoadedModel) {
+    fn layer_table(&mut self, ui: &mut egui::Ui, m: &LoadedModel) {
         let total_flops: f64 = m.layers.iter().map(|l| l.flops).sum::<f64>().max(1e-9);
         let sparsity = self.current_sparsity();
         let mut rows: Vec<usize> = (0..m.layers.len()).collect();
@@ -620,6 +624,8 @@ impl PruneviewApp {
             ui.label("updating the frontier...");
         }
         ui.separator();
+        self.recovery_control(ui);
+        ui.separator();
         self.totals(ui);
         ui.separator();
         self.allocation_chart(ui);
@@ -638,14 +644,74 @@ impl PruneviewApp {
         });
         for p in &self.state.eval_points {
             ui.label(format!(
-                "{} {:.0}%: AP_BEV {:.2} (dense {:.2}), {} frames",
+                "{} {:.0}%, recovery {}: AP_BEV {:.2} (dense {:.2}), {} frames",
                 p.method,
                 p.keep * 100.0,
-                p.pruned.mean_bev,
-                p.dense.mean_bev,
-                p.frames
+                p.recovery.label(),
+                p.accuracy.pruned.mean_bev,
+                p.accuracy.dense.mean_bev,
+                p.accuracy.frames
             ));
         }
+    }
+
+    /// None / statistics / full: what the shown detections, Evaluate and Export use. Full
+    /// recovery is a background job (Recover), shown as statistics until it has run.
+    fn recovery_control(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label("recovery").on_hover_text(
+                "How the pruned weights are repaired, without labels, on the calibration scans: \
+                 none (masks only), statistics (BatchNorm re-estimated, seconds) or full \
+                 (statistics, weight reconstruction and distillation, minutes)",
+            );
+            let before = self.state.settings.recovery;
+            for r in Recovery::ALL {
+                ui.radio_value(&mut self.state.settings.recovery, r, r.label());
+            }
+            if self.state.settings.recovery != before {
+                self.state.recovery_changed();
+            }
+        });
+        if self.state.settings.recovery != Recovery::Full {
+            return;
+        }
+        let sparsity = self
+            .state
+            .current
+            .as_ref()
+            .and_then(|c| c.dp.as_ref().ok())
+            .map(|s| s.sparsity.clone());
+        let done = sparsity
+            .as_deref()
+            .is_some_and(|s| self.state.recovered_for(s).is_some());
+        ui.horizontal(|ui| {
+            let running = self.state.is_recovering();
+            let button = ui.add_enabled(
+                sparsity.is_some() && !running && !done,
+                egui::Button::new("Recover"),
+            );
+            if button
+                .on_hover_text(
+                    "Full recovery of this allocation (progress and cancel in the jobs list)",
+                )
+                .clicked()
+            {
+                self.state.recover();
+            }
+            ui.add(
+                egui::DragValue::new(&mut self.state.settings.distill_steps)
+                    .range(0..=10_000)
+                    .suffix(" steps"),
+            )
+            .on_hover_text("Distillation steps (Adam): more steps recover more, linearly slower");
+            ui.label(if done {
+                "recovered: shown, evaluated and exported"
+            } else if running {
+                "recovering..."
+            } else {
+                "not recovered yet: showing statistics repair"
+            });
+        });
     }
 
     fn totals(&self, ui: &mut egui::Ui) {
@@ -784,16 +850,23 @@ impl PruneviewApp {
                     .as_ref()
                     .and_then(|c| c.dp.as_ref().ok().map(|s| (c.keep, s.predicted)));
                 let mut ap: Vec<ApPoint> = Vec::new();
-                for e in &eval {
+                let names: Vec<String> = eval
+                    .iter()
+                    .map(|e| match e.recovery {
+                        Recovery::None => e.method.name().to_string(),
+                        r => format!("{} + {}", e.method.name(), r.label()),
+                    })
+                    .collect();
+                for (e, name) in eval.iter().zip(&names) {
                     ap.push(ApPoint {
                         method: "dense",
                         keep: 1.0,
-                        ap: e.dense.mean_bev,
+                        ap: e.accuracy.dense.mean_bev,
                     });
                     ap.push(ApPoint {
-                        method: e.method.name(),
+                        method: name,
                         keep: e.keep,
-                        ap: e.pruned.mean_bev,
+                        ap: e.accuracy.pruned.mean_bev,
                     });
                 }
                 plots::frontier_plot(&mut cols[1], "frontier", &series, current, &ap);
@@ -999,15 +1072,16 @@ impl PruneviewApp {
                 ui.checkbox(&mut e.masks, export::MASKS_FILE);
                 ui.weak("    U8 masks, 1 = kept, same names and shapes as the weights: multiply them in PyTorch.");
                 ui.checkbox(&mut e.pruned, export::PRUNED_FILE);
-                ui.weak("    The weights with pruned values set to 0. A dense tensor with zeros is NOT faster by itself: speed needs sparse kernels or structured pruning.");
+                ui.weak("    The pruned weights, recovered as the Budget panel's recovery says (zeros where the masks are 0). A dense tensor with zeros is NOT faster by itself: speed needs sparse kernels or structured pruning.");
                 ui.checkbox(&mut e.allocation, export::ALLOCATION_FILE);
                 ui.weak("    Per-layer sparsity, budget, lambdas and the weights' sha256 (pruneview-allocation/1).");
                 ui.checkbox(&mut e.csv, export::CSV_FILE);
                 ui.weak("    One row per layer: shape, params, FLOPs, sparsity, predicted distortion.");
                 ui.checkbox(&mut e.curves, export::CURVES_FILE);
                 ui.weak("    The distortion curves (pruneview-curves/1), to solve again later with the CLI.");
-                let existing: Vec<String> = e
-                    .files()
+                let files = e.files();
+                let existing: Vec<String> = files
+                    .paths()
                     .into_iter()
                     .filter(|f| f.exists())
                     .map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned())
@@ -1086,9 +1160,9 @@ pub const DEMO_SCANS: usize = 16;
 pub fn demo_request() -> Option<OpenRequest> {
     let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let weights = assets.join("demo_pointpillar.safetensors");
-    let mut scans = work::expand_scan_paths(&[assets.join("scans/synthetic")]).ok()?;
+    let mut scans = expand_scan_paths(&[assets.join("scans/synthetic")]).ok()?;
     scans.truncate(DEMO_SCANS);
-    scans.extend(work::expand_scan_paths(&[assets.join("scans/kitti")]).unwrap_or_default());
+    scans.extend(expand_scan_paths(&[assets.join("scans/kitti")]).unwrap_or_default());
     weights.is_file().then_some(OpenRequest {
         config: None,
         weights,

@@ -10,7 +10,7 @@ use pruneview::eval::{self, EvalSet};
 use pruneview::pointcloud::{Calib, ImageSize, Scan, kitti};
 use pruneview::prune::export;
 
-use super::prune::{bar, cancel_flag};
+use super::prune::{cancel_flag, with_progress};
 use super::{ModelArgs, parse_image_size};
 
 #[derive(Args, Debug)]
@@ -32,13 +32,10 @@ pub struct SynthArgs {
 
 pub fn synth(a: SynthArgs) -> Result<()> {
     let cancel = cancel_flag();
-    let pb = bar("synth");
-    let progress = |done: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    };
     let t = std::time::Instant::now();
-    let n = pruneview::synth::synth_to_dir(&a.out, a.count, a.seed, &progress, &cancel)?;
+    let n = with_progress("synth", &cancel, |ctl| {
+        pruneview::synth::synth_to_dir(&a.out, a.count, a.seed, ctl)
+    })?;
     if a.fov_only {
         for i in 0..n {
             let bin = a.out.join(format!("velodyne/{i:06}.bin"));
@@ -48,7 +45,6 @@ pub fn synth(a: SynthArgs) -> Result<()> {
             scan.write_bin(&bin)?;
         }
     }
-    pb.finish_and_clear();
     eprintln!(
         "{}: {n} scenes in {:.1} s",
         a.out.display(),
@@ -116,23 +112,16 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
     }
     eval::model_classes(&det)?;
     let ids = a.data.frame_ids()?;
-    let pb = bar("eval");
-    let tick = |done: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    };
-    pb.set_message("reading");
-    let set = EvalSet::load(
-        &a.data.dataset,
-        &ids,
-        a.image_size,
-        &det.config.data.used_features,
-        &cancel,
-        &tick,
-    )?;
-    pb.set_message("detecting");
-    let report = set.evaluate(&det, &cancel, &tick)?;
-    pb.finish_and_clear();
+    let report = with_progress("eval", &cancel, |ctl| {
+        EvalSet::load(
+            &a.data.dataset,
+            &ids,
+            a.image_size,
+            &det.config.data.used_features,
+            ctl,
+        )?
+        .evaluate(&det, ctl)
+    })?;
     if a.json {
         println!("{}", report.to_json());
     } else {

@@ -14,17 +14,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pruneview::detect::{Detector, RawOutputs};
 use pruneview::io::{OutTensor, write_atomic, write_safetensors};
 use pruneview::model::Weights;
-use pruneview::pointcloud::scan::list_scans;
-use pruneview::prune::alloc::{self, Constraint, Method, Problem};
-use pruneview::prune::curves::ModelInfo;
-use pruneview::prune::export::{self, Orders};
-use pruneview::prune::measure::{DenseReference, Measurer, layer_fidelity};
-use pruneview::prune::probe::{self, CalibScan, Control, CurveSettings, Predicted};
-use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, Weighting, rank};
-
+use pruneview::progress::Control;
+use pruneview::prune::alloc::{Constraint, Method};
+use pruneview::prune::curves::Fidelity;
+use pruneview::prune::export;
+use pruneview::prune::probe::{self, CalibScan, CurveSettings, Predicted};
 use pruneview::prune::recover::{self, RecoverSettings};
+use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking, Weighting};
+use pruneview::session::curves::{MeasureSettings, measure, normalization_from};
+use pruneview::session::export::{ExportFiles, ExportInputs, Recovered, allocation_masks};
+use pruneview::session::model::model_info;
+use pruneview::session::plan::solve_allocation;
+use pruneview::session::scans::{ScanReading, calibration_scans, expand_scan_paths};
 
-use super::recover::{RecoverArgs, recovery_metadata, run_recovery};
+use super::recover::{RecoverArgs, run_recovery};
 use super::{ModelArgs, ScanArgs};
 
 // ----------------------------------------------------------------------------------------
@@ -93,14 +96,7 @@ pub struct CalibArgs {
 
 impl CalibArgs {
     pub fn files(&self) -> Result<Vec<PathBuf>> {
-        let mut files = Vec::new();
-        for p in &self.scans {
-            if p.is_dir() {
-                files.extend(list_scans(p)?);
-            } else {
-                files.push(p.clone());
-            }
-        }
+        let mut files = expand_scan_paths(&self.scans)?;
         if let Some(n) = self.max_scans {
             files.truncate(n);
         }
@@ -110,29 +106,16 @@ impl CalibArgs {
         Ok(files)
     }
 
-    /// The scan files and the scans read from them.
+    /// The scan files and the scans read from them (the camera-FOV filter from `--fov-calib`,
+    /// or from the KITTI layout the scans sit in when the model uses FOV points only).
     pub fn load(&self, det: &Detector) -> Result<(Vec<PathBuf>, Vec<CalibScan>)> {
         let files = self.files()?;
-        let mut scans = Vec::with_capacity(files.len());
-        for f in &files {
-            let mut sa = self.scan_args.clone();
-            if let Some(c) = sa.fov_calib.as_ref().filter(|c| c.is_dir()) {
-                let stem = f.file_stem().unwrap_or_default().to_string_lossy();
-                let stem = stem.trim_end_matches(".pcd");
-                sa.fov_calib = Some(c.join(format!("{stem}.txt")));
-            }
-            let prepared = sa.prepare(det, f)?;
-            if prepared.is_empty() {
-                bail!("{}: no points left to run on", f.display());
-            }
-            scans.push(CalibScan {
-                id: f
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                points: prepared.points,
-            });
-        }
+        let reading = ScanReading {
+            format: self.scan_args.format,
+            fov_calib: self.scan_args.fov_calib.clone(),
+            image: self.scan_args.image_size,
+        };
+        let scans = calibration_scans(det, &files, &reading, &Control::quiet())?;
         Ok((files, scans))
     }
 }
@@ -235,11 +218,12 @@ pub(super) fn bar(prefix: &str) -> ProgressBar {
     pb
 }
 
-/// Runs `f` with a progress bar and the Ctrl-C flag.
-pub(super) fn with_progress<T>(
+/// Runs `f` with a progress bar and the Ctrl-C flag; an error after Ctrl-C is reported as
+/// the cancellation it is (nothing has been written then).
+pub(super) fn with_progress<T, E: Into<anyhow::Error>>(
     prefix: &str,
     cancel: &AtomicBool,
-    f: impl FnOnce(&Control) -> Result<T, probe::ProbeError>,
+    f: impl FnOnce(&Control) -> Result<T, E>,
 ) -> Result<T> {
     let pb = bar(prefix);
     let on_step = |done: usize, total: usize, what: &str| {
@@ -247,23 +231,13 @@ pub(super) fn with_progress<T>(
         pb.set_position(done as u64);
         pb.set_message(what.to_string());
     };
-    let ctl = Control {
-        cancel,
-        on_step: &on_step,
-    };
-    let r = f(&ctl);
+    let r = f(&Control::new(cancel, &on_step));
     pb.finish_and_clear();
     match r {
-        Err(probe::ProbeError::Cancelled) => bail!("cancelled; nothing was written"),
-        r => Ok(r?),
+        Ok(v) => Ok(v),
+        Err(_) if cancel.load(Ordering::Relaxed) => bail!("cancelled; nothing was written"),
+        Err(e) => Err(e.into()),
     }
-}
-
-fn model_info(det: &Detector, weights: &Path) -> Result<ModelInfo> {
-    Ok(ModelInfo {
-        name: det.config.model_name.clone(),
-        weights_sha256: export::sha256_file(weights)?,
-    })
 }
 
 /// Which units `--measured` names.
@@ -297,22 +271,11 @@ pub(super) fn compute_curves(
     lambdas: Lambdas,
     cancel: &AtomicBool,
 ) -> Result<Predicted> {
-    let normalization = match &args.norm_from {
-        Some(p) => {
-            let c = Curves::load(p)?.calibration;
-            if c.distortion != args.distortion {
-                bail!(
-                    "{}: normalised for the {} distortion, not {}; pass --distortion {}",
-                    p.display(),
-                    c.distortion.name(),
-                    args.distortion.name(),
-                    c.distortion.name()
-                );
-            }
-            Some(c.normalization)
-        }
-        None => None,
-    };
+    let normalization = args
+        .norm_from
+        .as_deref()
+        .map(|p| normalization_from(p, args.distortion))
+        .transpose()?;
     let settings = CurveSettings {
         probes: args.probes,
         levels: CurveSettings::even_levels(args.levels),
@@ -335,46 +298,24 @@ pub(super) fn compute_curves(
     );
     if let Some(spec) = &args.measured {
         let units = measured_units(det, spec)?;
-        let levels = &args.measured_levels;
-        if levels.iter().any(|s| !(0.0..=1.0).contains(s)) {
-            bail!("--measured-levels must lie in [0, 1]");
-        }
-        let curves = &mut predicted.curves;
-        let norms = curves.calibration.normalization.clone();
-        let measurer = Measurer {
-            det,
-            scans,
-            reference: with_progress("dense", cancel, |ctl| {
-                DenseReference::compute(det, scans, settings.weighting, norms, ctl)
-            })?,
-            orders: &predicted.orders,
-        };
-        let measured = with_progress("measured", cancel, |ctl| {
-            measurer.measured_curves(&units, levels, ctl)
+        let Predicted { curves, orders, .. } = &mut predicted;
+        with_progress("measured", cancel, |ctl| {
+            let settings = MeasureSettings {
+                units: &units,
+                levels: &args.measured_levels,
+                additivity: &[0.5, 0.3, 0.2],
+                lambdas,
+            };
+            measure(det, scans, curves, orders, &settings, ctl)
         })?;
-        for (&u, m) in units.iter().zip(measured) {
-            curves.layers[u].measured = m;
+        if let Some(f) = &curves.fidelity {
+            print_fidelity(f);
         }
-        let mut fidelity = pruneview::prune::curves::Fidelity {
-            layers: layer_fidelity(curves, lambdas),
-            additivity: Vec::new(),
-        };
-        let problem = Problem::from_curves(curves, lambdas, &HashMap::new())?;
-        let frontier = alloc::Frontier::build(&problem, BudgetKind::Flops, 4096)?;
-        for keep in [0.5, 0.3, 0.2] {
-            let sol = frontier.query(keep)?;
-            let check = with_progress("additivity", cancel, |ctl| {
-                measurer.additivity(curves, lambdas, keep, &sol, ctl)
-            })?;
-            fidelity.additivity.push(check);
-        }
-        print_fidelity(&fidelity);
-        curves.fidelity = Some(fidelity);
     }
     Ok(predicted)
 }
 
-fn print_fidelity(f: &pruneview::prune::curves::Fidelity) {
+fn print_fidelity(f: &Fidelity) {
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     println!("fidelity: predicted vs measured curves (lambda-combined)");
     println!(
@@ -444,25 +385,21 @@ fn saliency_path(curves: &Path) -> PathBuf {
     curves.with_extension("saliency.safetensors")
 }
 
-/// Loads the model and scans and computes the curves: the common part of `curves` and
-/// `prune`. Returns the detector, the curves and the calibration files (inputs of the run).
-fn model_and_curves(
-    model: &ModelArgs,
-    calib: &CalibArgs,
-    curves: &CurveArgs,
-    lambdas: Lambdas,
-) -> Result<(Detector, Predicted, Vec<PathBuf>)> {
-    let cancel = cancel_flag();
-    let det = model.load()?;
-    let (files, scans) = calib.load(&det)?;
-    let predicted = compute_curves(&det, &model.weights, &scans, curves, lambdas, &cancel)?;
-    Ok((det, predicted, files))
-}
-
 pub fn curves(a: CurvesCmd) -> Result<()> {
-    let (det, predicted, files) = model_and_curves(&a.model, &a.calib, &a.curves, a.lambdas.get())?;
+    let cancel = cancel_flag();
+    let det = a.model.load()?;
+    let (files, scans) = a.calib.load(&det)?;
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));
+    inputs.extend(a.curves.norm_from.as_deref());
+    let side = saliency_path(&a.out);
+    let mut outputs = vec![a.out.as_path()];
+    if a.curves.ranking == Ranking::Saliency {
+        outputs.push(&side);
+    }
+    pruneview::session::export::check_outputs(&outputs, &inputs)?;
+    let lambdas = a.lambdas.get();
+    let predicted = compute_curves(&det, &a.model.weights, &scans, &a.curves, lambdas, &cancel)?;
     write_curves(&a.out, &predicted, &det, &inputs)?;
     eprintln!(
         "{}: {} layers",
@@ -526,7 +463,7 @@ pub struct SolveArgs {
     #[command(flatten)]
     pub lambdas: LambdaArgs,
     /// Budget bins of the DP (costs are rounded up: never over budget).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS)]
     pub bins: usize,
     /// Keep these layers dense (comma-separated names).
     #[arg(long, value_delimiter = ',')]
@@ -599,39 +536,20 @@ pub struct SolveCmd {
 }
 
 /// Solves one allocation and prints it.
-fn solve_allocation(
+fn solve_and_print(
     curves: &Curves,
     args: &SolveArgs,
     weights: Option<&Weights>,
 ) -> Result<Allocation> {
-    let lambdas = args.lambdas.get();
-    let budget = args.budget()?;
-    let problem = Problem::from_curves(curves, lambdas, &args.constraints()?)?;
-    let layer_weights: Option<Vec<Vec<f32>>> = match weights {
-        Some(w) => Some(
-            curves
-                .layers
-                .iter()
-                .map(|l| w.tensor_any_shape(&l.name).map(|t| t.data))
-                .collect::<Result<_, _>>()?,
-        ),
-        None if args.method.needs_weights() => {
-            bail!("--method {} needs --weights", args.method.name())
-        }
-        None => None,
-    };
-    let refs: Option<Vec<&[f32]>> = layer_weights
-        .as_ref()
-        .map(|v| v.iter().map(Vec::as_slice).collect());
-    let sol = alloc::solve(args.method, &problem, refs.as_deref(), budget, args.bins)?;
-    let alloc = sol.to_allocation(
-        &problem,
+    let alloc = solve_allocation(
+        curves,
+        weights,
         args.method,
-        budget,
-        curves.model.clone(),
-        curves.calibration.ranking,
-        lambdas,
-    );
+        args.budget()?,
+        args.lambdas.get(),
+        &args.constraints()?,
+        args.bins,
+    )?;
     print_allocation(&alloc);
     Ok(alloc)
 }
@@ -656,7 +574,7 @@ fn print_allocation(a: &Allocation) {
 pub fn solve(a: SolveCmd) -> Result<()> {
     let curves = Curves::load(&a.curves)?;
     let weights = a.weights.as_deref().map(Weights::open).transpose()?;
-    let alloc = solve_allocation(&curves, &a.solve, weights.as_ref())?;
+    let alloc = solve_and_print(&curves, &a.solve, weights.as_ref())?;
     let mut inputs = vec![a.curves.as_path()];
     inputs.extend(a.weights.as_deref());
     write_atomic(&a.out, alloc.to_json().as_bytes(), &inputs)?;
@@ -698,118 +616,75 @@ pub struct ExportOutputs {
     pub csv: Option<PathBuf>,
 }
 
-/// Saliency orders from a Gauss-Newton diagonal file.
-fn saliency_orders(
-    path: &Path,
-    weights: &Weights,
-    alloc: &Allocation,
-) -> Result<HashMap<String, Vec<u32>>> {
-    let diag = Weights::open(path)?;
-    alloc
-        .layers
-        .iter()
-        .map(|l| {
-            let w = weights.tensor_any_shape(&l.name)?;
-            let d = diag.tensor(&l.name, &w.shape)?;
-            Ok((l.name.clone(), rank::saliency_order(&w.data, &d.data)))
-        })
-        .collect()
+impl ExportOutputs {
+    fn files(&self) -> ExportFiles {
+        ExportFiles {
+            masks: self.masks.clone(),
+            pruned: self.pruned.clone(),
+            csv: self.csv.clone(),
+            ..ExportFiles::default()
+        }
+    }
 }
 
-/// The masks of `alloc` for `weights` (magnitude order, or the saliency orders of the
-/// curves' side file), after warning when the allocation was made for other weights.
-fn allocation_masks(
+/// The masks of `alloc` for `weights`, with a warning when it was made for another file.
+fn masks_of(
     weights: &Weights,
     alloc: &Allocation,
     saliency: Option<&Path>,
 ) -> Result<(Vec<export::LayerMask>, String)> {
-    let sha = export::sha256_file(weights.path())?;
-    if alloc.model.weights_sha256 != sha {
-        eprintln!(
-            "warning: {} (sha256 {sha}) is not the file the allocation was computed for ({})",
-            weights.path().display(),
-            alloc.model.weights_sha256
-        );
+    let (masks, sha, warning) = allocation_masks(weights, alloc, saliency)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
     }
-    let given;
-    let orders = match alloc.ranking {
-        Ranking::Magnitude => Orders::Magnitude,
-        Ranking::Saliency => {
-            let path = saliency.context(
-                "the allocation uses the saliency ranking: pass --saliency <curves>.saliency.safetensors",
-            )?;
-            given = saliency_orders(path, weights, alloc)?;
-            Orders::Given(&given)
-        }
+    Ok((masks, sha))
+}
+
+/// Writes `files` and says what each one is.
+fn write_files(from: &ExportInputs, files: &ExportFiles) -> Result<()> {
+    pruneview::session::export::write(from, files, &Control::quiet())?;
+    let pruned = match from.recovered {
+        Some(_) => "recovered pruned weights (zeros in dense tensors: not faster by themselves)",
+        None => "pruned weights (zeros in dense tensors: not faster by themselves)",
     };
-    Ok((export::build_masks(alloc, weights, orders)?, sha))
-}
-
-/// A recovered model to write as the pruned weights instead of the masked input.
-struct Recovered<'a> {
-    det: &'a Detector,
-    masks: &'a [Option<Vec<u8>>],
-    report: &'a recover::RecoveryReport,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn export_files(
-    weights: &Weights,
-    alloc: &Allocation,
-    masks: &[export::LayerMask],
-    sha: &str,
-    outputs: &ExportOutputs,
-    curves: Option<&Curves>,
-    recovered: Option<Recovered>,
-    inputs: &[&Path],
-) -> Result<()> {
-    if let Some(p) = &outputs.masks {
-        export::write_masks(p, masks, alloc, sha, inputs)?;
-        eprintln!("{}: masks (U8, 1 kept)", p.display());
-    }
-    if let Some(p) = &outputs.pruned {
-        match recovered {
-            None => export::write_pruned(p, weights, masks, alloc, inputs)?,
-            Some(r) => {
-                let mut meta = recovery_metadata(r.report);
-                meta.insert(export::META_ALLOCATION.to_string(), alloc.to_json());
-                export::write_recovered(p, weights, r.det, r.masks, &meta, inputs)?;
-            }
+    let described = [
+        (&files.masks, "masks (U8, 1 kept)"),
+        (&files.pruned, pruned),
+        (&files.allocation, "allocation"),
+        (&files.csv, "per-layer report"),
+        (&files.curves, "curves"),
+    ];
+    for (path, what) in described {
+        if let Some(p) = path {
+            eprintln!("{}: {what}", p.display());
         }
-        eprintln!(
-            "{}: pruned weights (zeros in dense tensors: not faster by themselves)",
-            p.display()
-        );
-    }
-    if let Some(p) = &outputs.csv {
-        export::write_csv(p, alloc, masks, curves, inputs)?;
-        eprintln!("{}: per-layer report", p.display());
     }
     Ok(())
 }
 
 pub fn export_cmd(a: ExportCmd) -> Result<()> {
-    let o = &a.outputs;
-    if o.masks.is_none() && o.pruned.is_none() && o.csv.is_none() {
+    let files = a.outputs.files();
+    if files.paths().is_empty() {
         bail!("nothing to export: give --masks, --pruned and/or --csv");
     }
-    let alloc = Allocation::load(&a.alloc)?;
-    let curves = a.curves.as_deref().map(Curves::load).transpose()?;
     let mut inputs = vec![a.weights.as_path(), a.alloc.as_path()];
     inputs.extend(a.curves.as_deref());
     inputs.extend(a.saliency.as_deref());
+    files.check(&inputs)?;
+    let alloc = Allocation::load(&a.alloc)?;
+    let curves = a.curves.as_deref().map(Curves::load).transpose()?;
     let weights = Weights::open(&a.weights)?;
-    let (masks, sha) = allocation_masks(&weights, &alloc, a.saliency.as_deref())?;
-    export_files(
-        &weights,
-        &alloc,
-        &masks,
-        &sha,
-        &a.outputs,
-        curves.as_ref(),
-        None,
-        &inputs,
-    )
+    let (masks, sha) = masks_of(&weights, &alloc, a.saliency.as_deref())?;
+    let from = ExportInputs {
+        weights: &weights,
+        alloc: &alloc,
+        masks: &masks,
+        sha: &sha,
+        curves: curves.as_ref(),
+        recovered: None,
+        inputs: &inputs,
+    };
+    write_files(&from, &files)
 }
 
 // ----------------------------------------------------------------------------------------
@@ -841,12 +716,20 @@ pub fn prune(a: PruneCmd) -> Result<()> {
     let cancel = cancel_flag();
     let det = a.model.load()?;
     let (files, scans) = a.calib.load(&det)?;
-    let predicted = compute_curves(&det, &a.model.weights, &scans, &a.curves, lambdas, &cancel)?;
-    let weights = Weights::open(&a.model.weights)?;
-    let alloc = solve_allocation(&predicted.curves, &a.solve, Some(&weights))?;
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));
+    inputs.extend(a.curves.norm_from.as_deref());
     let curves_path = a.out.join(export::CURVES_FILE);
+    let outputs = ExportFiles {
+        curves: None,
+        ..ExportFiles::all_in(&a.out)
+    };
+    let mut all_outputs = outputs.paths();
+    all_outputs.push(&curves_path);
+    pruneview::session::export::check_outputs(&all_outputs, &inputs)?;
+    let predicted = compute_curves(&det, &a.model.weights, &scans, &a.curves, lambdas, &cancel)?;
+    let weights = Weights::open(&a.model.weights)?;
+    let alloc = solve_and_print(&predicted.curves, &a.solve, Some(&weights))?;
     let saliency = predicted
         .gn_diagonal
         .as_ref()
@@ -855,7 +738,7 @@ pub fn prune(a: PruneCmd) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
     write_curves(&curves_path, &predicted, &det, &inputs)?;
-    let (masks, sha) = allocation_masks(&weights, &alloc, saliency.as_deref())?;
+    let (masks, sha) = masks_of(&weights, &alloc, saliency.as_deref())?;
     let recovered = if settings.stages.is_none() {
         None
     } else {
@@ -867,35 +750,22 @@ pub fn prune(a: PruneCmd) -> Result<()> {
         let (rec, report) = run_recovery(&det, &unit_masks, &scans, &settings, &cancel)?;
         Some((rec, unit_masks, report))
     };
-    write_atomic(
-        &a.out.join(export::ALLOCATION_FILE),
-        alloc.to_json().as_bytes(),
-        &inputs,
-    )?;
-    let outputs = ExportOutputs {
-        masks: Some(a.out.join(export::MASKS_FILE)),
-        pruned: Some(a.out.join(export::PRUNED_FILE)),
-        csv: Some(a.out.join(export::CSV_FILE)),
-    };
-    export_files(
-        &weights,
-        &alloc,
-        &masks,
-        &sha,
-        &outputs,
-        Some(&predicted.curves),
-        recovered
+    let from = ExportInputs {
+        weights: &weights,
+        alloc: &alloc,
+        masks: &masks,
+        sha: &sha,
+        curves: Some(&predicted.curves),
+        recovered: recovered
             .as_ref()
             .map(|(det, masks, report)| Recovered { det, masks, report }),
-        &inputs,
-    )?;
-    let what = match &recovered {
-        Some((_, _, r)) => format!("pruned weights recovered ({})", r.stages),
-        None => "pruned weights (masks only)".into(),
+        inputs: &inputs,
     };
-    eprintln!(
-        "{}: curves, allocation, masks, {what}, report",
-        a.out.display()
-    );
+    write_files(&from, &outputs)?;
+    let what = match &recovered {
+        Some((_, _, r)) => format!("recovered ({})", r.stages),
+        None => "masks only".into(),
+    };
+    eprintln!("{}: pruned weights {what}", a.out.display());
     Ok(())
 }

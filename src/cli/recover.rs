@@ -2,8 +2,7 @@
 //! `report` share: statistics repair, weight reconstruction and label-free distillation of a
 //! pruned model on unlabelled calibration scans.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Result, bail};
@@ -17,12 +16,11 @@ use pruneview::prune::recover::{
     self, DistillSettings, ReconstructSettings, RecoverSettings, RecoveryReport, Stages,
 };
 use pruneview::prune::{Lambdas, Weighting};
+use pruneview::session::export::check_outputs;
+use pruneview::session::recover::recovery_metadata;
 
 use super::ModelArgs;
 use super::prune::{CalibArgs, cancel_flag, with_progress};
-
-/// Metadata key of the recovery report in a recovered weights file.
-pub const META_RECOVERY: &str = "pruneview.recovery";
 
 /// Which recovery stages run after pruning (`--recover`), and how.
 #[derive(Args, Debug, Clone)]
@@ -142,11 +140,6 @@ fn print_report(r: &RecoveryReport, lambdas: Lambdas) {
     }
 }
 
-/// The metadata that records a recovery in the weights it wrote.
-pub fn recovery_metadata(report: &RecoveryReport) -> BTreeMap<String, String> {
-    BTreeMap::from([(META_RECOVERY.to_string(), report.to_json())])
-}
-
 #[derive(Args, Debug)]
 pub struct RecoverCmd {
     #[command(flatten)]
@@ -176,13 +169,13 @@ pub fn recover_cmd(a: RecoverCmd) -> Result<()> {
     let masks = export::read_masks(&a.masks, &det)?;
     let mut inputs = a.model.inputs();
     inputs.push(&a.masks);
-    check_output(&a.out, &inputs)?;
+    check_outputs(&[&a.out], &inputs)?;
     let settings = a
         .recover
         .settings(a.distortion, Lambdas::default(), a.seed)?;
     let (files, scans) = a.calib.load(&det)?;
     inputs.extend(files.iter().map(PathBuf::as_path));
-    check_output(&a.out, &inputs)?;
+    check_outputs(&[&a.out], &inputs)?;
     let (recovered, report) = run_recovery(&det, &masks, &scans, &settings, &cancel)?;
     let weights = Weights::open(&a.model.weights)?;
     export::write_recovered(
@@ -194,16 +187,5 @@ pub fn recover_cmd(a: RecoverCmd) -> Result<()> {
         &inputs,
     )?;
     eprintln!("{}: recovered weights ({})", a.out.display(), report.stages);
-    Ok(())
-}
-
-/// Refuses an output that is one of the inputs before any work starts.
-fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    if let Some(o) = canon(out)
-        && inputs.iter().any(|i| canon(i).as_ref() == Some(&o))
-    {
-        bail!("{}: the output is one of the inputs", out.display());
-    }
     Ok(())
 }

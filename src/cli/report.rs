@@ -5,21 +5,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use pruneview::eval::{DatasetError, EvalSet};
+use pruneview::eval::EvalSet;
 use pruneview::io::write_atomic;
-use pruneview::pointcloud::ImageSize;
 use pruneview::prune::alloc::Method;
-use pruneview::prune::probe::Control;
-use pruneview::prune::probe::ProbeError;
 use pruneview::prune::{Curves, Ranking, export, rank};
-use pruneview::report::{self, ReportError, ReportInputs, ReportSettings};
+use pruneview::report::{self, ReportInputs, ReportSettings};
 
 use pruneview::prune::recover::Stages;
 
 use super::ModelArgs;
 use super::data::DatasetArgs;
 use super::prune::{
-    CalibArgs, CurveArgs, LambdaArgs, bar, cancel_flag, compute_curves, write_curves,
+    CalibArgs, CurveArgs, LambdaArgs, cancel_flag, compute_curves, with_progress, write_curves,
 };
 use super::recover::RecoverTuning;
 
@@ -56,7 +53,7 @@ pub struct ReportCmd {
     #[command(flatten)]
     pub lambdas: LambdaArgs,
     /// Budget bins of the DP.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS)]
     pub bins: usize,
     /// Also evaluate every pruned model recovered with these stages (see `prune
     /// --recover`; repeat for several, e.g. `--recover stats --recover all`). The mask-only
@@ -127,34 +124,17 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         .calib
         .scan_args
         .image_size
-        .unwrap_or(ImageSize { h: 375, w: 1242 });
+        .unwrap_or(pruneview::session::scans::KITTI_IMAGE);
     let ids = a.data.frame_ids()?;
-    let pb = bar("eval set");
-    let tick = |done: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    };
-    let eval = EvalSet::load(
-        &a.data.dataset,
-        &ids,
-        image,
-        &det.config.data.used_features,
-        &cancel,
-        &tick,
-    )
-    .map_err(|e| cancelled_or(e.into()))?;
-    pb.finish_and_clear();
-
-    let pb = bar("report");
-    let on_step = |done: usize, total: usize, what: &str| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-        pb.set_message(what.to_string());
-    };
-    let ctl = Control {
-        cancel: &cancel,
-        on_step: &on_step,
-    };
+    let eval = with_progress("eval set", &cancel, |ctl| {
+        EvalSet::load(
+            &a.data.dataset,
+            &ids,
+            image,
+            &det.config.data.used_features,
+            ctl,
+        )
+    })?;
     let t = std::time::Instant::now();
     let mut recoveries = vec![Stages::NONE];
     recoveries.extend(a.recover.iter().copied().filter(|s| !s.is_none()));
@@ -179,9 +159,9 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         scans: &scans,
         eval: &eval,
     };
-    let result = report::run(&inputs_run, &settings, &ctl);
-    pb.finish_and_clear();
-    let rep = result.map_err(cancelled_or)?;
+    let rep = with_progress("report", &cancel, |ctl| {
+        report::run(&inputs_run, &settings, ctl)
+    })?;
     eprintln!(
         "report: {} cells in {:.1} s",
         rep.rows.len(),
@@ -207,20 +187,6 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         a.out.display()
     );
     Ok(())
-}
-
-/// Cancellation is reported plainly; other errors as they are.
-fn cancelled_or(e: ReportError) -> anyhow::Error {
-    let cancelled = match &e {
-        ReportError::Probe(ProbeError::Cancelled) => true,
-        ReportError::Dataset(d) => matches!(**d, DatasetError::Cancelled),
-        _ => false,
-    };
-    if cancelled {
-        anyhow::anyhow!("cancelled; nothing was written")
-    } else {
-        e.into()
-    }
 }
 
 /// The PNG, drawn to a temporary name and renamed, so a failed draw leaves no half file.

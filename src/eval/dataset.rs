@@ -3,7 +3,6 @@
 //! pruned copies over the same frames, so the files are read and FOV-filtered only once.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
 
@@ -11,6 +10,7 @@ use crate::detect::input::InputError;
 use crate::detect::{Detector, DetectorError, FovFilter, prepare_scan};
 use crate::pointcloud::kitti::{KittiError, load_labels};
 use crate::pointcloud::{Calib, ImageSize, KittiObject};
+use crate::progress::{Cancelled, Control};
 
 use super::{EvalError, EvalReport, Frames, KittiClass, evaluate};
 
@@ -36,6 +36,12 @@ pub enum DatasetError {
     Cancelled,
 }
 
+impl From<Cancelled> for DatasetError {
+    fn from(_: Cancelled) -> Self {
+        DatasetError::Cancelled
+    }
+}
+
 /// One frame: the points the model sees (camera-FOV filtered, as OpenPCDet evaluates), the
 /// calibration that projects its boxes into the image, and the ground truth.
 pub struct EvalFrame {
@@ -53,23 +59,20 @@ pub struct EvalSet {
 
 impl EvalSet {
     /// Reads `velodyne/{id}.bin`, `calib/{id}.txt` and `label_2/{id}.txt` of every id, laying
-    /// out the points as `used_features` asks. `on_frame(done, total)` reports progress.
+    /// out the points as `used_features` asks; progress counts frames.
     pub fn load(
         dir: &Path,
         ids: &[String],
         image: ImageSize,
         used_features: &[String],
-        cancel: &AtomicBool,
-        on_frame: &dyn Fn(usize, usize),
+        ctl: &Control,
     ) -> Result<EvalSet, DatasetError> {
         if ids.is_empty() {
             return Err(DatasetError::Empty(dir.to_path_buf()));
         }
         let mut frames = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(DatasetError::Cancelled);
-            }
+            ctl.check()?;
             let calib_path = dir.join(format!("calib/{id}.txt"));
             let fov = FovFilter {
                 calib: calib_path.clone(),
@@ -87,7 +90,7 @@ impl EvalSet {
                 calib: Calib::load(&calib_path)?,
                 labels: load_labels(dir.join(format!("label_2/{id}.txt")))?,
             });
-            on_frame(i + 1, ids.len());
+            ctl.step(i + 1, ids.len(), "reading");
         }
         Ok(EvalSet {
             dir: dir.to_path_buf(),
@@ -97,18 +100,11 @@ impl EvalSet {
     }
 
     /// `det`'s detections on every frame as KITTI result objects (camera frame, 2-D boxes).
-    pub fn detections(
-        &self,
-        det: &Detector,
-        cancel: &AtomicBool,
-        on_frame: &dyn Fn(usize, usize),
-    ) -> Result<Frames, DatasetError> {
+    pub fn detections(&self, det: &Detector, ctl: &Control) -> Result<Frames, DatasetError> {
         let names = &det.config.class_names;
         let mut out = Vec::with_capacity(self.frames.len());
         for (i, f) in self.frames.iter().enumerate() {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(DatasetError::Cancelled);
-            }
+            ctl.check()?;
             let dets = det
                 .detect(&f.points)
                 .map_err(|source| DatasetError::Model {
@@ -124,20 +120,15 @@ impl EvalSet {
                     })
                     .collect(),
             );
-            on_frame(i + 1, self.frames.len());
+            ctl.step(i + 1, self.frames.len(), "detecting");
         }
         Ok(out)
     }
 
     /// KITTI AP of `det` on this set, for the model's classes that KITTI knows.
-    pub fn evaluate(
-        &self,
-        det: &Detector,
-        cancel: &AtomicBool,
-        on_frame: &dyn Fn(usize, usize),
-    ) -> Result<EvalReport, DatasetError> {
+    pub fn evaluate(&self, det: &Detector, ctl: &Control) -> Result<EvalReport, DatasetError> {
         let classes = model_classes(det)?;
-        let dt = self.detections(det, cancel, on_frame)?;
+        let dt = self.detections(det, ctl)?;
         let gt: Vec<Vec<KittiObject>> = self.frames.iter().map(|f| f.labels.clone()).collect();
         Ok(evaluate(&gt, &dt, &classes)?)
     }

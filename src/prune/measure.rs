@@ -10,8 +10,9 @@ use crate::nn::Tensor;
 use super::alloc::Solution;
 use super::curves::{Additivity, Curves, LayerFidelity, Measured, OutputNorm, interpolate};
 use super::distortion::{self, Weighting};
-use super::probe::{CalibScan, Control, ProbeError};
+use super::probe::{CalibScan, ProbeError};
 use super::{Group, Lambdas, rank};
+use crate::progress::Control;
 
 /// The dense model's raw outputs on every calibration scan, what D compares, and the
 /// normalisation.

@@ -7,12 +7,13 @@
 //! `Delta_l(s)` in rank order, `g . Delta_l(s)` at every level is a prefix sum of `-g_i w_i`
 //! along the rank: O(n_l) per probe, and memory stays O(params) (no Jacobians are stored).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
 use crate::detect::{Detector, DetectorError, RawOutputs};
 use crate::nn::Tensor;
+use crate::progress::{Cancelled, Control};
 
 use super::curves::{
     CURVES_FORMAT, Calibration, Curves, GroupValues, LayerCurve, ModelInfo, OutputNorm,
@@ -67,23 +68,6 @@ impl Default for CurveSettings {
     }
 }
 
-/// Progress reporting and cancellation for long computations.
-pub struct Control<'a> {
-    pub cancel: &'a AtomicBool,
-    /// Called after each step with (steps done, total steps, what was done).
-    pub on_step: &'a (dyn Fn(usize, usize, &str) + Sync),
-}
-
-impl Control<'_> {
-    pub fn check(&self) -> Result<(), ProbeError> {
-        if self.cancel.load(Ordering::Relaxed) {
-            Err(ProbeError::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("cancelled")]
@@ -98,6 +82,12 @@ pub enum ProbeError {
     },
     #[error("{0}")]
     Settings(String),
+}
+
+impl From<Cancelled> for ProbeError {
+    fn from(_: Cancelled) -> Self {
+        ProbeError::Cancelled
+    }
 }
 
 /// One prunable layer: a unit's weight in [`Detector::units`] order.

@@ -15,9 +15,10 @@ use crate::detect::Detector;
 use crate::eval::{
     DatasetError, Difficulty, EvalReport, EvalSet, KittiClass, Metric, RecallPoints,
 };
+use crate::progress::Control;
 use crate::prune::alloc::{self, AllocError, Method, Problem};
 use crate::prune::measure::{DenseReference, pruned_detector};
-use crate::prune::probe::{CalibScan, Control, ProbeError};
+use crate::prune::probe::{CalibScan, ProbeError};
 use crate::prune::rank;
 use crate::prune::recover::{self, RecoverSettings, Stages};
 use crate::prune::{Budget, BudgetKind, Curves, Lambdas};
@@ -206,15 +207,12 @@ pub fn run(
     let done = std::sync::atomic::AtomicUsize::new(0);
     let evaluate = |d: &Detector, what: &str| -> Result<Accuracy, ReportError> {
         let base = done.load(std::sync::atomic::Ordering::Relaxed);
-        let tick = |i: usize, _: usize| (ctl.on_step)(base + i, total, what);
-        let report = eval.evaluate(d, ctl.cancel, &tick)?;
+        let tick = |i: usize, _: usize, _: &str| ctl.step(base + i, total, what);
+        let report = eval.evaluate(d, &Control::new(ctl.cancel, &tick))?;
         done.fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
         Ok(Accuracy::of(&report, &classes))
     };
-    let quiet = Control {
-        cancel: ctl.cancel,
-        on_step: &|_, _, _| {},
-    };
+    let quiet = ctl.silenced();
 
     let dense = evaluate(det, "dense")?;
     let mut rows = Vec::new();

@@ -23,7 +23,6 @@ pub mod scene;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
 
@@ -34,6 +33,7 @@ pub use scene::{Class, Scene, SceneObject, generate_scene};
 use crate::pointcloud::kitti::write_labels;
 use crate::pointcloud::scan::KITTI_COLUMNS;
 use crate::pointcloud::{Calib, ImageSize, KittiError, KittiObject, Scan, ScanError};
+use crate::progress::Control;
 
 /// The calibration written for every frame: KITTI training frame 000008's.
 pub const KITTI_CALIB: &str = "\
@@ -114,36 +114,25 @@ pub fn write_frame(dir: &Path, index: u64, frame: &Frame, calib: &Calib) -> Resu
 
 /// Writes frames `range` of the sequence `seed` under `dir` with the default HDL-64E.
 pub fn write_kitti(dir: impl AsRef<Path>, range: Range<u64>, seed: u64) -> Result<(), SynthError> {
-    let never = AtomicBool::new(false);
     synth_frames(
         dir.as_ref(),
         range,
         seed,
         &Lidar::hdl64e(),
-        &|_, _| {},
-        &never,
+        &Control::quiet(),
     )
     .map(|_| ())
 }
 
 /// For the CLI (`pruneview synth --out DIR --count N --seed S`): writes frames 0..count.
-/// `progress(done, total)` is called after each frame; when `cancel` becomes true the run
-/// stops after the current frame. Returns the number of frames written.
+/// Progress counts frames; a cancelled run stops after the current frame. Returns the number of frames written.
 pub fn synth_to_dir(
     out: &Path,
     count: usize,
     seed: u64,
-    progress: &dyn Fn(usize, usize),
-    cancel: &AtomicBool,
+    ctl: &Control,
 ) -> Result<usize, SynthError> {
-    synth_frames(
-        out,
-        0..count as u64,
-        seed,
-        &Lidar::hdl64e(),
-        progress,
-        cancel,
-    )
+    synth_frames(out, 0..count as u64, seed, &Lidar::hdl64e(), ctl)
 }
 
 /// Writes frames `range` with a given sensor; see [`synth_to_dir`].
@@ -152,8 +141,7 @@ pub fn synth_frames(
     range: Range<u64>,
     seed: u64,
     lidar: &Lidar,
-    progress: &dyn Fn(usize, usize),
-    cancel: &AtomicBool,
+    ctl: &Control,
 ) -> Result<usize, SynthError> {
     for sub in ["velodyne", "label_2", "calib"] {
         create_dir(&dir.join(sub))?;
@@ -162,13 +150,13 @@ pub fn synth_frames(
     let total = range.end.saturating_sub(range.start) as usize;
     let mut done = 0;
     for index in range {
-        if cancel.load(Ordering::Relaxed) {
+        if ctl.is_cancelled() {
             break;
         }
         let frame = make_frame(seed, index, lidar, &calib);
         write_frame(dir, index, &frame, &calib)?;
         done += 1;
-        progress(done, total);
+        ctl.step(done, total, "writing");
     }
     Ok(done)
 }

@@ -15,9 +15,10 @@ use rayon::prelude::*;
 use crate::detect::Detector;
 use crate::detect::layers::UnitGrads;
 use crate::nn::Tensor;
+use crate::progress::Control;
 use crate::prune::Lambdas;
 use crate::prune::measure::DenseReference;
-use crate::prune::probe::{CalibScan, Control, ProbeError};
+use crate::prune::probe::{CalibScan, ProbeError};
 use crate::synth::rng::Rng;
 
 use super::stats::settings;

@@ -28,7 +28,8 @@ use super::curves::OutputNorm;
 use super::distortion::Weighting;
 use super::export::{self, LayerMask};
 use super::measure::DenseReference;
-use super::probe::{self, CalibScan, Control, ProbeError};
+use super::probe::{self, CalibScan, ProbeError};
+use crate::progress::{Control, OnStep};
 
 pub use distill::{DistillReport, DistillSettings};
 pub use reconstruct::{LayerReconstruction, ReconstructSettings};
@@ -219,9 +220,9 @@ pub fn recover(
         .unwrap_or(n_units);
     let norms = match &cfg.normalization {
         Some(n) => n.clone(),
-        None => probe::output_variances(dense, scans, cfg.weighting, &quiet(ctl))?,
+        None => probe::output_variances(dense, scans, cfg.weighting, &ctl.silenced())?,
     };
-    let reference = DenseReference::compute(dense, scans, cfg.weighting, norms, &quiet(ctl))?;
+    let reference = DenseReference::compute(dense, scans, cfg.weighting, norms, &ctl.silenced())?;
     let mut report = RecoveryReport {
         stages: cfg.stages.name(),
         scans: scans.len(),
@@ -251,7 +252,7 @@ pub fn recover(
     let mut offset = 0;
     let measure =
         |det: &Detector, stage: &'static str, t0: Instant| -> Result<StageResult, ProbeError> {
-            let (confidence, locality) = reference.distortion(det, scans, &quiet(ctl))?;
+            let (confidence, locality) = reference.distortion(det, scans, &ctl.silenced())?;
             Ok(StageResult {
                 stage,
                 confidence,
@@ -364,17 +365,6 @@ pub fn recover(
     }
     Ok((pruned, report))
 }
-
-/// A control that forwards cancellation but no progress (inner passes of a stage).
-fn quiet<'a>(ctl: &'a Control<'a>) -> Control<'a> {
-    Control {
-        cancel: ctl.cancel,
-        on_step: &|_, _, _| {},
-    }
-}
-
-/// A progress callback: (steps done, total steps, what was done).
-type OnStep<'a> = dyn Fn(usize, usize, &str) + Sync + 'a;
 
 /// Maps one stage's `(done, total)` onto the whole run's count.
 struct OffsetControl<'a> {

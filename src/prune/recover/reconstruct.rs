@@ -27,7 +27,8 @@ use crate::detect::Detector;
 use crate::detect::layers::{Unit, UnitKind};
 use crate::nn::Tensor;
 use crate::nn::gram::Gram;
-use crate::prune::probe::{CalibScan, Control, ProbeError};
+use crate::progress::Control;
+use crate::prune::probe::{CalibScan, ProbeError};
 
 use super::stats::settings;
 use super::walk;

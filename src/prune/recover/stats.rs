@@ -12,7 +12,8 @@
 use crate::detect::Detector;
 use crate::detect::layers::{Unit, UnitKind};
 use crate::nn::Tensor;
-use crate::prune::probe::{CalibScan, Control, ProbeError};
+use crate::progress::Control;
+use crate::prune::probe::{CalibScan, ProbeError};
 
 use super::walk;
 

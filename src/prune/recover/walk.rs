@@ -4,7 +4,8 @@
 use rayon::prelude::*;
 
 use crate::detect::{Detector, DetectorError, Sweep};
-use crate::prune::probe::{CalibScan, Control, ProbeError};
+use crate::progress::Control;
+use crate::prune::probe::{CalibScan, ProbeError};
 
 /// Calls `refit(det, l, sweeps)` for each unit `l` of `units` (in increasing order), while
 /// every scan's forward pass is paused before unit `l`: `sweeps[i].input(det)` is unit `l`'s
