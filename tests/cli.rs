@@ -208,6 +208,26 @@ fn wrong_shape_and_missing_key_are_named() {
         "{err}"
     );
 
+    // A negative BatchNorm variance would make every output NaN: refused at load.
+    let bn = "backbone_2d.blocks.0.2.running_var";
+    let negative = edited_weights(&dir, "negative.safetensors", |t| {
+        let x = t.iter_mut().find(|x| x.name == bn).unwrap();
+        let mut v: Vec<f32> = x
+            .bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        v[3] = -0.5;
+        *x = OutTensor::f32(bn, &x.shape.clone(), &v);
+    });
+    let out = detect_kitti_with_weights(&negative);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("negative.safetensors") && err.contains(bn) && err.contains("channel 3"),
+        "{err}"
+    );
+
     let extra = edited_weights(&dir, "extra.safetensors", |t| {
         t.push(OutTensor::f32("roi_head.fc.weight", &[2], &[1.0, 2.0]))
     });
@@ -397,4 +417,43 @@ fn the_app_without_a_display_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open the window"), "{err}");
     assert!(err.contains("pruneview --help"), "{err}");
+}
+
+/// A reader that closes the pipe early gets a quiet exit; a full disk behind stdout is an
+/// error with its cause (neither is a panic, exit 101).
+#[cfg(unix)]
+#[test]
+fn closed_or_full_stdout_is_handled() {
+    use std::process::Stdio;
+    let args = [
+        "detect",
+        "--config",
+        s(&pp_config()),
+        "--weights",
+        s(&pp_weights()),
+        "--scan",
+        s(&kitti("velodyne/000008.bin")),
+    ]
+    .map(str::to_string);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pruneview"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // closed before the first line is written
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pruneview"))
+        .args(&args)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write to stdout"), "{err}");
 }

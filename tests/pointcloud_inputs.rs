@@ -358,6 +358,30 @@ fn pcd_problems_are_named() {
 
     let err = load("ply.pcd", "ply\nformat ascii 1.0\n").to_string();
     assert!(err.contains("line 1") && err.contains("'PLY'"), "{err}");
+
+    // Crafted headers: errors, never a panic or an allocation the file cannot back.
+    let wrap = PCD_ASCII.replace("COUNT 1 1 1 1 1 3", "COUNT 1 1 1 1 1 18446744073709551615");
+    let err = load("count_wraps.pcd", &wrap).to_string();
+    assert!(err.contains("COUNT") && err.contains("normal"), "{err}");
+    let zero = PCD_ASCII.replace("COUNT 1 1 1 1 1 3", "COUNT 0 0 0 0 0 0");
+    let err = load("count_zero.pcd", &zero).to_string();
+    assert!(err.contains("COUNT 0"), "{err}");
+    for (name, points) in [("p2_61", "2305843009213693952"), ("p1e12", "1000000000000")] {
+        let huge = PCD_ASCII
+            .replace("POINTS 4", &format!("POINTS {points}"))
+            .replace("WIDTH 4", &format!("WIDTH {points}"));
+        let err = load(&format!("{name}.pcd"), &huge).to_string();
+        assert!(err.contains(points), "{err}");
+        let binary = huge.replace("DATA ascii", "DATA binary");
+        let err = load(&format!("{name}_bin.pcd"), &binary).to_string();
+        assert!(err.contains(points) && err.contains("ends early"), "{err}");
+    }
+    let dims = PCD_ASCII
+        .replace("POINTS 4\n", "")
+        .replace("WIDTH 4", "WIDTH 4294967296")
+        .replace("HEIGHT 1", "HEIGHT 4294967296");
+    let err = load("dims_overflow.pcd", &dims).to_string();
+    assert!(err.contains("WIDTH"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------

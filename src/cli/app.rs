@@ -46,7 +46,7 @@ pub fn open_app(req: Option<OpenRequest>) -> Result<()> {
 pub fn screenshots(a: ScreenshotsArgs) -> Result<()> {
     let written = app::screenshots::render_all(&a.out, a.scans, &|what| eprintln!("{what}"))?;
     for f in written {
-        println!("{}", f.display());
+        outln!("{}", f.display())?;
     }
     Ok(())
 }

@@ -123,9 +123,9 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         .evaluate(&det, ctl)
     })?;
     if a.json {
-        println!("{}", report.to_json());
+        outln!("{}", report.to_json())?;
     } else {
-        println!("{}", report.to_table());
+        outln!("{}", report.to_table())?;
     }
     Ok(())
 }

@@ -1,5 +1,15 @@
 //! Command-line subcommands. `pruneview` with no subcommand opens the desktop app.
 
+/// `println!` that returns the write error instead of panicking: `detect ... | head -1`
+/// closes the pipe, `> /dev/full` fails the write. `main` exits quietly on a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::Error::new(e).context("cannot write to stdout"))
+    }};
+}
+
 mod app;
 mod data;
 mod prune;
@@ -236,6 +246,14 @@ pub struct BenchArgs {
     pub runs: usize,
 }
 
+/// Whether `e` is a write to a pipe whose reader has gone.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => app::open_app(None),
@@ -283,7 +301,7 @@ fn detect(a: DetectArgs) -> Result<()> {
             "frame": "lidar", "box_format": "[x, y, z, dx, dy, dz, heading], z at the box centre",
             "detections": list,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
     match (&a.scan_args.fov_calib, a.scan_args.image_size) {
@@ -292,14 +310,14 @@ fn detect(a: DetectArgs) -> Result<()> {
             let calib = Calib::load(calib_path)?;
             for d in &dets {
                 let obj = calib.lidar_box_to_prediction(&d.bbox, class(d), d.score, image);
-                println!("{}", obj.to_kitti_line());
+                outln!("{}", obj.to_kitti_line())?;
             }
         }
         _ => {
-            println!("# class x y z dx dy dz heading score (LiDAR frame, z at the box centre)");
+            outln!("# class x y z dx dy dz heading score (LiDAR frame, z at the box centre)")?;
             for d in &dets {
                 let b = d.bbox;
-                println!(
+                outln!(
                     "{} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4} {:.4}",
                     class(d),
                     b[0],
@@ -310,7 +328,7 @@ fn detect(a: DetectArgs) -> Result<()> {
                     b[5],
                     b[6],
                     d.score
-                );
+                )?;
             }
         }
     }
@@ -423,14 +441,14 @@ fn bench(a: BenchArgs) -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!(
+    outln!(
         "{}: {} points, {} pillars, {:.2} GFLOPs (conv/linear, 2 x MACs)",
         a.scan.display(),
         scan.len(),
         warm.pillars.len(),
         gflops
-    );
-    println!("{:<12} {:>10}", "stage", "median ms");
+    )?;
+    outln!("{:<12} {:>10}", "stage", "median ms")?;
     let stages: Vec<&str> = runs[0].0.stages.iter().map(|(n, _)| *n).collect();
     for (i, name) in stages.iter().enumerate() {
         let ms = median(
@@ -438,7 +456,7 @@ fn bench(a: BenchArgs) -> Result<()> {
                 .map(|(t, _)| t.stages[i].1.as_secs_f64() * 1e3)
                 .collect(),
         );
-        println!("{name:<12} {ms:>10.1}");
+        outln!("{name:<12} {ms:>10.1}")?;
     }
     let total = median(runs.iter().map(|(_, t)| t.as_secs_f64()).collect());
     let network = median(
@@ -452,14 +470,14 @@ fn bench(a: BenchArgs) -> Result<()> {
             })
             .collect(),
     );
-    println!("{:<12} {:>10.1}", "total", total * 1e3);
-    println!(
+    outln!("{:<12} {:>10.1}", "total", total * 1e3)?;
+    outln!(
         "effective: {:.1} GFLOP/s over the whole pipeline, {:.1} GFLOP/s in the network stages ({} runs, {} threads)",
         gflops / total,
         gflops / network,
         a.runs,
         rayon::current_num_threads()
-    );
+    )?;
     Ok(())
 }
 

@@ -309,51 +309,58 @@ pub(super) fn compute_curves(
             measure(det, scans, curves, orders, &settings, ctl)
         })?;
         if let Some(f) = &curves.fidelity {
-            print_fidelity(f);
+            print_fidelity(f)?;
         }
     }
     Ok(predicted)
 }
 
-fn print_fidelity(f: &Fidelity) {
+fn print_fidelity(f: &Fidelity) -> Result<()> {
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    println!("fidelity: predicted vs measured curves (lambda-combined)");
-    println!(
+    outln!("fidelity: predicted vs measured curves (lambda-combined)")?;
+    outln!(
         "{:<48} {:>8} {:>8} {:>6}",
-        "layer", "spearman", "pearson", "levels"
-    );
+        "layer",
+        "spearman",
+        "pearson",
+        "levels"
+    )?;
     for l in &f.layers {
-        println!(
+        outln!(
             "{:<48} {:>8} {:>8} {:>6}",
             l.name,
             fmt(l.spearman),
             fmt(l.pearson),
             l.levels
-        );
+        )?;
     }
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
-    println!(
+    outln!(
         "median spearman {}, median pearson {}",
         fmt(med(f.layers.iter().filter_map(|l| l.spearman).collect())),
         fmt(med(f.layers.iter().filter_map(|l| l.pearson).collect()))
-    );
-    println!("additivity: DP allocation, predicted sum vs measured joint distortion");
-    println!(
+    )?;
+    outln!("additivity: DP allocation, predicted sum vs measured joint distortion")?;
+    outln!(
         "{:>10} {:>14} {:>14} {:>14}",
-        "flops kept", "predicted", "sum measured", "measured"
-    );
+        "flops kept",
+        "predicted",
+        "sum measured",
+        "measured"
+    )?;
     for a in &f.additivity {
-        println!(
+        outln!(
             "{:>10.2} {:>14.6e} {:>14} {:>14.6e}",
             a.flops_keep,
             a.predicted,
             a.measured_sum.map_or("-".into(), |v| format!("{v:.6e}")),
             a.measured
-        );
+        )?;
     }
+    Ok(())
 }
 
 pub(super) fn write_curves(
@@ -550,16 +557,16 @@ fn solve_and_print(
         &args.constraints()?,
         args.bins,
     )?;
-    print_allocation(&alloc);
+    print_allocation(&alloc)?;
     Ok(alloc)
 }
 
-fn print_allocation(a: &Allocation) {
-    println!("{:<48} {:>9}", "layer", "sparsity");
+fn print_allocation(a: &Allocation) -> Result<()> {
+    outln!("{:<48} {:>9}", "layer", "sparsity")?;
     for l in &a.layers {
-        println!("{:<48} {:>9.3}", l.name, l.sparsity);
+        outln!("{:<48} {:>9.3}", l.name, l.sparsity)?;
     }
-    println!(
+    outln!(
         "method {}: FLOPs kept {:.2}% ({:.2}x fewer, {:.2} of {:.2} GFLOPs), params kept {:.2}%, predicted distortion {:.6e}",
         a.method,
         a.flops_kept * 100.0,
@@ -568,7 +575,8 @@ fn print_allocation(a: &Allocation) {
         a.flops_dense / 1e9,
         a.params_kept * 100.0,
         a.predicted_distortion
-    );
+    )?;
+    Ok(())
 }
 
 pub fn solve(a: SolveCmd) -> Result<()> {

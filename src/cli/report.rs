@@ -181,7 +181,7 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         &inputs,
     )?;
     write_plot(&rep, &a.out.join("ap_vs_flops.png"))?;
-    println!("{}", rep.to_markdown());
+    outln!("{}", rep.to_markdown())?;
     eprintln!(
         "{}: report.md, report.json, ap_vs_flops.png",
         a.out.display()

@@ -35,13 +35,22 @@ impl NamedBatchNorm {
             w.tensor(&format!("{prefix}.{k}"), &[channels])
                 .map(|t| t.data)
         };
+        let var = get("running_var")?;
+        // A variance below zero is no trained state: folding it would give NaN everywhere.
+        if let Some((i, v)) = var.iter().enumerate().find(|(_, v)| **v < 0.0) {
+            return Err(WeightsError::Invalid {
+                path: w.path().to_path_buf(),
+                key: format!("{prefix}.running_var"),
+                problem: format!("channel {i} has a negative variance ({v}); a variance is >= 0"),
+            });
+        }
         Ok(NamedBatchNorm {
             prefix: prefix.to_string(),
             bn: nn::BatchNorm {
                 gamma: get("weight")?,
                 beta: get("bias")?,
                 mean: get("running_mean")?,
-                var: get("running_var")?,
+                var,
                 eps,
             },
         })

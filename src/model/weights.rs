@@ -47,6 +47,12 @@ pub enum WeightsError {
     },
     #[error("{path}: tensor `{key}` holds non-finite values (NaN or infinity)")]
     NonFinite { path: PathBuf, key: String },
+    #[error("{path}: tensor `{key}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
 }
 
 /// A memory-mapped safetensors file. Keys that the model reads are recorded so that unused

@@ -51,6 +51,10 @@ fn arr8(b: &[u8]) -> [u8; 8] {
     [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
 }
 
+/// Values per point read at most (PCL's largest descriptors have a few hundred); a larger
+/// COUNT is a corrupt or hostile header.
+const MAX_VALUES_PER_POINT: usize = 1 << 16;
+
 /// The parsed header.
 struct Header {
     fields: Vec<String>,
@@ -70,13 +74,29 @@ pub(crate) fn read_pcd(path: &Path, bytes: &[u8]) -> Result<PcdRead, ScanError> 
     let mut value_index = Vec::with_capacity(header.fields.len());
     let mut byte_offset = Vec::with_capacity(header.fields.len());
     let (mut vi, mut bo) = (0usize, 0usize);
-    for (t, c) in header.types.iter().zip(&header.counts) {
+    let header_error = |problem: String| ScanError::PcdHeader {
+        path: path.to_path_buf(),
+        line: header.data_line,
+        problem,
+    };
+    for ((t, &c), name) in header.types.iter().zip(&header.counts).zip(&header.fields) {
         value_index.push(vi);
         byte_offset.push(bo);
-        vi += c;
-        bo += t.size * c;
+        vi = vi.saturating_add(c);
+        bo = bo.saturating_add(t.size.saturating_mul(c));
+        if vi > MAX_VALUES_PER_POINT {
+            return Err(header_error(format!(
+                "COUNT {c} of field {name} makes {vi} values per point; at most \
+                 {MAX_VALUES_PER_POINT} are read"
+            )));
+        }
     }
     let (values_per_point, record) = (vi, bo);
+    if record == 0 {
+        return Err(header_error(
+            "every field has COUNT 0: no values per point".into(),
+        ));
+    }
     let mut wanted = [(
         0usize,
         0usize,
@@ -99,7 +119,9 @@ pub(crate) fn read_pcd(path: &Path, bytes: &[u8]) -> Result<PcdRead, ScanError> 
     }
 
     let data = &bytes[header.data_offset..];
-    let mut points = Vec::with_capacity(header.points * 4);
+    // Every point takes at least one byte of the file: a header promising more points than
+    // that is caught below, without allocating for them first.
+    let mut points = Vec::with_capacity(header.points.min(data.len()) * 4);
     let mut dropped = 0;
     let mut push = |p: [f32; 4]| {
         if p.iter().all(|v| v.is_finite()) {
@@ -344,7 +366,9 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, ScanError> {
                     types.push(FieldType { kind, size });
                 }
                 let from_dims = match (width, height) {
-                    (Some(w), Some(h)) => w.checked_mul(h),
+                    (Some(w), Some(h)) => Some(w.checked_mul(h).ok_or_else(|| {
+                        err(format!("WIDTH {w} x HEIGHT {h} is too large a point count"))
+                    })?),
                     (Some(w), None) => Some(w),
                     _ => None,
                 };
