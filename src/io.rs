@@ -1,6 +1,7 @@
-//! Safe file output: every write goes to a temporary file beside the target and is renamed
-//! into place, so a crash or Ctrl-C never leaves a half-written file, and no write may
-//! replace one of the run's input files.
+//! Safe file input and output. Inputs are read only when they are regular files of a sane
+//! size (`/dev/zero` or a folder is refused before reading). Every write goes to a temporary
+//! file beside the target and is renamed into place, so a crash or Ctrl-C never leaves a
+//! half-written file, and no write may replace one of the run's input files.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,6 +21,56 @@ pub enum WriteError {
     },
     #[error("{path}: cannot encode safetensors: {reason}")]
     Encode { path: PathBuf, reason: String },
+}
+
+/// Largest scan file read (a KITTI scan is about 2 MB; an aggregated sweep a few hundred).
+pub const MAX_SCAN_BYTES: u64 = 1 << 31;
+/// Largest config, calibration, label, split or allocation file read (a few kB each).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Largest curves file read (about 1 MB for a model of a hundred layers).
+pub const MAX_CURVES_BYTES: u64 = 256 << 20;
+
+/// Reads a whole file that must be a regular file of at most `max_bytes`; anything else is
+/// an error saying what the path is, before any byte is read.
+pub fn read_limited(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "is a folder, not a file",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or socket)",
+        ));
+    }
+    if meta.len() > max_bytes {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes; at most {max_bytes} are read", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // `take` also bounds a file that grows while it is read.
+    std::fs::File::open(path)?
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("grew past {max_bytes} bytes while being read"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_limited`] as UTF-8 text.
+pub fn read_text_limited(path: &Path, max_bytes: u64) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path, max_bytes)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -457,3 +457,110 @@ fn closed_or_full_stdout_is_handled() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot write to stdout"), "{err}");
 }
+
+/// Config values and inputs that would ask for unbounded memory are refused up front, with
+/// the file and the value named and exit code 1.
+#[cfg(unix)]
+#[test]
+fn sizes_from_configs_and_inputs_are_bounded() {
+    let dir = tempdir("bounds");
+    let cfgs = dir.join("cfgs");
+    std::fs::create_dir_all(cfgs.join("kitti_models")).unwrap();
+    std::fs::create_dir_all(cfgs.join("dataset_configs")).unwrap();
+    let base = shared().join("reference/cfgs/dataset_configs/kitti_dataset.yaml");
+    std::fs::copy(&base, cfgs.join("dataset_configs/kitti_dataset.yaml")).unwrap();
+    let yaml = std::fs::read_to_string(pp_config()).unwrap();
+    let (w, scan) = (pp_weights(), kitti("velodyne/000008.bin"));
+    let detect = |config: &Path, weights: &Path, scan: &Path| {
+        run(&[
+            "detect",
+            "--config",
+            s(config),
+            "--weights",
+            s(weights),
+            "--scan",
+            s(scan),
+        ])
+    };
+    let cases: [(&str, &str, &str, &str); 4] = [
+        (
+            "points.yaml",
+            "MAX_POINTS_PER_VOXEL: 32",
+            "MAX_POINTS_PER_VOXEL: 1000000000",
+            "1000000000",
+        ),
+        (
+            "voxel.yaml",
+            "VOXEL_SIZE: [0.16, 0.16, 4]",
+            "VOXEL_SIZE: [0.0001, 0.0001, 4]",
+            "691200 cells along axis 0",
+        ),
+        (
+            "voxel_01.yaml",
+            "VOXEL_SIZE: [0.16, 0.16, 4]",
+            "VOXEL_SIZE: [0.01, 0.01, 4]",
+            "bird's-eye grid",
+        ),
+        (
+            "range.yaml",
+            "POINT_CLOUD_RANGE: [0, -39.68, -3, 69.12, 39.68, 1]",
+            "POINT_CLOUD_RANGE: [-1e9, -1e9, -3, 1e9, 1e9, 1]",
+            "cells along axis",
+        ),
+    ];
+    for (name, from, to, expect) in cases {
+        assert!(yaml.contains(from), "{from}");
+        let path = cfgs.join("kitti_models").join(name);
+        std::fs::write(&path, yaml.replace(from, to)).unwrap();
+        let out = detect(&path, &w, &scan);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(name) && err.contains(expect), "{name}: {err}");
+    }
+    // Devices and folders where a file is expected.
+    let zero = Path::new("/dev/zero");
+    let folder_scan = dir.join("folder.bin");
+    std::fs::create_dir_all(&folder_scan).unwrap();
+    for (out, named) in [
+        (detect(zero, &w, &scan), "/dev/zero"),
+        (
+            run(&[
+                "detect",
+                "--config",
+                s(&pp_config()),
+                "--weights",
+                s(&w),
+                "--scan",
+                "/dev/zero",
+                "--format",
+                "kitti",
+            ]),
+            "not a regular file",
+        ),
+        (detect(&pp_config(), &dir, &scan), "is a folder"),
+        (detect(&pp_config(), &w, &folder_scan), "is a folder"),
+    ] {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(named), "{err}");
+    }
+    let out = run(&[
+        "curves",
+        "--weights",
+        s(&w),
+        "--config",
+        s(&pp_config()),
+        "--scans",
+        s(&scan),
+        "--levels",
+        "10000000",
+        "--out",
+        s(&dir.join("c.json")),
+    ]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("10000000 levels"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

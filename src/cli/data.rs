@@ -91,13 +91,15 @@ impl DatasetArgs {
 
 fn frame_list(dataset: &Path, split: Option<&Path>) -> Result<Vec<String>> {
     match split {
-        Some(f) => Ok(std::fs::read_to_string(f)
-            .with_context(|| format!("{}: cannot read the split", f.display()))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()),
+        Some(f) => Ok(
+            pruneview::io::read_text_limited(f, pruneview::io::MAX_CONFIG_BYTES)
+                .with_context(|| format!("{}: cannot read the split", f.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
         None => Ok(eval::frame_ids(dataset.join("label_2"))?),
     }
 }

@@ -125,8 +125,8 @@ pub struct CurveArgs {
     /// Rademacher probes per scan and group (confidence, locality).
     #[arg(long, default_value_t = 4)]
     pub probes: usize,
-    /// Sparsity levels from 0 to 1 inclusive.
-    #[arg(long, default_value_t = 101)]
+    /// Sparsity levels from 0 to 1 inclusive (2 to 10001).
+    #[arg(long, default_value_t = 101, value_parser = parse_levels)]
     pub levels: usize,
     /// Seed of the probes (each scan's probes derive from it and the scan's file name).
     #[arg(long, default_value_t = 0)]
@@ -191,6 +191,21 @@ pub struct CurvesCmd {
     /// Where to write the curves (`pruneview-curves/1` JSON).
     #[arg(long, value_name = "curves.json")]
     pub out: PathBuf,
+}
+
+/// Most curve levels: a finer grid than 1e-4 in sparsity changes no allocation, and every
+/// level costs memory per layer and probe.
+const MAX_LEVELS: usize = 10_001;
+
+fn parse_levels(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if (2..=MAX_LEVELS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} levels: give 2 to {MAX_LEVELS}"))
+    }
 }
 
 /// Ctrl-C sets the flag (a second Ctrl-C exits at once).

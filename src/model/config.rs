@@ -196,10 +196,12 @@ pub fn load_config(
 ) -> Result<DetectorConfig, ConfigError> {
     if let Some(path) = config_path {
         let value = if path.extension().is_some_and(|e| e == "json") {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text = crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(
+                |source| ConfigError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            )?;
             serde_json::from_str(&text).map_err(|source| ConfigError::Json {
                 path: path.to_path_buf(),
                 source,
@@ -240,10 +242,13 @@ pub fn load_yaml_merged(path: &Path) -> Result<Value, ConfigError> {
 }
 
 fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(|source| {
+            ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let yaml: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|source| ConfigError::Yaml {
             path: path.to_path_buf(),
@@ -587,6 +592,14 @@ impl DetectorConfig {
     }
 }
 
+/// Sane bounds on the config values that size buffers, so a typo (or a hostile file) is an
+/// error naming the value instead of a request for terabytes. OpenPCDet's configs use 5-100
+/// points per voxel, up to 60 000 voxels and up to about 1 500 x 1 500 BEV cells.
+const MAX_POINTS_PER_VOXEL: usize = 1024;
+const MAX_VOXELS: usize = 1 << 22;
+const MAX_GRID_PER_AXIS: usize = 1 << 15;
+const MAX_BEV_CELLS: usize = 1 << 22;
+
 fn parse_data(r: &Reader, data: &Value) -> Result<DataConfig, ConfigError> {
     let point_cloud_range: [f32; 6] = r.f32_array(data, "POINT_CLOUD_RANGE")?;
     let used_features = r.str_list(data, "POINT_FEATURE_ENCODING.used_feature_list")?;
@@ -606,10 +619,27 @@ fn parse_data(r: &Reader, data: &Value) -> Result<DataConfig, ConfigError> {
             "transform_points_to_voxels" => {
                 voxel_size = Some(r.f32_array::<3>(p, "VOXEL_SIZE")?);
                 let max_voxels = r.test_variant(r.get(p, "MAX_NUMBER_OF_VOXELS")?);
-                voxelizer = Some(VoxelizerConfig {
+                let v = VoxelizerConfig {
                     max_points_per_voxel: r.usize(p, "MAX_POINTS_PER_VOXEL")?,
                     max_voxels: r.usize_of(max_voxels, "MAX_NUMBER_OF_VOXELS.test")?,
-                });
+                };
+                // The voxel buffer holds voxels x points x features floats: bound both.
+                for (field, value, max) in [
+                    (
+                        "MAX_POINTS_PER_VOXEL",
+                        v.max_points_per_voxel,
+                        MAX_POINTS_PER_VOXEL,
+                    ),
+                    ("MAX_NUMBER_OF_VOXELS", v.max_voxels, MAX_VOXELS),
+                ] {
+                    if value == 0 || value > max {
+                        return Err(r.err(
+                            &format!("DATA_CONFIG.DATA_PROCESSOR.{field}"),
+                            format!("{value} is outside 1..={max}"),
+                        ));
+                    }
+                }
+                voxelizer = Some(v);
             }
             "transform_points_to_voxels_placeholder" => {
                 voxel_size = Some(r.f32_array::<3>(p, "VOXEL_SIZE")?);
@@ -641,7 +671,28 @@ fn parse_data(r: &Reader, data: &Value) -> Result<DataConfig, ConfigError> {
                 format!("gives an empty grid along axis {i} for the point cloud range"),
             ));
         }
+        if g > MAX_GRID_PER_AXIS as f32 {
+            return Err(r.err(
+                "DATA_CONFIG.VOXEL_SIZE",
+                format!(
+                    "gives {g} cells along axis {i} for the point cloud range; at most \
+                     {MAX_GRID_PER_AXIS} are supported"
+                ),
+            ));
+        }
         grid_size[i] = g as usize;
+    }
+    let bev = grid_size[0] * grid_size[1];
+    if bev > MAX_BEV_CELLS {
+        return Err(r.err(
+            "DATA_CONFIG.VOXEL_SIZE",
+            format!(
+                "gives a {} x {} bird's-eye grid ({bev} cells) for the point cloud range; at \
+                 most {MAX_BEV_CELLS} are supported (each channel of the BEV map is one float \
+                 per cell)",
+                grid_size[0], grid_size[1]
+            ),
+        ));
     }
     Ok(DataConfig {
         point_cloud_range,

@@ -83,6 +83,18 @@ impl Weights {
             source,
         };
         let file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "is a folder, not a file"
+            } else {
+                "not a regular file (a device, pipe or socket)"
+            };
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                what,
+            )));
+        }
         // SAFETY: the file is opened read-only; like every mmap reader we assume nobody
         // truncates it while we hold the map.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;

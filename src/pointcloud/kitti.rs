@@ -167,10 +167,13 @@ impl Calib {
     /// Reads a KITTI calibration file (see [`Calib::parse`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Calib, KittiError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| KittiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(|source| {
+                KittiError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Calib::parse(&text, path)
     }
 
@@ -631,10 +634,13 @@ impl KittiObject {
 /// Reads a KITTI `label_2` file (see [`parse_labels`]).
 pub fn load_labels(path: impl AsRef<Path>) -> Result<Vec<KittiObject>, KittiError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| KittiError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(|source| {
+            KittiError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse_labels(&text, path)
 }
 

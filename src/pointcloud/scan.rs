@@ -266,9 +266,11 @@ impl Scan {
     /// Reads a scan in the given format, whatever the file is called.
     pub fn load_as(path: impl AsRef<Path>, format: ScanFormat) -> Result<Scan, ScanError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| ScanError::Io {
-            path: path.to_path_buf(),
-            source,
+        let bytes = crate::io::read_limited(path, crate::io::MAX_SCAN_BYTES).map_err(|source| {
+            ScanError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         match format {
             ScanFormat::Kitti => from_f32_records(path, &bytes, format, &KITTI_COLUMNS),

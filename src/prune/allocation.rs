@@ -65,10 +65,13 @@ pub enum AllocationError {
 impl Allocation {
     pub fn load(path: &Path) -> Result<Allocation, AllocationError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| AllocationError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let text =
+            crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(|source| {
+                AllocationError::Io {
+                    path: p.clone(),
+                    source,
+                }
+            })?;
         let a: Allocation = serde_json::from_str(&text).map_err(|e| AllocationError::Parse {
             path: p.clone(),
             reason: e.to_string(),

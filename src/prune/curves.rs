@@ -205,10 +205,13 @@ impl Curves {
     /// Reads and validates a curves file.
     pub fn load(path: &Path) -> Result<Curves, CurvesError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CurvesError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let text =
+            crate::io::read_text_limited(path, crate::io::MAX_CURVES_BYTES).map_err(|source| {
+                CurvesError::Io {
+                    path: p.clone(),
+                    source,
+                }
+            })?;
         let curves: Curves = serde_json::from_str(&text).map_err(|e| CurvesError::Parse {
             path: p.clone(),
             reason: e.to_string(),
