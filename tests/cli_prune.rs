@@ -223,6 +223,26 @@ fn curves_solve_export_and_prune() {
             vec!["--flops-keep", "0.3", "--lock", "no.such.layer"],
             "no.such.layer",
         ),
+        (
+            vec!["--flops-keep", "0.3", "--lambda-conf=-1"],
+            "group weight",
+        ),
+        (
+            vec!["--flops-keep", "0.3", "--lambda-loc", "nan"],
+            "group weight",
+        ),
+        (vec!["--flops-keep", "0.3", "--bins", "1"], "bins"),
+        (
+            vec![
+                "--flops-keep",
+                "0.3",
+                "--lock",
+                "dense_head.conv_cls",
+                "--min-sparsity",
+                "dense_head.conv_cls=0.5",
+            ],
+            "--lock keeps it dense",
+        ),
     ] {
         let mut a = args(&["solve", "--curves", &s(&curves), "--out", &s(&out)]);
         a.extend(args(&bad));

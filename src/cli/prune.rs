@@ -160,12 +160,34 @@ pub struct CurveArgs {
 
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LambdaArgs {
-    /// Weight of the confidence group (cls_preds / hm).
-    #[arg(long, default_value_t = 1.0)]
+    /// Weight of the confidence group (cls_preds / hm), >= 0.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_group_weight)]
     pub lambda_conf: f64,
-    /// Weight of the locality group (box, direction and regression maps).
-    #[arg(long, default_value_t = 1.0)]
+    /// Weight of the locality group (box, direction and regression maps), >= 0.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_group_weight)]
     pub lambda_loc: f64,
+}
+
+/// A group weight: a distortion weighted by a negative number would reward damage.
+fn parse_group_weight(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}`: a group weight is a finite number >= 0")),
+    }
+}
+
+/// DP budget bins: too few round every layer's cost up to the whole budget (the DP then
+/// prunes everything it can), too many cost memory for nothing.
+pub(super) fn parse_bins(s: &str) -> Result<usize, String> {
+    const RANGE: std::ops::RangeInclusive<usize> = 64..=(1 << 20);
+    match s.parse::<usize>() {
+        Ok(n) if RANGE.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}`: give {} to {} bins",
+            RANGE.start(),
+            RANGE.end()
+        )),
+    }
 }
 
 impl LambdaArgs {
@@ -485,7 +507,7 @@ pub struct SolveArgs {
     #[command(flatten)]
     pub lambdas: LambdaArgs,
     /// Budget bins of the DP (costs are rounded up: never over budget).
-    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS)]
+    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS, value_parser = parse_bins)]
     pub bins: usize,
     /// Keep these layers dense (comma-separated names).
     #[arg(long, value_delimiter = ',')]
@@ -537,6 +559,14 @@ impl SolveArgs {
                 } else {
                     e.max_sparsity = s;
                 }
+            }
+        }
+        for (name, k) in &c {
+            if k.locked && k.min_sparsity > 0.0 {
+                bail!(
+                    "{name}: --lock keeps it dense, but --min-sparsity asks for {}; give one",
+                    k.min_sparsity
+                );
             }
         }
         Ok(c)

@@ -53,7 +53,7 @@ pub struct ReportCmd {
     #[command(flatten)]
     pub lambdas: LambdaArgs,
     /// Budget bins of the DP.
-    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS)]
+    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS, value_parser = super::prune::parse_bins)]
     pub bins: usize,
     /// Also evaluate every pruned model recovered with these stages (see `prune
     /// --recover`; repeat for several, e.g. `--recover stats --recover all`). The mask-only
