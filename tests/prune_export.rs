@@ -50,7 +50,7 @@ const LAYERS: &[(&str, f64)] = &[
     ("backbone_2d.blocks.2.10.weight", 0.29),
     ("backbone_2d.deblocks.1.0.weight", 1.0),
     ("dense_head.conv_cls.weight", 0.0),
-    ("dense_head.conv_box.bias", 0.5),
+    ("dense_head.conv_dir_cls.weight", 0.5),
 ];
 
 fn allocation(layers: &[(&str, f64)]) -> Allocation {
@@ -272,16 +272,17 @@ fn f16_weights_are_pruned_in_f16_and_keep_their_metadata() {
 #[test]
 fn given_orders_are_used_and_checked() {
     let w = Weights::open(&pp_weights()).unwrap();
-    let key = "dense_head.conv_box.bias";
+    let key = "dense_head.conv_dir_cls.weight";
+    const N: u32 = 12 * 384;
     let alloc = allocation(&[(key, 0.5)]);
-    let reversed: Vec<u32> = (0..42).rev().collect();
+    let reversed: Vec<u32> = (0..N).rev().collect();
     let orders = HashMap::from([(key.to_string(), reversed)]);
     let masks = build_masks(&alloc, &w, Orders::Given(&orders)).unwrap();
-    let mut want = vec![1u8; 42];
-    want[21..].fill(0);
+    let mut want = vec![1u8; N as usize];
+    want[N as usize / 2..].fill(0);
     assert_eq!(masks[0].mask, want);
 
-    let mut dup: Vec<u32> = (0..42).collect();
+    let mut dup: Vec<u32> = (0..N).collect();
     dup[5] = 4;
     let orders = HashMap::from([(key.to_string(), dup)]);
     let err = build_masks(&alloc, &w, Orders::Given(&orders)).unwrap_err();
@@ -289,9 +290,12 @@ fn given_orders_are_used_and_checked() {
         matches!(err, ExportError::BadOrder { .. }) && err.to_string().contains(key),
         "{err}"
     );
-    let short = HashMap::from([(key.to_string(), (0..41).collect::<Vec<u32>>())]);
+    let short = HashMap::from([(key.to_string(), (0..N - 1).collect::<Vec<u32>>())]);
     let err = build_masks(&alloc, &w, Orders::Given(&short)).unwrap_err();
-    assert!(err.to_string().contains("41 entries"), "{err}");
+    assert!(
+        err.to_string().contains(&format!("{} entries", N - 1)),
+        "{err}"
+    );
     let err = build_masks(&alloc, &w, Orders::Given(&HashMap::new())).unwrap_err();
     assert!(err.to_string().contains("no order"), "{err}");
 }
@@ -316,11 +320,24 @@ fn unknown_and_non_float_layers_are_named() {
     );
 
     let dup = allocation(&[
-        ("dense_head.conv_box.bias", 0.5),
-        ("dense_head.conv_box.bias", 0.1),
+        ("dense_head.conv_box.weight", 0.5),
+        ("dense_head.conv_box.weight", 0.1),
     ]);
     let err = build_masks(&dup, &w, Orders::Magnitude).unwrap_err();
     assert!(matches!(err, ExportError::DuplicateLayer { .. }), "{err}");
+
+    // BatchNorm parameters and biases are not prunable layers; nor is an empty allocation.
+    for key in ["backbone_2d.blocks.0.2.weight", "dense_head.conv_box.bias"] {
+        let err = build_masks(&allocation(&[(key, 0.5)]), &w, Orders::Magnitude).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ExportError::NotPrunable { .. }), "{msg}");
+        assert!(
+            msg.contains(key) && msg.contains("not a conv or linear"),
+            "{msg}"
+        );
+    }
+    let err = build_masks(&allocation(&[]), &w, Orders::Magnitude).unwrap_err();
+    assert!(matches!(err, ExportError::EmptyAllocation), "{err}");
 }
 
 #[test]
@@ -332,7 +349,7 @@ fn masks_that_do_not_match_the_allocation_are_refused() {
     masks.pop();
     let err = write_pruned(&dir.join("p.safetensors"), &w, &masks, &alloc, &[]).unwrap_err();
     assert!(
-        err.to_string().contains("dense_head.conv_box.bias"),
+        err.to_string().contains("dense_head.conv_dir_cls.weight"),
         "{err}"
     );
     assert!(!dir.join("p.safetensors").exists());
@@ -433,6 +450,16 @@ fn csv_reports_every_layer_with_curve_values() {
     let path = dir.join("report.csv");
     write_csv(&path, &alloc, &masks, Some(&curves), &[]).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    // Curves of other weights would give their FLOPs to these masks: refused.
+    let mut other = curves.clone();
+    other.model.weights_sha256 = "another model".into();
+    let elsewhere = dir.join("other.csv");
+    let err = write_csv(&elsewhere, &alloc, &masks, Some(&other), &[]).unwrap_err();
+    assert!(
+        matches!(err, ExportError::CurvesOfAnotherModel { .. }),
+        "{err}"
+    );
+    assert!(!elsewhere.exists());
     let bare = csv_report(&alloc, &masks, None).unwrap();
     assert!(
         bare.lines()

@@ -115,6 +115,23 @@ pub enum ExportError {
     },
     #[error("the allocation lists layer `{key}` more than once")]
     DuplicateLayer { key: String },
+    #[error(
+        "{path}: the allocation's layer `{key}` is a {shape:?} tensor, not a conv or linear weight (BatchNorm parameters and biases are not pruned)"
+    )]
+    NotPrunable {
+        path: PathBuf,
+        key: String,
+        shape: Vec<usize>,
+    },
+    #[error("the allocation has no layers: nothing to mask")]
+    EmptyAllocation,
+    #[error(
+        "the curves are of weights {curves_sha}, the allocation of {alloc_sha}: their FLOPs and distortions would not describe these masks"
+    )]
+    CurvesOfAnotherModel {
+        curves_sha: String,
+        alloc_sha: String,
+    },
     #[error("prune order of layer `{key}`: {reason}")]
     BadOrder { key: String, reason: String },
     #[error("mask of layer `{key}`: {reason}")]
@@ -178,6 +195,9 @@ fn alloc_layers<'a>(
     alloc: &'a Allocation,
     weights: &'a Weights,
 ) -> Result<Vec<LayerRef<'a>>, ExportError> {
+    if alloc.layers.is_empty() {
+        return Err(ExportError::EmptyAllocation);
+    }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(alloc.layers.len());
     for l in &alloc.layers {
@@ -197,6 +217,14 @@ fn alloc_layers<'a>(
                 path: weights.path().to_path_buf(),
                 key: l.name.clone(),
                 dtype: format!("{dtype:?}"),
+            });
+        }
+        // Prunable weights are conv kernels and linear matrices: at least two dimensions.
+        if shape.len() < 2 {
+            return Err(ExportError::NotPrunable {
+                path: weights.path().to_path_buf(),
+                key: l.name.clone(),
+                shape: shape.to_vec(),
             });
         }
         out.push(LayerRef {
@@ -941,6 +969,14 @@ pub fn write_csv(
     curves: Option<&Curves>,
     inputs: &[&Path],
 ) -> Result<(), ExportError> {
+    if let Some(c) = curves
+        && c.model.weights_sha256 != alloc.model.weights_sha256
+    {
+        return Err(ExportError::CurvesOfAnotherModel {
+            curves_sha: c.model.weights_sha256.clone(),
+            alloc_sha: alloc.model.weights_sha256.clone(),
+        });
+    }
     let text = csv_report(alloc, masks, curves)?;
     write_atomic(path, text.as_bytes(), inputs)?;
     Ok(())

@@ -152,6 +152,15 @@ pub struct ExportInputs<'a> {
 /// Writes the chosen files (parent folders created); returns what was written.
 pub fn write(from: &ExportInputs, files: &ExportFiles, ctl: &Control) -> Result<Vec<PathBuf>> {
     files.check(from.inputs)?;
+    if let Some(c) = from.curves
+        && c.model.weights_sha256 != from.alloc.model.weights_sha256
+    {
+        // Checked before the first file is written (write_csv checks it too).
+        return Err(fail(export::ExportError::CurvesOfAnotherModel {
+            curves_sha: c.model.weights_sha256.clone(),
+            alloc_sha: from.alloc.model.weights_sha256.clone(),
+        }));
+    }
     let total = files.paths().len();
     let mut written: Vec<PathBuf> = Vec::new();
     let (alloc, inputs) = (from.alloc, from.inputs);
