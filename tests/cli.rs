@@ -564,3 +564,67 @@ fn sizes_from_configs_and_inputs_are_bounded() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `_BASE_CONFIG_` resolves as OpenPCDet's does (relative to the folder holding `cfgs/`):
+/// absolute and `..` paths, non-mapping bases and unknown model names are refused by name.
+#[test]
+fn base_configs_and_model_names_are_checked() {
+    let dir = tempdir("bases");
+    let models = dir.join("cfgs/kitti_models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::create_dir_all(dir.join("cfgs/dataset_configs")).unwrap();
+    let base = shared().join("reference/cfgs/dataset_configs/kitti_dataset.yaml");
+    std::fs::copy(&base, dir.join("cfgs/dataset_configs/kitti_dataset.yaml")).unwrap();
+    std::fs::write(dir.join("cfgs/dataset_configs/list.yaml"), "- 1\n- 2\n").unwrap();
+    let yaml = std::fs::read_to_string(pp_config()).unwrap();
+    let from = "_BASE_CONFIG_: cfgs/dataset_configs/kitti_dataset.yaml";
+    assert!(yaml.contains(from));
+    let abs = format!("_BASE_CONFIG_: {}", base.display());
+    let cases = [
+        (
+            "absolute.yaml",
+            yaml.replace(from, &abs),
+            "relative to the folder",
+        ),
+        (
+            "dotdot.yaml",
+            yaml.replace(
+                from,
+                "_BASE_CONFIG_: cfgs/../cfgs/dataset_configs/kitti_dataset.yaml",
+            ),
+            "without `..`",
+        ),
+        (
+            "list.yaml",
+            yaml.replace(from, "_BASE_CONFIG_: cfgs/dataset_configs/list.yaml"),
+            "not a mapping",
+        ),
+        (
+            "name.yaml",
+            yaml.replace("NAME: PointPillar\n", "NAME: PointPillarz\n"),
+            "`PointPillarz` is not an OpenPCDet detector",
+        ),
+        (
+            "pvrcnn.yaml",
+            yaml.replace("NAME: PointPillar\n", "NAME: PVRCNN\n"),
+            "`PVRCNN` is not supported yet",
+        ),
+    ];
+    for (name, text, expect) in cases {
+        let path = models.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = run(&[
+            "detect",
+            "--config",
+            s(&path),
+            "--weights",
+            s(&pp_weights()),
+            "--scan",
+            s(&kitti("velodyne/000008.bin")),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -276,7 +276,13 @@ fn merge_new_config(
     }
     for (key, val) in new {
         if key == "_BASE_CONFIG_" {
-            let base = val.as_str().unwrap_or_default().to_string();
+            let Some(base) = val.as_str().map(str::to_string) else {
+                return Err(ConfigError::Field {
+                    path: path.to_path_buf(),
+                    field: "_BASE_CONFIG_".into(),
+                    problem: "must be a path (a string)".into(),
+                });
+            };
             if depth > 16 {
                 return Err(ConfigError::BaseCycle {
                     path: path.to_path_buf(),
@@ -284,8 +290,19 @@ fn merge_new_config(
                 });
             }
             let base_path = resolve_base(path, &base)?;
+            let base_value = read_yaml(&base_path)?;
+            if !base_value.is_object() {
+                return Err(ConfigError::Field {
+                    path: base_path,
+                    field: "<root>".into(),
+                    problem: format!(
+                        "is the _BASE_CONFIG_ of {} but not a mapping of keys",
+                        path.display()
+                    ),
+                });
+            }
             let mut base_cfg = Value::Object(Map::new());
-            merge_new_config(&mut base_cfg, read_yaml(&base_path)?, &base_path, depth + 1)?;
+            merge_new_config(&mut base_cfg, base_value, &base_path, depth + 1)?;
             // OpenPCDet: `config.update(EasyDict(yaml_config))`: a shallow update.
             if let (Value::Object(dst), Value::Object(src)) = (&mut *config, base_cfg) {
                 for (k, v) in src {
@@ -311,8 +328,21 @@ fn merge_new_config(
 /// search the config's ancestors for a folder where it exists.
 fn resolve_base(config_path: &Path, base: &str) -> Result<PathBuf, ConfigError> {
     let rel = Path::new(base);
-    if rel.is_absolute() && rel.exists() {
-        return Ok(rel.to_path_buf());
+    // Like OpenPCDet's, a base is relative to the folder holding `cfgs/`: an absolute path or
+    // `..` would read files anywhere on the disk.
+    if !rel.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) {
+        return Err(ConfigError::Field {
+            path: config_path.to_path_buf(),
+            field: "_BASE_CONFIG_".into(),
+            problem: format!(
+                "`{base}`: must be a path relative to the folder that holds cfgs/, without `..`"
+            ),
+        });
     }
     let abs = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     for dir in abs.ancestors().skip(1) {
@@ -328,6 +358,45 @@ fn resolve_base(config_path: &Path, base: &str) -> Result<PathBuf, ConfigError> 
         path: config_path.to_path_buf(),
         base: base.to_string(),
     })
+}
+
+/// Single-stage detectors of OpenPCDet's registry, which our parts build.
+const SUPPORTED_MODELS: [&str; 3] = ["PointPillar", "CenterPoint", "SECONDNet"];
+/// The rest of OpenPCDet's registry (`pcdet/models/detectors/__init__.py`): their second
+/// stages are not implemented yet.
+const OTHER_OPENPCDET_MODELS: [&str; 13] = [
+    "Detector3DTemplate",
+    "PartA2Net",
+    "PVRCNN",
+    "PointRCNN",
+    "SECONDNetIoU",
+    "CaDDN",
+    "VoxelRCNN",
+    "PVRCNNPlusPlus",
+    "MPPNet",
+    "MPPNetE2E",
+    "PillarNet",
+    "VoxelNeXt",
+    "TransFusion",
+];
+
+/// `MODEL.NAME` must be a detector OpenPCDet knows (it refuses any other) and one we run.
+fn check_model_name(r: &Reader, name: &str) -> Result<(), ConfigError> {
+    if SUPPORTED_MODELS.contains(&name) {
+        return Ok(());
+    }
+    let problem = if OTHER_OPENPCDET_MODELS.contains(&name) {
+        format!(
+            "`{name}` is not supported yet (supported: {})",
+            SUPPORTED_MODELS.join(", ")
+        )
+    } else {
+        format!(
+            "`{name}` is not an OpenPCDet detector (supported: {})",
+            SUPPORTED_MODELS.join(", ")
+        )
+    };
+    Err(r.err("MODEL.NAME", problem))
 }
 
 /// Typed, path-aware access to the merged JSON tree.
@@ -470,6 +539,7 @@ impl DetectorConfig {
         let model = r.get(&raw, "MODEL")?;
         let data = parse_data(&r, data_v)?;
         let model_name = r.str(model, "NAME")?;
+        check_model_name(&r, &model_name)?;
 
         let vfe_name = r.str(model, "VFE.NAME")?;
         let kind = match vfe_name.as_str() {
