@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
         // The reader closed the pipe (`pruneview detect ... | head -1`): it has what it wanted.
         Err(e) if cli::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_message(&e));
             std::process::ExitCode::FAILURE
         }
     }

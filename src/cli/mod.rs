@@ -246,6 +246,22 @@ pub struct BenchArgs {
     pub runs: usize,
 }
 
+/// The error and its causes, `: `-joined, each cause said once: our error types already put
+/// their source in their message ("cannot read x: No such file"), which `{:#}` would repeat.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Whether `e` is a write to a pipe whose reader has gone.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -489,5 +505,21 @@ mod tests {
     fn every_subcommand_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_os_error_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(pruneview::pointcloud::ScanError::Io {
+            path: "x.bin".into(),
+            source: io,
+        })
+        .context("reading the scans");
+        let msg = super::error_message(&e);
+        assert_eq!(msg.matches("entity not found").count(), 1, "{msg}");
+        assert!(
+            msg.starts_with("reading the scans: cannot read scan x.bin"),
+            "{msg}"
+        );
     }
 }
