@@ -167,14 +167,7 @@ impl Calib {
     /// Reads a KITTI calibration file (see [`Calib::parse`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Calib, KittiError> {
         let path = path.as_ref();
-        let text =
-            crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(|source| {
-                KittiError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-        Calib::parse(&text, path)
+        Calib::parse(&read_text(path)?, path)
     }
 
     /// Parses calibration text; `path` is only used in error messages.
@@ -634,14 +627,17 @@ impl KittiObject {
 /// Reads a KITTI `label_2` file (see [`parse_labels`]).
 pub fn load_labels(path: impl AsRef<Path>) -> Result<Vec<KittiObject>, KittiError> {
     let path = path.as_ref();
-    let text =
-        crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(|source| {
-            KittiError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-    parse_labels(&text, path)
+    parse_labels(&read_text(path)?, path)
+}
+
+/// A calib or label file's text (a regular file of a sane size).
+fn read_text(path: &Path) -> Result<String, KittiError> {
+    crate::io::read_text_limited(path, crate::io::MAX_CONFIG_BYTES).map_err(|source| {
+        KittiError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Parses `label_2` text: one object per line, 15 whitespace-separated fields plus an optional
