@@ -161,6 +161,9 @@ pub fn write(from: &ExportInputs, files: &ExportFiles, ctl: &Control) -> Result<
             alloc_sha: from.alloc.model.weights_sha256.clone(),
         }));
     }
+    if files.curves.is_some() && from.curves.is_none() {
+        return Err("a curves file was asked for but there are no curves".into());
+    }
     let total = files.paths().len();
     let mut written: Vec<PathBuf> = Vec::new();
     let (alloc, inputs) = (from.alloc, from.inputs);
@@ -197,7 +200,7 @@ pub fn write(from: &ExportInputs, files: &ExportFiles, ctl: &Control) -> Result<
         export::write_csv(p, alloc, from.masks, from.curves, inputs).map_err(fail)
     })?;
     out(&files.curves, "curves", &|p| {
-        let curves = from.curves.ok_or("no curves to write")?;
+        let curves = from.curves.ok_or("no curves")?;
         write_atomic(p, curves.to_json().as_bytes(), inputs).map_err(fail)
     })?;
     ctl.step(total, total, "done");
