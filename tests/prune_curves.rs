@@ -248,8 +248,22 @@ fn shards_merge_exactly_and_runs_are_deterministic() {
     assert!(err.to_string().contains("--norm-from"), "{err}");
     other.calibration.normalization = a.calibration.normalization.clone();
     other.calibration.distortion = Weighting::Raw;
-    let err = Curves::merge(&[a, other], &["a".into(), "o".into()]).expect_err("distortion");
+    let err =
+        Curves::merge(&[a.clone(), other], &["a".into(), "o".into()]).expect_err("distortion");
     assert!(err.to_string().contains("different distortions"), "{err}");
+    // Scan counts weigh the sums: a shard claiming scans it does not list is refused.
+    for claimed in [0, 1 << 62] {
+        let mut liar = a.clone();
+        liar.calibration.scans = claimed;
+        liar.calibration.scan_ids = vec!["y".into()];
+        let err = Curves::merge(&[a.clone(), liar], &["a".into(), "liar.json".into()])
+            .expect_err("scan count");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("liar.json") && msg.contains(&format!("claims {claimed} scans")),
+            "{msg}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

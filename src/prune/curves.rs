@@ -317,6 +317,25 @@ impl Curves {
                 reason: "nothing to merge".into(),
             });
         };
+        // Sums are weighted by scan counts: a count that is not the scans listed would weigh
+        // a shard wrongly (or overflow).
+        for (i, s) in shards.iter().enumerate() {
+            let c = &s.calibration;
+            if c.scans == 0 || c.scans != c.scan_ids.len() || c.probes == 0 {
+                return Err(CurvesError::Invalid {
+                    path: names
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("shard {i}")),
+                    reason: format!(
+                        "cannot be merged: it claims {} scans x {} probes but lists {} scan ids",
+                        c.scans,
+                        c.probes,
+                        c.scan_ids.len()
+                    ),
+                });
+            }
+        }
         let mut out = first.clone();
         out.fidelity = None;
         for l in &mut out.layers {
