@@ -648,19 +648,16 @@ impl State {
     /// The pruned model of `sparsity` as it is recovered; statistics on the first
     /// `max_scans` calibration scans.
     fn pruned_model(&self, sparsity: &[f64], max_scans: usize) -> PrunedModel {
-        match self.effective_recovery(sparsity) {
-            Recovery::None => PrunedModel::Masked,
-            Recovery::Statistics => PrunedModel::Statistics(Arc::new(
+        match (self.settings.recovery, self.recovered_for(sparsity)) {
+            (Recovery::None, _) => PrunedModel::Masked,
+            (Recovery::Full, Some(r)) => PrunedModel::Recovered(r.clone()),
+            _ => PrunedModel::Statistics(Arc::new(
                 self.scans
                     .iter()
                     .take(max_scans)
                     .map(ScanEntry::calibration)
                     .collect(),
             )),
-            Recovery::Full => match self.recovered_for(sparsity) {
-                Some(r) => PrunedModel::Recovered(r.clone()),
-                None => PrunedModel::Masked,
-            },
         }
     }
 

@@ -14,7 +14,7 @@ use crate::prune::recover::{RecoverSettings, RecoveryReport};
 use crate::prune::{Allocation, Weighting};
 use crate::session::evaluate::Evaluation;
 use crate::session::export::{ExportFiles, ExportInputs, Recovered};
-use crate::session::recover::{Recovery, statistics_repaired, unit_masks};
+use crate::session::recover::{Recovery, sparsity_masks, statistics_repaired};
 use crate::session::{self, model::LoadedModel};
 
 use super::jobs::{JobCtl, JobResult};
@@ -116,7 +116,7 @@ pub fn recover(
     settings: &RecoverSettings,
     ctl: &JobCtl,
 ) -> JobResult<RecoveredModel> {
-    let masks = unit_masks(dense, &sparsity, orders);
+    let masks = sparsity_masks(&sparsity, orders);
     let (det, report) =
         ctl.with_control(|c| crate::prune::recover::recover(dense, &masks, scans, settings, c))?;
     Ok(RecoveredModel {
@@ -146,7 +146,7 @@ pub fn pruned_detections(
     ctl: &JobCtl,
 ) -> JobResult<PrunedDetections> {
     let t = std::time::Instant::now();
-    let masks = unit_masks(dense, &sparsity, orders);
+    let masks = sparsity_masks(&sparsity, orders);
     let pruned = model.build(dense, &masks, ctl)?;
     ctl.check()?;
     ctl.step(1, 2, "forward");
@@ -181,7 +181,7 @@ pub fn evaluate(
     frames: Vec<(PathBuf, String)>,
     ctl: &JobCtl,
 ) -> JobResult<EvalPoint> {
-    let masks = unit_masks(dense, sparsity, orders);
+    let masks = sparsity_masks(sparsity, orders);
     let pruned = model.build(dense, &masks, ctl)?;
     let accuracy = ctl.with_control(|c| session::evaluate::evaluate(dense, &pruned, frames, c))?;
     Ok(EvalPoint {

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::detect::Detector;
 use crate::progress::Control;
 use crate::prune::probe::CalibScan;
-use crate::prune::pruned_count;
 use crate::prune::recover::{self, RecoveryReport, Stages, stats};
+use crate::prune::{pruned_count, rank};
 
 use super::Result;
 
@@ -52,21 +52,13 @@ impl Recovery {
 }
 
 /// Per unit (in [`Detector::units`] order) the mask of pruning it at `sparsity[i]` in its
-/// rank order `orders[i]` (`None` for a unit left dense): 1 kept, 0 pruned.
-pub fn unit_masks(det: &Detector, sparsity: &[f64], orders: &[Vec<u32>]) -> Vec<Option<Vec<u8>>> {
-    det.units()
+/// rank order `orders[i]` (`None` for a unit left dense): 1 kept, 0 pruned. (Masks from an
+/// allocation file are [`recover::unit_masks`].)
+pub fn sparsity_masks(sparsity: &[f64], orders: &[Vec<u32>]) -> Vec<Option<Vec<u8>>> {
+    sparsity
         .iter()
-        .zip(sparsity.iter().zip(orders))
-        .map(|(u, (&s, order))| {
-            let n = pruned_count(s, order.len());
-            (n > 0).then(|| {
-                let mut m = vec![1u8; u.weight.numel()];
-                for &i in &order[..n] {
-                    m[i as usize] = 0;
-                }
-                m
-            })
-        })
+        .zip(orders)
+        .map(|(&s, order)| (pruned_count(s, order.len()) > 0).then(|| rank::mask(order, s)))
         .collect()
 }
 
