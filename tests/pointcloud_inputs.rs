@@ -578,11 +578,15 @@ fn calibration_scans_from_a_kitti_root_get_the_layouts_fov_filter() {
     assert!(!files.is_empty());
     let quiet = Control::quiet();
     let auto = calibration_scans(&det, &files, &ScanReading::default(), &quiet).unwrap();
+    assert!(auto.warnings.is_empty(), "{:?}", auto.warnings);
+    let auto = auto.scans;
     let explicit = ScanReading {
         fov_calib: Some(root.join("calib")),
         ..ScanReading::default()
     };
-    let given = calibration_scans(&det, &files, &explicit, &quiet).unwrap();
+    let given = calibration_scans(&det, &files, &explicit, &quiet)
+        .unwrap()
+        .scans;
     for (a, b) in auto.iter().zip(&given) {
         assert_eq!(a.id, b.id);
         assert_eq!(a.points, b.points);
@@ -600,5 +604,10 @@ fn calibration_scans_from_a_kitti_root_get_the_layouts_fov_filter() {
     let copy = dir.join("000008.bin");
     std::fs::copy(&files[i], &copy).unwrap();
     let whole = calibration_scans(&det, &[copy], &ScanReading::default(), &quiet).unwrap();
-    assert_eq!(whole[0].points.len() / 4, unfiltered.len());
+    assert_eq!(whole.scans[0].points.len() / 4, unfiltered.len());
+    assert!(
+        whole.warnings.iter().any(|w| w.contains("FOV_POINTS_ONLY")),
+        "{:?}",
+        whole.warnings
+    );
 }

@@ -115,8 +115,11 @@ impl CalibArgs {
             fov_calib: self.scan_args.fov_calib.clone(),
             image: self.scan_args.image_size,
         };
-        let scans = calibration_scans(det, &files, &reading, &Control::quiet())?;
-        Ok((files, scans))
+        let read = calibration_scans(det, &files, &reading, &Control::quiet())?;
+        for w in &read.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok((files, read.scans))
     }
 }
 

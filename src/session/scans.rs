@@ -76,14 +76,16 @@ impl ScanReading {
     }
 
     pub fn prepare(&self, det: &Detector, scan: &Path) -> Result<PreparedScan> {
-        let fov = self.fov(det, scan);
-        prepare_scan(
-            scan,
-            self.format,
-            fov.as_ref(),
-            &det.config.data.used_features,
-        )
-        .map_err(fail)
+        self.prepare_with(det, scan, self.fov(det, scan).as_ref())
+    }
+
+    fn prepare_with(
+        &self,
+        det: &Detector,
+        scan: &Path,
+        fov: Option<&FovFilter>,
+    ) -> Result<PreparedScan> {
+        prepare_scan(scan, self.format, fov, &det.config.data.used_features).map_err(fail)
     }
 }
 
@@ -94,22 +96,43 @@ pub fn scan_id(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Calibration scans and what the user should know about how they were read.
+pub struct CalibrationScans {
+    pub scans: Vec<CalibScan>,
+    /// Points dropped as non-finite; a FOV_POINTS_ONLY model given scans with no camera
+    /// calibration to filter them.
+    pub warnings: Vec<String>,
+}
+
 /// Reads calibration scans (a scan with no points left is refused: it says nothing).
 pub fn calibration_scans(
     det: &Detector,
     files: &[PathBuf],
     reading: &ScanReading,
     ctl: &Control,
-) -> Result<Vec<CalibScan>> {
+) -> Result<CalibrationScans> {
     if files.is_empty() {
         return Err("no calibration scans".into());
     }
     let mut scans = Vec::with_capacity(files.len());
+    let mut warnings = Vec::new();
+    let mut unfiltered = 0;
     for (i, f) in files.iter().enumerate() {
         ctl.check()?;
-        let prepared = reading.prepare(det, f)?;
+        let fov = reading.fov(det, f);
+        if det.config.data.fov_points_only && fov.is_none() {
+            unfiltered += 1;
+        }
+        let prepared = reading.prepare_with(det, f, fov.as_ref())?;
         if prepared.is_empty() {
             return Err(format!("{}: no points left to run on", f.display()).into());
+        }
+        let dropped = prepared.scan.report().non_finite_dropped;
+        if dropped > 0 {
+            warnings.push(format!(
+                "{}: dropped {dropped} points with NaN or infinite values",
+                f.display()
+            ));
         }
         scans.push(CalibScan {
             id: scan_id(f),
@@ -117,7 +140,14 @@ pub fn calibration_scans(
         });
         ctl.step(i + 1, files.len(), "reading scans");
     }
-    Ok(scans)
+    if unfiltered > 0 {
+        warnings.push(format!(
+            "the config sets FOV_POINTS_ONLY, but {unfiltered} of {} scans sit in no KITTI layout \
+             and no --fov-calib was given: their points outside the camera's view are kept",
+            files.len()
+        ));
+    }
+    Ok(CalibrationScans { scans, warnings })
 }
 
 /// A labelled ground-truth box in the LiDAR frame.
