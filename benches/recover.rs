@@ -88,7 +88,7 @@ fn benches(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut gram = Gram::new(cin * 9);
-                gram.add_conv(&a, (3, 3), 1, 1).unwrap();
+                gram.add_conv(&a, (3, 3), 1, 1, None).unwrap();
                 gram
             })
         });
@@ -112,7 +112,8 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let mut work = pruned.clone();
             let cfg = ReconstructSettings::default();
-            reconstruct::reconstruct(&mut work, &dense, &masks, &scans, first, &cfg, &ctl).unwrap()
+            reconstruct::reconstruct(&mut work, &dense, &masks, &scans, None, first, &cfg, &ctl)
+                .unwrap()
         })
     });
     g.finish();

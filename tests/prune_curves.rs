@@ -170,7 +170,7 @@ fn predicted_curves_track_measured(weighting: Weighting) {
         orders: &p.orders,
     };
     let measured = measurer
-        .measured_curves(&layers, &levels, &ctl)
+        .measured_curves(&layers, &levels, false, &ctl)
         .expect("measured");
     for (&l, m) in layers.iter().zip(measured) {
         p.curves.layers[l].measured = m;

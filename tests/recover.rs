@@ -123,6 +123,7 @@ fn reconstruction_lowers_each_layers_error_and_keeps_the_masks() {
         &dense,
         &m,
         &calib,
+        None,
         1,
         &ReconstructSettings::default(),
         &ctl,

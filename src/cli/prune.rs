@@ -159,6 +159,10 @@ pub struct CurveArgs {
         default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
     )]
     pub measured_levels: Vec<f64>,
+    /// Measure each point after re-estimating the BatchNorm statistics (the model as
+    /// `--recover stats` leaves it): recovery-aware curves, for `solve --on measured`.
+    #[arg(long, requires = "measured")]
+    pub measured_after_stats: bool,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -343,8 +347,14 @@ pub(super) fn compute_curves(
             let settings = MeasureSettings {
                 units: &units,
                 levels: &args.measured_levels,
-                additivity: &[0.5, 0.3, 0.2],
+                // The joint check prunes without repair: not comparable after statistics.
+                additivity: if args.measured_after_stats {
+                    &[]
+                } else {
+                    &[0.5, 0.3, 0.2]
+                },
                 lambdas,
+                repair_statistics: args.measured_after_stats,
             };
             measure(det, scans, curves, orders, &settings, ctl)
         })?;
@@ -521,6 +531,17 @@ pub struct SolveArgs {
     /// Per-layer maximum sparsity, `NAME=S` (repeatable).
     #[arg(long, value_name = "NAME=S")]
     pub max_sparsity: Vec<String>,
+    /// Which curves the allocation trades: the predicted ones, or the measured curves of
+    /// `curves --measured all` (with `--measured-after-stats`: recovery-aware).
+    #[arg(long, value_enum, default_value = "predicted")]
+    pub on: CurveSource,
+}
+
+/// The curves an allocation is computed on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CurveSource {
+    Predicted,
+    Measured,
 }
 
 impl SolveArgs {
@@ -596,6 +617,14 @@ fn solve_and_print(
     args: &SolveArgs,
     weights: Option<&Weights>,
 ) -> Result<Allocation> {
+    let measured;
+    let curves = match args.on {
+        CurveSource::Predicted => curves,
+        CurveSource::Measured => {
+            measured = curves.on_measured().map_err(anyhow::Error::msg)?;
+            &measured
+        }
+    };
     let alloc = solve_allocation(
         curves,
         weights,

@@ -13,7 +13,8 @@ use pruneview::model::Weights;
 use pruneview::prune::export;
 use pruneview::prune::probe::CalibScan;
 use pruneview::prune::recover::{
-    self, DistillSettings, ReconstructSettings, RecoverSettings, RecoveryReport, Stages,
+    self, ColumnWeighting, DistillSettings, FOCUS_DILATE, ReconstructSettings, RecoverSettings,
+    RecoveryReport, Stages,
 };
 use pruneview::prune::{Lambdas, Weighting};
 use pruneview::session::export::check_outputs;
@@ -51,6 +52,10 @@ pub struct RecoverTuning {
     /// Gram matrix.
     #[arg(long, default_value_t = ReconstructSettings::default().damp)]
     pub damp: f64,
+    /// Reconstruction: weight each BEV input column by FLOOR plus the dense model's
+    /// confidence near it, so the fit favours where objects are; 0: every column alike.
+    #[arg(long, value_name = "FLOOR", default_value_t = 0.01)]
+    pub focus: f32,
 }
 
 impl RecoverArgs {
@@ -81,6 +86,12 @@ impl RecoverTuning {
                 bail!("--batch must be at least 1");
             }
         }
+        if !(self.focus >= 0.0 && self.focus.is_finite()) {
+            bail!(
+                "--focus must be 0 or a positive number (got {})",
+                self.focus
+            );
+        }
         if !(self.damp > 0.0 && self.damp.is_finite()) {
             bail!("--damp must be a positive number (got {})", self.damp);
         }
@@ -88,6 +99,14 @@ impl RecoverTuning {
             stages,
             reconstruct: ReconstructSettings {
                 damp: self.damp,
+                columns: if self.focus == 0.0 {
+                    ColumnWeighting::Uniform
+                } else {
+                    ColumnWeighting::Confidence {
+                        floor: self.focus,
+                        dilate: FOCUS_DILATE,
+                    }
+                },
                 ..Default::default()
             },
             distill: DistillSettings {

@@ -103,8 +103,14 @@ impl Gram {
     }
 
     /// Adds the bands `0..bands` of columns, each written by `band(i, a)` as a compact
-    /// `k x n_i` row-major buffer (returning `n_i`).
-    fn add_bands(&mut self, bands: usize, band: impl Fn(usize, &mut Vec<f32>) -> usize + Sync) {
+    /// `k x n_i` row-major buffer (returning its first column's index and `n_i`). With
+    /// `weights` (one per column), column `j` counts `weights[j]` times.
+    fn add_bands(
+        &mut self,
+        bands: usize,
+        weights: Option<&[f32]>,
+        band: impl Fn(usize, &mut Vec<f32>) -> (usize, usize) + Sync,
+    ) {
         let k = self.k;
         let zero = || Partial::new(k);
         // One accumulator per thread, not per rayon split: each holds two k x k matrices.
@@ -121,17 +127,18 @@ impl Gram {
             .with_min_len(per_thread)
             .fold(zero, |mut p, bi| {
                 let mut a = Vec::new();
-                let n = band(bi, &mut a);
-                p.add(
-                    Block {
-                        data: &a,
-                        k,
-                        n,
-                        row: n,
-                        col: 1,
-                    },
-                    inner,
-                );
+                let (j0, n) = band(bi, &mut a);
+                let block = Block {
+                    data: &a,
+                    k,
+                    n,
+                    row: n,
+                    col: 1,
+                };
+                match weights {
+                    None => p.add(block, inner),
+                    Some(w) => p.add_weighted(&mut a, k, &w[j0..j0 + n], inner),
+                }
                 p
             })
             .reduce(zero, Partial::merge);
@@ -180,7 +187,8 @@ impl Gram {
 
     /// Adds a transposed conv's input pixels: `a` is a `[k, H, W]` map (one column per
     /// pixel; with kernel == stride every output pixel reads exactly one input pixel).
-    pub fn add_pixels(&mut self, a: &Tensor) -> Result<(), NnError> {
+    /// `weights`: one per pixel (see [`Gram::add_conv`]).
+    pub fn add_pixels(&mut self, a: &Tensor, weights: Option<&[f32]>) -> Result<(), NnError> {
         let k = self.k;
         if a.shape.len() != 3 || a.shape[0] != k {
             return Err(shape_err(
@@ -191,25 +199,29 @@ impl Gram {
             ));
         }
         let npix = a.shape[1] * a.shape[2];
-        self.add_bands(npix.div_ceil(BAND), |bi, buf| {
+        check_weights(weights, npix)?;
+        self.add_bands(npix.div_ceil(BAND), weights, |bi, buf| {
             let p0 = bi * BAND;
             let n = BAND.min(npix - p0);
             for i in 0..k {
                 buf.extend_from_slice(&a.data[i * npix + p0..][..n]);
             }
-            n
+            (p0, n)
         });
         Ok(())
     }
 
     /// Adds a conv's im2col columns (kernel `kh x kw`, `stride`, zero `padding`): `a` is a
-    /// `[Cin, H, W]` map with `Cin * kh * kw == k`; one column per output pixel.
+    /// `[Cin, H, W]` map with `Cin * kh * kw == k`; one column per output pixel. `weights`
+    /// (one per output pixel, row-major, non-negative) makes column `j` count `weights[j]`
+    /// times, in `n` and `sum` as in `A A^T`: a weighted least-squares fit.
     pub fn add_conv(
         &mut self,
         a: &Tensor,
         kernel: (usize, usize),
         stride: usize,
         padding: usize,
+        weights: Option<&[f32]>,
     ) -> Result<(), NnError> {
         if a.shape.len() != 3 {
             return Err(shape_err("gram conv", "input", "[Cin, H, W]", &a.shape));
@@ -234,16 +246,34 @@ impl Gram {
                 &a.shape,
             ));
         }
+        check_weights(weights, g.ho * g.wo)?;
         let rows = (BAND / g.wo.max(1)).clamp(1, g.ho.max(1));
-        self.add_bands(g.ho.div_ceil(rows), |bi, buf| {
+        self.add_bands(g.ho.div_ceil(rows), weights, |bi, buf| {
             let oy0 = bi * rows;
             let r = rows.min(g.ho - oy0);
             let n = r * g.wo;
             buf.resize(g.kdim() * n, 0.0);
             im2col(&g, &a.data, oy0, r, buf);
-            n
+            (oy0 * g.wo, n)
         });
         Ok(())
+    }
+}
+
+/// Column weights must be one finite, non-negative value per column.
+fn check_weights(weights: Option<&[f32]>, columns: usize) -> Result<(), NnError> {
+    match weights {
+        Some(w) if w.len() != columns => Err(shape_err(
+            "gram",
+            "column weights",
+            format!("[{columns}]"),
+            &[w.len()],
+        )),
+        Some(w) if w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) => Err(NnError::Invalid {
+            op: "gram",
+            msg: "column weights must be finite and non-negative".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -272,6 +302,35 @@ impl Partial {
             *s += v;
         }
         a.gram(&mut self.scratch, parallelism);
+        for (s, v) in self.aa.iter_mut().zip(&self.scratch) {
+            *s += *v as f64;
+        }
+    }
+
+    /// Adds the compact `k x n` row-major columns `a` with column weights `w`: the sums
+    /// weighted, the product of the columns scaled by `sqrt(w)` (`a` is scaled in place).
+    fn add_weighted(&mut self, a: &mut [f32], k: usize, w: &[f32], parallelism: gemm::Parallelism) {
+        let n = w.len();
+        self.n += w.iter().map(|&v| v as f64).sum::<f64>();
+        let root: Vec<f32> = w.iter().map(|v| v.sqrt()).collect();
+        for (s, row) in self.sum.iter_mut().zip(a.chunks_exact_mut(n.max(1))) {
+            *s += row
+                .iter()
+                .zip(w)
+                .map(|(&x, &v)| (x * v) as f64)
+                .sum::<f64>();
+            for (x, r) in row.iter_mut().zip(&root) {
+                *x *= r;
+            }
+        }
+        let block = Block {
+            data: a,
+            k,
+            n,
+            row: n,
+            col: 1,
+        };
+        block.gram(&mut self.scratch, parallelism);
         for (s, v) in self.aa.iter_mut().zip(&self.scratch) {
             *s += *v as f64;
         }
@@ -349,7 +408,7 @@ mod tests {
         for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (1, 1, 0)] {
             let a = Tensor::from_vec(&[3, 9, 11], Rng::new(1).values(3 * 99, -0.5, 0.5));
             let mut g = Gram::new(3 * k * k);
-            g.add_conv(&a, (k, k), s, p).unwrap();
+            g.add_conv(&a, (k, k), s, p, None).unwrap();
             let ca = naive_cols(&a, k, s, p);
             close(&g.aa, &naive_gram(&ca));
             assert_eq!(g.n as usize, ca.len());
@@ -358,6 +417,37 @@ mod tests {
                 .collect();
             close(&g.sum, &sa);
         }
+    }
+
+    /// A column of weight `w` counts as `w` copies of it (integer weights checked against
+    /// repeated columns), in `n`, `sum` and `A A^T`; bad weights are refused.
+    #[test]
+    fn weighted_columns_count_as_repeated_columns() {
+        let a = Tensor::from_vec(&[2, 7, 6], Rng::new(5).values(2 * 42, -0.5, 0.5));
+        let ca = naive_cols(&a, 3, 2, 1);
+        let weights: Vec<f32> = (0..ca.len()).map(|j| (j % 4) as f32).collect();
+        let repeated: Vec<Vec<f32>> = ca
+            .iter()
+            .zip(&weights)
+            .flat_map(|(c, &w)| std::iter::repeat_n(c.clone(), w as usize))
+            .collect();
+        let mut g = Gram::new(18);
+        g.add_conv(&a, (3, 3), 2, 1, Some(&weights)).unwrap();
+        close(&g.aa, &naive_gram(&repeated));
+        assert_eq!(g.n as usize, repeated.len());
+        let sa: Vec<f64> = (0..18)
+            .map(|i| repeated.iter().map(|c| c[i] as f64).sum())
+            .collect();
+        close(&g.sum, &sa);
+        assert!(g.add_conv(&a, (3, 3), 2, 1, Some(&weights[1..])).is_err());
+        let mut bad = weights.clone();
+        bad[0] = -1.0;
+        assert!(g.add_conv(&a, (3, 3), 2, 1, Some(&bad)).is_err());
+        let mut p = Gram::new(2);
+        p.add_pixels(&a, Some(&[2.0; 42])).unwrap();
+        let mut q = Gram::new(2);
+        q.add_pixels(&a, None).unwrap();
+        close(&p.aa, &q.aa.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
     }
 
     #[test]
@@ -379,7 +469,7 @@ mod tests {
             Tensor::from_vec(&[4, 5, 10], d)
         };
         let mut h = Gram::new(4);
-        h.add_pixels(&planes(&a)).unwrap();
+        h.add_pixels(&planes(&a), None).unwrap();
         close(&h.aa, &aa);
     }
 }

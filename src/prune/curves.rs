@@ -114,6 +114,10 @@ pub struct Measured {
     pub sparsity: Vec<f64>,
     pub confidence: Vec<f64>,
     pub locality: Vec<f64>,
+    /// Measured after re-estimating the BatchNorm statistics of the pruned model (see
+    /// [`Measurer::measured_curves`](super::measure::Measurer::measured_curves)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_statistics: bool,
 }
 
 impl Measured {
@@ -202,6 +206,44 @@ pub enum CurvesError {
 }
 
 impl Curves {
+    /// These curves with every layer's predicted distortion replaced by its measured curve,
+    /// interpolated onto the predicted levels, less its value at sparsity 0 (statistics
+    /// repair changes an unpruned model a little; what a layer's pruning adds to that is what
+    /// the allocation trades) and never below 0. For allocating on measured, e.g.
+    /// recovery-aware, curves; the error names a layer that was not measured over `[0, 1]`.
+    pub fn on_measured(&self) -> Result<Curves, String> {
+        let mut out = self.clone();
+        for l in &mut out.layers {
+            let m = &l.measured;
+            let xs = if m.sparsity.is_empty() {
+                &l.sparsity
+            } else {
+                &m.sparsity
+            };
+            let resample = |ys: &[f64]| -> Option<Vec<f64>> {
+                let base = interpolate(xs, ys, 0.0)?;
+                l.sparsity
+                    .iter()
+                    .map(|&s| interpolate(xs, ys, s).map(|v| (v - base).max(0.0)))
+                    .collect()
+            };
+            let (Some(confidence), Some(locality)) =
+                (resample(&m.confidence), resample(&m.locality))
+            else {
+                return Err(format!(
+                    "{}: no measured curve over sparsities 0 to 1 (measure with --measured all --measured-levels 0,...,1)",
+                    l.name
+                ));
+            };
+            l.distortion = GroupValues {
+                confidence,
+                locality,
+            };
+            l.sum = None;
+        }
+        Ok(out)
+    }
+
     /// Reads and validates a curves file.
     pub fn load(path: &Path) -> Result<Curves, CurvesError> {
         let p = path.display().to_string();

@@ -222,6 +222,91 @@ fn location_weights(
     }
 }
 
+/// The dense model's confidence over its BEV output grid: per cell the best class score
+/// (after the sigmoid) of any anchor or heatmap there. What reconstruction weights its input
+/// columns by, so that the fit favours where the detector sees objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfidenceMap {
+    pub h: usize,
+    pub w: usize,
+    /// `h x w` row-major, in `[0, 1]`.
+    pub data: Vec<f32>,
+}
+
+impl ConfidenceMap {
+    /// From an anchor head's `cls_preds` (`[1, H, W, A * classes]`) or the `headN.hm`
+    /// heatmaps (`[1, C, H, W]`) of a centre head; `None` for an unknown layout.
+    pub fn of(raw: &RawOutputs) -> Option<ConfidenceMap> {
+        if let Some(cls) = raw.get("cls_preds") {
+            let [_, h, w, per_cell] = cls.shape[..] else {
+                return None;
+            };
+            let data = cls
+                .data
+                .chunks_exact(per_cell.max(1))
+                .map(|s| s.iter().fold(0f32, |b, &z| b.max(sigmoid(z) as f32)))
+                .collect::<Vec<_>>();
+            return (data.len() == h * w).then_some(ConfidenceMap { h, w, data });
+        }
+        let mut map: Option<ConfidenceMap> = None;
+        for (name, hm) in &raw.tensors {
+            if !name.ends_with(".hm") {
+                continue;
+            }
+            let [_, _, h, w] = hm.shape[..] else {
+                return None;
+            };
+            let m = map.get_or_insert_with(|| ConfidenceMap {
+                h,
+                w,
+                data: vec![0.0; h * w],
+            });
+            if (m.h, m.w) != (h, w) || h * w == 0 {
+                return None;
+            }
+            for plane in hm.data.chunks_exact(h * w) {
+                for (b, &z) in m.data.iter_mut().zip(plane) {
+                    *b = b.max(sigmoid(z) as f32);
+                }
+            }
+        }
+        map
+    }
+
+    /// One weight per cell of an `h x w` grid covering the same area (a layer's map at its
+    /// own stride): `floor` plus the highest confidence within `dilate` cells of this map
+    /// around the area the cell covers (features next to an object shape its box too).
+    pub fn column_weights(&self, h: usize, w: usize, floor: f32, dilate: usize) -> Vec<f32> {
+        let span = |i: usize, n: usize, m: usize| {
+            // Cells of this map (m of them) under cell i of n, widened by `dilate`.
+            let lo = (i * m / n.max(1)).saturating_sub(dilate);
+            let hi = ((i + 1) * m).div_ceil(n.max(1)).max(lo + 1) + dilate;
+            (lo, hi.min(m))
+        };
+        // Max over rows first, then over columns (separable).
+        let mut rows = vec![0f32; h * self.w];
+        for y in 0..h {
+            let (y0, y1) = span(y, h, self.h);
+            for yy in y0..y1 {
+                let src = &self.data[yy * self.w..][..self.w];
+                for (d, &v) in rows[y * self.w..][..self.w].iter_mut().zip(src) {
+                    *d = d.max(v);
+                }
+            }
+        }
+        let mut out = vec![floor; h * w];
+        for y in 0..h {
+            let src = &rows[y * self.w..][..self.w];
+            for x in 0..w {
+                let (x0, x1) = span(x, w, self.w);
+                let best = src[x0..x1].iter().fold(0f32, |b, &v| b.max(v));
+                out[y * w + x] += best;
+            }
+        }
+        out
+    }
+}
+
 /// Weighted first and second moments.
 #[derive(Clone, Copy, Debug, Default)]
 struct Moments {
@@ -378,6 +463,39 @@ mod tests {
                 ),
             ],
         }
+    }
+
+    /// The map takes each cell's best score; weights pool it over the cells a coarser or
+    /// finer grid covers, widened by `dilate`, plus the floor.
+    #[test]
+    fn confidence_map_and_its_column_weights() {
+        let map = ConfidenceMap::of(&anchor_outputs()).unwrap();
+        assert_eq!((map.h, map.w), (1, 1));
+        assert!((map.data[0] - sigmoid(2.0) as f32).abs() < 1e-6);
+        // 4 x 4 cells, one confident at (1, 2).
+        let mut data = vec![0.0; 16];
+        data[6] = 0.5;
+        let m = ConfidenceMap { h: 4, w: 4, data };
+        let same = m.column_weights(4, 4, 0.1, 0);
+        assert_eq!(same.iter().filter(|&&w| w > 0.1).count(), 1);
+        assert!((same[6] - 0.6).abs() < 1e-6);
+        // Dilated by one cell: the 3 x 3 neighbourhood.
+        let wide = m.column_weights(4, 4, 0.1, 1);
+        assert_eq!(wide.iter().filter(|&&w| w > 0.1).count(), 9);
+        // A 2 x 2 grid: the cell covering (1, 2) is (0, 1); a 8 x 8 grid: 4 cells.
+        let coarse = m.column_weights(2, 2, 0.1, 0);
+        assert_eq!(coarse, vec![0.1, 0.6, 0.1, 0.1]);
+        let fine = m.column_weights(8, 8, 0.0, 0);
+        assert_eq!(fine.iter().filter(|&&w| w > 0.0).count(), 4);
+        assert!(fine[2 * 8 + 4] > 0.0 && fine[3 * 8 + 5] > 0.0);
+        // A centre head's heatmaps: the best over classes and heads.
+        let hm = |v: f32| Tensor::from_vec(&[1, 2, 1, 2], vec![v, -9.0, -9.0, -9.0]);
+        let raw = RawOutputs {
+            tensors: vec![("head0.hm".into(), hm(0.0)), ("head1.hm".into(), hm(3.0))],
+        };
+        let c = ConfidenceMap::of(&raw).unwrap();
+        assert!((c.data[0] - sigmoid(3.0) as f32).abs() < 1e-6);
+        assert!(c.data[1] < 1e-3);
     }
 
     #[test]

@@ -9,10 +9,11 @@ use crate::nn::Tensor;
 
 use super::alloc::Solution;
 use super::curves::{Additivity, Curves, LayerFidelity, Measured, OutputNorm, interpolate};
-use super::distortion::{self, Weighting};
+use super::distortion::{self, ConfidenceMap, Weighting};
 use super::probe::{CalibScan, ProbeError};
 use super::{Group, Lambdas, rank};
 use crate::progress::Control;
+use crate::prune::recover::stats::repair_statistics as repair_statistics_from;
 
 /// The dense model's raw outputs on every calibration scan, what D compares, and the
 /// normalisation.
@@ -80,6 +81,12 @@ impl DenseReference {
     }
 
     /// Number of scans the reference holds.
+    /// The dense model's BEV confidence on each scan (`None` for a head layout without
+    /// one).
+    pub fn confidence_maps(&self) -> Option<Vec<ConfidenceMap>> {
+        self.outputs.iter().map(ConfidenceMap::of).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.outputs.len()
     }
@@ -166,11 +173,14 @@ pub struct Measurer<'a> {
 
 impl Measurer<'_> {
     /// Measured curves of the units at `layers` (indices into [`Detector::units`]) at `levels`:
-    /// each layer alone pruned in rank order, all scans re-run.
+    /// each layer alone pruned in rank order, all scans re-run. With `repair_statistics`
+    /// the BatchNorm statistics from that layer on are re-estimated on the scans first: the
+    /// distortion of the model as statistics repair will leave it (recovery-aware curves).
     pub fn measured_curves(
         &self,
         layers: &[usize],
         levels: &[f64],
+        repair_statistics: bool,
         ctl: &Control,
     ) -> Result<Vec<Measured>, ProbeError> {
         let (det, scans, reference, orders) = (self.det, self.scans, &self.reference, self.orders);
@@ -182,12 +192,19 @@ impl Measurer<'_> {
             let dense = units[l].weight.clone();
             let mut m = Measured {
                 sparsity: levels.to_vec(),
+                after_statistics: repair_statistics,
                 ..Default::default()
             };
             for (k, &s) in levels.iter().enumerate() {
                 let pruned = rank::prune(&dense.data, &orders[l], s);
                 set_weight(&mut work, l, Tensor::from_vec(&dense.shape, pruned))?;
-                let (c, o) = reference.distortion(&work, scans, ctl)?;
+                let (c, o) = if repair_statistics {
+                    let mut repaired = work.clone();
+                    repair_statistics_from(&mut repaired, scans, l, &ctl.silenced())?;
+                    reference.distortion(&repaired, scans, ctl)?
+                } else {
+                    reference.distortion(&work, scans, ctl)?
+                };
                 m.confidence.push(c);
                 m.locality.push(o);
                 (ctl.on_step)(

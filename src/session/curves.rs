@@ -42,6 +42,8 @@ pub struct MeasureSettings<'a> {
     pub additivity: &'a [f64],
     /// Group weights of the fidelity report.
     pub lambdas: Lambdas,
+    /// Measure each point after statistics repair (recovery-aware curves).
+    pub repair_statistics: bool,
 }
 
 /// Measures the curves of `m.units` and the fidelity report; fills `curves` (measured
@@ -66,9 +68,10 @@ pub fn measure(
         reference: DenseReference::compute(det, scans, weighting, norms, &ctl.silenced())?,
         orders,
     };
-    for (&u, m) in units
-        .iter()
-        .zip(measurer.measured_curves(units, levels, ctl)?)
+    for (&u, m) in
+        units
+            .iter()
+            .zip(measurer.measured_curves(units, levels, m.repair_statistics, ctl)?)
     {
         curves.layers[u].measured = m;
     }
@@ -106,6 +109,7 @@ pub fn measured_curves(
         levels,
         additivity: &[],
         lambdas: Lambdas::default(),
+        repair_statistics: false,
     };
     measure(det, scans, &mut c, orders, &settings, ctl)?;
     Ok(c.layers.into_iter().map(|l| l.measured).collect())

@@ -32,7 +32,7 @@ use super::probe::{self, CalibScan, ProbeError};
 use crate::progress::{Control, OnStep};
 
 pub use distill::{DistillReport, DistillSettings};
-pub use reconstruct::{LayerReconstruction, ReconstructSettings};
+pub use reconstruct::{ColumnWeighting, FOCUS_DILATE, LayerReconstruction, ReconstructSettings};
 pub use stats::StatsChange;
 
 /// Which recovery stages run (`--recover`).
@@ -282,11 +282,19 @@ pub fn recover(
                 repair_statistics: stages.stats,
                 ..cfg.reconstruct
             };
+            let confidence = reference.confidence_maps();
+            if confidence.is_none() && rc.columns != ColumnWeighting::Uniform {
+                report.notes.push(
+                    "this head has no confidence map: reconstruction weighted every column the same"
+                        .into(),
+                );
+            }
             report.reconstruction = reconstruct::reconstruct(
                 &mut pruned,
                 dense,
                 masks,
                 scans,
+                confidence.as_deref(),
                 first,
                 &rc,
                 &sub.control(),
