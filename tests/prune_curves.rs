@@ -193,6 +193,43 @@ fn predicted_curves_track_measured(weighting: Weighting) {
     );
 }
 
+/// Recovery-aware measured curves: the BatchNorm statistics are re-estimated after pruning,
+/// which changes the distortion, and the file says so.
+#[test]
+fn measured_curves_after_statistics_repair() {
+    let s = setup();
+    let ctl = Control::quiet();
+    let scans = &s.scans[1..];
+    let norms = output_variances(&s.det, scans, Weighting::Detection, &ctl).expect("variances");
+    let orders: Vec<Vec<u32>> = s
+        .det
+        .units()
+        .iter()
+        .map(|u| rank::magnitude_order(&u.weight.data))
+        .collect();
+    let measurer = Measurer {
+        det: &s.det,
+        scans,
+        reference: DenseReference::compute(&s.det, scans, Weighting::Detection, norms, &ctl)
+            .expect("dense"),
+        orders: &orders,
+    };
+    let layer = [unit_index(&s.det, "backbone_2d.blocks.1.4.weight")];
+    let plain = measurer
+        .measured_curves(&layer, &[0.6], false, &ctl)
+        .expect("measured");
+    let repaired = measurer
+        .measured_curves(&layer, &[0.6], true, &ctl)
+        .expect("measured after repair");
+    assert!(!plain[0].after_statistics && repaired[0].after_statistics);
+    let (p, r) = (plain[0].locality[0], repaired[0].locality[0]);
+    assert!(p.is_finite() && r.is_finite() && p > 0.0 && r > 0.0);
+    assert!(
+        (p - r).abs() > 1e-6 * p,
+        "repair changed nothing: {p} vs {r}"
+    );
+}
+
 /// Shards on disjoint scans with a shared normalisation merge into exactly the single run;
 /// the same inputs give bit-identical curves; a file round-trips.
 #[test]

@@ -360,6 +360,8 @@ fn cli_prune_recovers_and_recover_takes_masks_made_elsewhere() {
             "unknown recovery stage",
         ),
         (vec!["--masks", s(&masks), "--lr=-1"], "--lr"),
+        (vec!["--masks", s(&masks), "--focus=-0.5"], "--focus"),
+        (vec!["--masks", s(&masks), "--focus=NaN"], "--focus"),
     ] {
         let mut a = vec![
             "recover",

@@ -13,8 +13,8 @@ use pruneview::model::Weights;
 use pruneview::prune::export;
 use pruneview::prune::probe::CalibScan;
 use pruneview::prune::recover::{
-    self, ColumnWeighting, DistillSettings, FOCUS_DILATE, ReconstructSettings, RecoverSettings,
-    RecoveryReport, Stages,
+    self, ColumnWeighting, DistillSettings, ReconstructSettings, RecoverSettings, RecoveryReport,
+    Stages,
 };
 use pruneview::prune::{Lambdas, Weighting};
 use pruneview::session::export::check_outputs;
@@ -54,7 +54,7 @@ pub struct RecoverTuning {
     pub damp: f64,
     /// Reconstruction: weight each BEV input column by FLOOR plus the dense model's
     /// confidence near it, so the fit favours where objects are; 0: every column alike.
-    #[arg(long, value_name = "FLOOR", default_value_t = 0.01)]
+    #[arg(long, value_name = "FLOOR", default_value_t = ReconstructSettings::default().columns.floor())]
     pub focus: f32,
 }
 
@@ -99,14 +99,7 @@ impl RecoverTuning {
             stages,
             reconstruct: ReconstructSettings {
                 damp: self.damp,
-                columns: if self.focus == 0.0 {
-                    ColumnWeighting::Uniform
-                } else {
-                    ColumnWeighting::Confidence {
-                        floor: self.focus,
-                        dilate: FOCUS_DILATE,
-                    }
-                },
+                columns: ColumnWeighting::focus(self.focus),
                 ..Default::default()
             },
             distill: DistillSettings {

@@ -17,8 +17,10 @@ use super::{NnError, Tensor, shape_err};
 #[derive(Clone, Debug)]
 pub struct Gram {
     pub k: usize,
-    /// Number of columns accumulated.
+    /// Total weight of the columns accumulated: their number when unweighted.
     pub n: f64,
+    /// Number of columns accumulated, whatever their weights.
+    pub columns: f64,
     /// `sum_j a_j` (length `k`).
     pub sum: Vec<f64>,
     /// `sum_j a_j a_j^T`, `k x k` row-major.
@@ -97,6 +99,7 @@ impl Gram {
         Gram {
             k,
             n: 0.0,
+            columns: 0.0,
             sum: vec![0.0; k],
             aa: vec![0.0; k * k],
         }
@@ -147,6 +150,7 @@ impl Gram {
 
     fn absorb(&mut self, p: Partial) {
         self.n += p.n;
+        self.columns += p.columns;
         for (s, v) in self.sum.iter_mut().zip(&p.sum) {
             *s += v;
         }
@@ -280,6 +284,7 @@ fn check_weights(weights: Option<&[f32]>, columns: usize) -> Result<(), NnError>
 /// One thread's share of a [`Gram`].
 struct Partial {
     n: f64,
+    columns: f64,
     sum: Vec<f64>,
     aa: Vec<f64>,
     scratch: Vec<f32>,
@@ -289,6 +294,7 @@ impl Partial {
     fn new(k: usize) -> Self {
         Partial {
             n: 0.0,
+            columns: 0.0,
             sum: vec![0.0; k],
             aa: vec![0.0; k * k],
             scratch: vec![0.0; k * k],
@@ -298,6 +304,7 @@ impl Partial {
     /// Adds one block of columns.
     fn add(&mut self, a: Block, parallelism: gemm::Parallelism) {
         self.n += a.n as f64;
+        self.columns += a.n as f64;
         for (s, v) in self.sum.iter_mut().zip(a.row_sums()) {
             *s += v;
         }
@@ -312,6 +319,7 @@ impl Partial {
     fn add_weighted(&mut self, a: &mut [f32], k: usize, w: &[f32], parallelism: gemm::Parallelism) {
         let n = w.len();
         self.n += w.iter().map(|&v| v as f64).sum::<f64>();
+        self.columns += n as f64;
         let root: Vec<f32> = w.iter().map(|v| v.sqrt()).collect();
         for (s, row) in self.sum.iter_mut().zip(a.chunks_exact_mut(n.max(1))) {
             *s += row
@@ -338,6 +346,7 @@ impl Partial {
 
     fn merge(mut self, o: Partial) -> Partial {
         self.n += o.n;
+        self.columns += o.columns;
         for (x, y) in self.sum.iter_mut().zip(&o.sum) {
             *x += y;
         }
@@ -435,6 +444,7 @@ mod tests {
         g.add_conv(&a, (3, 3), 2, 1, Some(&weights)).unwrap();
         close(&g.aa, &naive_gram(&repeated));
         assert_eq!(g.n as usize, repeated.len());
+        assert_eq!(g.columns as usize, ca.len());
         let sa: Vec<f64> = (0..18)
             .map(|i| repeated.iter().map(|c| c[i] as f64).sum())
             .collect();

@@ -487,3 +487,66 @@ pub fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> Option<f64> {
     }
     Some(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_layer(measured: Measured) -> Curves {
+        Curves {
+            format: CURVES_FORMAT.into(),
+            model: ModelInfo {
+                name: "m".into(),
+                weights_sha256: String::new(),
+            },
+            calibration: Calibration {
+                scans: 1,
+                probes: 1,
+                scan_ids: vec![],
+                ranking: Ranking::Magnitude,
+                distortion: Default::default(),
+                normalization: vec![],
+                seed: 0,
+            },
+            layers: vec![LayerCurve {
+                name: "conv.weight".into(),
+                params: 10,
+                flops: 100.0,
+                shape: vec![],
+                sparsity: vec![0.0, 0.25, 0.5, 1.0],
+                distortion: GroupValues {
+                    confidence: vec![0.0; 4],
+                    locality: vec![0.0; 4],
+                },
+                sum: None,
+                measured,
+            }],
+            fidelity: None,
+        }
+    }
+
+    /// Measured values are interpolated onto the predicted levels, less the value at 0 and
+    /// never below 0; a layer not measured from 0 to 1 is named.
+    #[test]
+    fn on_measured_resamples_and_offsets_the_measured_curves() {
+        let c = one_layer(Measured {
+            sparsity: vec![0.0, 0.5, 1.0],
+            confidence: vec![0.2, 0.1, 1.2],
+            locality: vec![0.0, 1.0, 3.0],
+            after_statistics: true,
+        });
+        let m = c.on_measured().unwrap();
+        let d = &m.layers[0].distortion;
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+        assert!(close(&d.confidence, &[0.0, 0.0, 0.0, 1.0]), "{d:?}");
+        assert!(close(&d.locality, &[0.0, 0.5, 1.0, 3.0]), "{d:?}");
+        let partial = one_layer(Measured {
+            sparsity: vec![0.1, 0.9],
+            confidence: vec![0.1, 0.2],
+            locality: vec![0.1, 0.2],
+            after_statistics: false,
+        });
+        let e = partial.on_measured().unwrap_err();
+        assert!(e.contains("conv.weight") && e.contains("0 to 1"), "{e}");
+    }
+}

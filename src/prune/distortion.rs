@@ -190,11 +190,7 @@ fn location_weights(
                 return None;
             }
             let mut best = vec![0f32; plane];
-            for scores in hm.data.chunks_exact(plane) {
-                for (b, &z) in best.iter_mut().zip(scores) {
-                    *b = b.max(sigmoid(z) as f32);
-                }
-            }
+            best_over_planes(&mut best, &hm.data);
             let channels = Channels::Planar {
                 count: n / plane,
                 plane,
@@ -207,11 +203,7 @@ fn location_weights(
             if num_classes == 0 || !cls.numel().is_multiple_of(num_classes) {
                 return None;
             }
-            let best: Vec<f32> = cls
-                .data
-                .chunks_exact(num_classes)
-                .map(|s| s.iter().fold(0f32, |b, &z| b.max(sigmoid(z) as f32)))
-                .collect();
+            let best: Vec<f32> = cls.data.chunks_exact(num_classes).map(best_score).collect();
             if best.is_empty() || !n.is_multiple_of(best.len()) {
                 return None;
             }
@@ -241,11 +233,11 @@ impl ConfidenceMap {
             let [_, h, w, per_cell] = cls.shape[..] else {
                 return None;
             };
-            let data = cls
+            let data: Vec<f32> = cls
                 .data
                 .chunks_exact(per_cell.max(1))
-                .map(|s| s.iter().fold(0f32, |b, &z| b.max(sigmoid(z) as f32)))
-                .collect::<Vec<_>>();
+                .map(best_score)
+                .collect();
             return (data.len() == h * w).then_some(ConfidenceMap { h, w, data });
         }
         let mut map: Option<ConfidenceMap> = None;
@@ -264,11 +256,7 @@ impl ConfidenceMap {
             if (m.h, m.w) != (h, w) || h * w == 0 {
                 return None;
             }
-            for plane in hm.data.chunks_exact(h * w) {
-                for (b, &z) in m.data.iter_mut().zip(plane) {
-                    *b = b.max(sigmoid(z) as f32);
-                }
-            }
+            best_over_planes(&mut m.data, &hm.data);
         }
         map
     }
@@ -304,6 +292,21 @@ impl ConfidenceMap {
             }
         }
         out
+    }
+}
+
+/// The highest score (after the sigmoid) among `logits`; 0 for none.
+fn best_score(logits: &[f32]) -> f32 {
+    logits.iter().fold(0f32, |b, &z| b.max(sigmoid(z) as f32))
+}
+
+/// `best[i] = max(best[i], sigmoid(planes[p][i]))` over the planes of `best.len()` cells
+/// in `planes` (a `[C, H, W]` heatmap).
+fn best_over_planes(best: &mut [f32], planes: &[f32]) {
+    for plane in planes.chunks_exact(best.len().max(1)) {
+        for (b, &z) in best.iter_mut().zip(plane) {
+            *b = b.max(sigmoid(z) as f32);
+        }
     }
 }
 

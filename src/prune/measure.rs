@@ -80,13 +80,13 @@ impl DenseReference {
         Ok((d.0 / n, d.1 / n))
     }
 
-    /// Number of scans the reference holds.
     /// The dense model's BEV confidence on each scan (`None` for a head layout without
     /// one).
     pub fn confidence_maps(&self) -> Option<Vec<ConfidenceMap>> {
         self.outputs.iter().map(ConfidenceMap::of).collect()
     }
 
+    /// Number of scans the reference holds.
     pub fn len(&self) -> usize {
         self.outputs.len()
     }

@@ -32,7 +32,7 @@ use super::probe::{self, CalibScan, ProbeError};
 use crate::progress::{Control, OnStep};
 
 pub use distill::{DistillReport, DistillSettings};
-pub use reconstruct::{ColumnWeighting, FOCUS_DILATE, LayerReconstruction, ReconstructSettings};
+pub use reconstruct::{ColumnWeighting, LayerReconstruction, ReconstructSettings};
 pub use stats::StatsChange;
 
 /// Which recovery stages run (`--recover`).
@@ -282,8 +282,9 @@ pub fn recover(
                 repair_statistics: stages.stats,
                 ..cfg.reconstruct
             };
-            let confidence = reference.confidence_maps();
-            if confidence.is_none() && rc.columns != ColumnWeighting::Uniform {
+            let weighted = rc.columns != ColumnWeighting::Uniform;
+            let confidence = weighted.then(|| reference.confidence_maps()).flatten();
+            if weighted && confidence.is_none() {
                 report.notes.push(
                     "this head has no confidence map: reconstruction weighted every column the same"
                         .into(),

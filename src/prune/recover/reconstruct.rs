@@ -59,6 +59,28 @@ pub enum ColumnWeighting {
     Confidence { floor: f32, dilate: usize },
 }
 
+impl ColumnWeighting {
+    /// `--focus FLOOR`: confidence weighting with this floor, uniform for 0.
+    pub fn focus(floor: f32) -> ColumnWeighting {
+        if floor == 0.0 {
+            ColumnWeighting::Uniform
+        } else {
+            ColumnWeighting::Confidence {
+                floor,
+                dilate: FOCUS_DILATE,
+            }
+        }
+    }
+
+    /// The floor `--focus` gives (0 for uniform).
+    pub fn floor(self) -> f32 {
+        match self {
+            ColumnWeighting::Uniform => 0.0,
+            ColumnWeighting::Confidence { floor, .. } => floor,
+        }
+    }
+}
+
 impl Default for ReconstructSettings {
     fn default() -> Self {
         ReconstructSettings {
@@ -66,10 +88,7 @@ impl Default for ReconstructSettings {
             repair_statistics: true,
             // Chosen on validation scenes (seed 555, not the report's held-out set): at 2x,
             // `all` 77.00 -> 79.32 AP_BEV (dense 80.09); see docs/pruning-report.md.
-            columns: ColumnWeighting::Confidence {
-                floor: 0.01,
-                dilate: FOCUS_DILATE,
-            },
+            columns: ColumnWeighting::focus(0.01),
         }
     }
 }
@@ -257,7 +276,6 @@ pub fn reconstruct(
         let weighted = confidence.is_some() && !matches!(unit.kind, UnitKind::Linear);
         let mut plain =
             (weighted && cfg.repair_statistics && unit.bn.is_some()).then(|| Gram::new(layout.k()));
-        let mut columns = 0.0;
         // Scan by scan (each Gram update is parallel inside), in scan order.
         for (i, (sweep, scan)) in sweeps.iter().zip(scans).enumerate() {
             ctl.check()?;
@@ -267,9 +285,7 @@ pub fn reconstruct(
                 .ok_or_else(|| settings(format!("scan {}: the forward pass has ended", scan.id)))?;
             let map = confidence.map(|c| &c[i]);
             let weights = column_weights(&unit, &x, map, cfg.columns);
-            let n0 = gram.n;
             add_columns(&unit, &mut gram, &x, weights.as_deref())?;
-            columns += weights.as_ref().map_or(gram.n - n0, |w| w.len() as f64);
             if let Some(p) = plain.as_mut() {
                 add_columns(&unit, p, &x, None)?;
             }
@@ -286,15 +302,16 @@ pub fn reconstruct(
         let mut weight = unit.weight.clone();
         weight.data = fit.weight;
         let mut bn = unit.bn.as_ref().map(|b| b.bn.clone());
-        let moments = match &plain {
-            Some(p) => System::new(p, with_bias, cfg.damp),
-            None => None,
+        // The statistics' moments: the plain ones when the fit's are weighted.
+        let plain_system = plain
+            .as_ref()
+            .and_then(|p| System::new(p, with_bias, cfg.damp));
+        let moments = if plain.is_some() {
+            plain_system.as_ref()
+        } else {
+            Some(&system)
         };
-        if let (true, Some(bn), Some(m)) = (
-            cfg.repair_statistics,
-            bn.as_mut(),
-            moments.as_ref().or(Some(&system)),
-        ) {
+        if let (true, Some(bn), Some(m)) = (cfg.repair_statistics, bn.as_mut(), moments) {
             let (mean, var) = m.channel_statistics(layout, &weight.data, fit.bias.as_deref());
             bn.mean = mean;
             bn.var = var;
@@ -312,7 +329,7 @@ pub fn reconstruct(
             unit: unit.weight_name(),
             error_before: (fit.objective_before + fit.dense_energy).max(0.0) / e,
             error_after: (fit.objective_after + fit.dense_energy).max(0.0) / e,
-            columns,
+            columns: gram.columns,
             unknowns: system.dim,
             failed_rows: fit.failed_rows,
             skipped: None,
