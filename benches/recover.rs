@@ -4,6 +4,8 @@
 //!
 //! - `distill_scan/*`: what one distillation step costs per scan: a taped forward pass, the
 //!   distortion's gradient against the dense outputs and the backward pass.
+//! - `weight_grad/*`: a conv's weight gradient (`conv2d_vjp` without `dx`), the kernel that
+//!   dominates the backward passes of the curves and of distillation.
 //! - `gram/*`: accumulating one scan's im2col Gram matrix `A A^T` of a conv.
 //! - `stats/demo`: a whole statistics repair (one unit-by-unit pass over 2 scans).
 //! - `reconstruct_head/demo`: a whole reconstruction pass (Gram over 2 scans and every row's
@@ -13,8 +15,9 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pruneview::detect::{Detector, prepare_scan};
-use pruneview::nn::Tensor;
 use pruneview::nn::gram::Gram;
+use pruneview::nn::vjp::conv2d_vjp;
+use pruneview::nn::{Conv2dParams, Tensor};
 use pruneview::pointcloud::scan::list_scans;
 use pruneview::progress::Control;
 use pruneview::prune::Weighting;
@@ -74,6 +77,31 @@ fn benches(c: &mut Criterion) {
             pruned.backward(&taped, &d_raw).unwrap()
         })
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("weight_grad");
+    g.sample_size(10);
+    // The demo's stride-2 block-1 entry, a block-1 conv and a block-2 conv.
+    for (name, cin, cout, h, w, stride) in [
+        ("demo_64to64_s2_248x216", 64, 64, 248, 216, 2),
+        ("demo_64to64_124x108", 64, 64, 124, 108, 1),
+        ("demo_128to128_62x54", 128, 128, 62, 54, 1),
+    ] {
+        let x = Tensor::from_vec(&[cin, h, w], Rng::new(2).values(cin * h * w, -0.5, 0.5));
+        let wt = Tensor::from_vec(
+            &[cout, cin, 3, 3],
+            Rng::new(3).values(cout * cin * 9, -0.1, 0.1),
+        );
+        let (ho, wo) = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
+        let dy = Tensor::from_vec(
+            &[cout, ho, wo],
+            Rng::new(4).values(cout * ho * wo, -0.5, 0.5),
+        );
+        let params = Conv2dParams::new(stride, 1);
+        g.bench_function(name, |b| {
+            b.iter(|| conv2d_vjp(&x, &wt, params, &dy, false).unwrap())
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("gram");

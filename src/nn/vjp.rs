@@ -12,10 +12,10 @@
 
 use rayon::prelude::*;
 
-use super::conv::{Conv2d, Conv2dParams, ConvAlgo, Geom, im2col};
+use super::conv::{Conv2d, Conv2dParams, ConvAlgo, Geom};
 use super::conv_transpose::ConvTranspose2d;
-use super::gemm::{Finish, View, matmul};
-use super::kernel::Isa;
+use super::gemm::{Finish, KC, View, gemm_block, matmul, pack_into};
+use super::kernel::{Isa, MR};
 use super::scratch::with_scratch;
 use super::{NnError, Tensor, shape_err};
 
@@ -283,7 +283,12 @@ pub fn linear_vjp(
             View::row_major(&dy.data, out_f),
             View::row_major(&weight.data, in_f),
             &mut d,
-            Finish::default(),
+            Finish {
+                accumulate: false,
+                bias: None,
+                col_bias: None,
+                relu: false,
+            },
         );
         Tensor::from_vec(&x.shape, d)
     });
@@ -308,7 +313,12 @@ pub fn linear_vjp(
                     a,
                     b,
                     &mut part,
-                    Finish::default(),
+                    Finish {
+                        accumulate: false,
+                        bias: None,
+                        col_bias: None,
+                        relu: false,
+                    },
                 );
                 for (s, p) in acc.iter_mut().zip(&part) {
                     *s += *p as f64;
@@ -353,17 +363,30 @@ fn channel_sums(dy: &[f32], c: usize) -> Vec<f32> {
 }
 
 /// `dW[co][(ci,ky,kx)] = sum_pixels dy[co][pixel] * im2col(x)[(ci,ky,kx)][pixel]` for the conv
-/// `g`: band by band (rayon over bands of ~2048 output pixels), an explicit im2col of the band
-/// and one `gemm` call `dy_band . cols^T` (the `gemm` crate's AVX-512 kernels measured ~20%
-/// faster here than a dot-product kernel over shifted windows, and they are portable). Each
-/// band's product is added into f64 totals: a weight's gradient sums tens of thousands of
-/// pixels that largely cancel.
+/// `g`, band by band (rayon over bands of ~2048 output pixels), on our GEMM kernels.
+///
+/// The im2col operand is built pixel-major, `[pixel][(ky,kx,ci)]`, from runs of `cin`
+/// contiguous values of an input transposed once to `[pixel][channel]`: that is the layout
+/// the kernels stream B in, so only the small `dy` band is packed. (Channel-major im2col fed
+/// to the `gemm` crate made it gather every packed element with a stride: about a fifth of a
+/// distillation step.) Each band's product is added into f64 totals: a weight's gradient sums
+/// tens of thousands of pixels that largely cancel.
 pub(crate) fn conv_dw(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (cin, cout, taps) = (g.cin, g.cout, g.kh * g.kw);
     let k = g.kdim();
     let npix = g.ho * g.wo;
-    let rows = (2048 / g.wo.max(1)).clamp(1, g.ho.max(1));
+    if k == 0 || cout == 0 || npix == 0 {
+        return vec![0.0; cout * k];
+    }
+    let isa = Isa::detect();
+    let x_hwc = channels_last(x, cin, g.h * g.w);
+    // Bands of whole output rows whose im2col block (~1 MiB) stays in L2 while it is used.
+    let rows = ((1 << 18) / (k * g.wo)).clamp(1, g.ho);
     let bands = g.ho.div_ceil(rows);
-    let cout = g.cout;
+    // Row `p` of a band's im2col block starts at `p * k`.
+    let offs: Vec<isize> = (0..rows * g.wo).map(|p| (p * k) as isize).collect();
+    let packed_len = cout.div_ceil(MR) * MR;
+    // total[co * k + tap * cin + ci], summed over bands.
     let total = (0..bands)
         .into_par_iter()
         .fold(
@@ -372,32 +395,22 @@ pub(crate) fn conv_dw(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let oy0 = bi * rows;
                 let r = rows.min(g.ho - oy0);
                 let n = r * g.wo;
-                with_scratch(k * n, |cols| {
-                    im2col(g, x, oy0, r, cols);
-                    // SAFETY: acc is cout x k (row stride k); the dy band is cout rows of n
-                    // pixels at row stride npix starting at pixel oy0*wo; cols is k x n
-                    // row-major, read as its transpose (n x k: column stride n, row stride 1).
+                with_scratch(n * (k + packed_len), |buf| {
+                    let (cols, packed) = buf.split_at_mut(n * k);
+                    im2col_pixel_major(g, &x_hwc, oy0, r, cols);
+                    let a = pack_into(cout, n, &dy[oy0 * g.wo..], npix, 1, packed);
+                    // SAFETY: B row p (p < n) is cols[p * k .. p * k + k]; acc is cout x k.
                     unsafe {
-                        gemm::gemm(
-                            cout,
-                            k,
-                            n,
-                            acc.as_mut_ptr(),
-                            1,
-                            k as isize,
-                            false,
-                            dy[oy0 * g.wo..].as_ptr(),
-                            1,
-                            npix as isize,
+                        gemm_block(
+                            isa,
+                            a,
                             cols.as_ptr(),
-                            n as isize,
-                            1,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
+                            &offs[..n],
+                            k,
+                            acc.as_mut_ptr(),
+                            k,
+                            Finish::default(),
+                            KC,
                         );
                     }
                 });
@@ -409,7 +422,61 @@ pub(crate) fn conv_dw(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         )
         .map(|(total, _)| total)
         .reduce(|| vec![0f64; cout * k], add_vec);
-    total.iter().map(|&v| v as f32).collect()
+    // From (tap, ci) to the weight's (ci, ky, kx) order.
+    let mut dw = vec![0f32; cout * k];
+    for (out, row) in dw.chunks_exact_mut(k).zip(total.chunks_exact(k)) {
+        for tap in 0..taps {
+            for ci in 0..cin {
+                out[ci * taps + tap] = row[tap * cin + ci] as f32;
+            }
+        }
+    }
+    dw
+}
+
+/// `[C][P]` to `[P][C]`.
+fn channels_last(x: &[f32], c: usize, p: usize) -> Vec<f32> {
+    const TILE: usize = 256;
+    let mut out = vec![0f32; c * p];
+    // Tiles of pixels; each channel's run read contiguously (a channel at a time keeps the
+    // pages touched few).
+    out.par_chunks_mut(c.max(1) * TILE)
+        .enumerate()
+        .for_each(|(bi, chunk)| {
+            let p0 = bi * TILE;
+            let np = chunk.len() / c.max(1);
+            for ci in 0..c {
+                let src = &x[ci * p + p0..][..np];
+                for (j, &v) in src.iter().enumerate() {
+                    chunk[j * c + ci] = v;
+                }
+            }
+        });
+    out
+}
+
+/// The im2col block of output rows `oy0 .. oy0 + r` in pixel-major order: `cols[pixel][(ky,
+/// kx, ci)]` (zero where the kernel reaches into the padding), from a `[pixel][channel]` input.
+fn im2col_pixel_major(g: &Geom, x_hwc: &[f32], oy0: usize, r: usize, cols: &mut [f32]) {
+    let (cin, k) = (g.cin, g.kdim());
+    for oy in 0..r {
+        for ox in 0..g.wo {
+            let dst = &mut cols[(oy * g.wo + ox) * k..][..k];
+            for ky in 0..g.kh {
+                let iy = ((oy0 + oy) * g.s + ky) as isize - g.p as isize;
+                for kx in 0..g.kw {
+                    let ix = (ox * g.s + kx) as isize - g.p as isize;
+                    let run = &mut dst[(ky * g.kw + kx) * cin..][..cin];
+                    if iy < 0 || ix < 0 || iy as usize >= g.h || ix as usize >= g.w {
+                        run.fill(0.0);
+                    } else {
+                        let at = (iy as usize * g.w + ix as usize) * cin;
+                        run.copy_from_slice(&x_hwc[at..][..cin]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
