@@ -148,6 +148,15 @@ fn reconstruction_lowers_each_layers_error_and_keeps_the_masks() {
         .unwrap();
     assert!(deep.error_after < 0.5 * deep.error_before, "{deep:?}");
     zeros_kept(&det, &m);
+    // Each refitted unit's BatchNorm holds the statistics of its own outputs: a statistics
+    // repair afterwards finds nothing to change.
+    let mut again = det.clone();
+    for c in recover::stats::repair_statistics(&mut again, &calib, 1, &ctl).unwrap() {
+        assert!(
+            c.mean_shift < 1e-3 && (c.var_ratio - 1.0).abs() < 1e-3,
+            "{c:?}"
+        );
+    }
     // The refitted model is closer to the dense one than the masked one.
     let norms = probe::output_variances(&dense, &calib, Weighting::Detection, &ctl).unwrap();
     let reference =

@@ -31,7 +31,7 @@ use crate::progress::Control;
 use crate::prune::distortion::ConfidenceMap;
 use crate::prune::probe::{CalibScan, ProbeError};
 
-use super::stats::settings;
+use super::stats::{self, settings};
 use super::walk;
 
 /// Reconstruction settings.
@@ -39,7 +39,7 @@ use super::walk;
 pub struct ReconstructSettings {
     /// Dampening as a fraction of the mean diagonal of `H` (SparseGPT uses 0.01).
     pub damp: f64,
-    /// Also re-estimate BatchNorm statistics from the Gram matrix (statistics repair).
+    /// Also re-estimate each refitted unit's BatchNorm statistics (statistics repair).
     pub repair_statistics: bool,
     /// How much each input column counts in the fit.
     pub columns: ColumnWeighting,
@@ -272,10 +272,6 @@ pub fn reconstruct(
         };
         let with_bias = unit.bias.is_some() && matches!(layout, Layout::Rows { .. });
         let mut gram = Gram::new(layout.k());
-        // With weighted columns the BatchNorm statistics still need the plain moments.
-        let weighted = confidence.is_some() && !matches!(unit.kind, UnitKind::Linear);
-        let mut plain =
-            (weighted && cfg.repair_statistics && unit.bn.is_some()).then(|| Gram::new(layout.k()));
         // Scan by scan (each Gram update is parallel inside), in scan order.
         for (i, (sweep, scan)) in sweeps.iter().zip(scans).enumerate() {
             ctl.check()?;
@@ -286,9 +282,6 @@ pub fn reconstruct(
             let map = confidence.map(|c| &c[i]);
             let weights = column_weights(&unit, &x, map, cfg.columns);
             add_columns(&unit, &mut gram, &x, weights.as_deref())?;
-            if let Some(p) = plain.as_mut() {
-                add_columns(&unit, p, &x, None)?;
-            }
         }
         let mask = masks.get(l).and_then(Option::as_ref);
         let Some(system) = System::new(&gram, with_bias, cfg.damp) else {
@@ -301,29 +294,23 @@ pub fn reconstruct(
         let fit = system.solve_unit(&unit, dense_unit, layout, mask);
         let mut weight = unit.weight.clone();
         weight.data = fit.weight;
-        let mut bn = unit.bn.as_ref().map(|b| b.bn.clone());
-        // The statistics' moments: the plain ones when the fit's are weighted.
-        let plain_system = plain
-            .as_ref()
-            .and_then(|p| System::new(p, with_bias, cfg.damp));
-        let moments = if plain.is_some() {
-            plain_system.as_ref()
-        } else {
-            Some(&system)
-        };
-        if let (true, Some(bn), Some(m)) = (cfg.repair_statistics, bn.as_mut(), moments) {
-            let (mean, var) = m.channel_statistics(layout, &weight.data, fit.bias.as_deref());
-            bn.mean = mean;
-            bn.var = var;
-        }
         let bias = if with_bias {
             fit.bias
         } else {
             unit.bias.clone()
         };
+        let bn = unit.bn.as_ref().map(|b| b.bn.clone());
         pruned.units_mut()[l]
             .set_params(weight, bias, bn)
             .map_err(settings)?;
+        // The BatchNorm statistics of the refitted unit, from its outputs on the calibration
+        // inputs (plain moments, whatever the fit's column weights).
+        if cfg.repair_statistics && unit.bn.is_some() {
+            let moments = stats::output_moments(pruned, l, sweeps, scans)?;
+            if let Some((mean, var)) = moments.mean_var() {
+                stats::set_statistics(pruned.units_mut()[l], mean, var)?;
+            }
+        }
         let e = fit.dense_energy.max(1e-30);
         out.push(LayerReconstruction {
             unit: unit.weight_name(),
@@ -361,8 +348,6 @@ fn skipped(u: &Unit, why: String) -> LayerReconstruction {
 struct System {
     dim: usize,
     k: usize,
-    n: f64,
-    sum_a: Vec<f64>,
     h: Vec<f64>,
     lambda: f64,
 }
@@ -386,14 +371,12 @@ impl System {
         for i in 0..k {
             h[i * dim..i * dim + k].copy_from_slice(&g.aa[i * k..(i + 1) * k]);
         }
-        let mut sum_a = g.sum.clone();
         if with_bias {
             for i in 0..k {
                 h[i * dim + k] = g.sum[i];
                 h[k * dim + i] = g.sum[i];
             }
             h[k * dim + k] = g.n;
-            sum_a.push(g.n);
         }
         let mean_diag = (0..k).map(|i| g.aa[i * k + i]).sum::<f64>() / k.max(1) as f64;
         if mean_diag.is_nan() || mean_diag <= 0.0 || mean_diag.is_infinite() {
@@ -402,8 +385,6 @@ impl System {
         Some(System {
             dim,
             k,
-            n: g.n,
-            sum_a,
             h,
             lambda: damp.max(1e-8) * mean_diag,
         })
@@ -535,51 +516,6 @@ impl System {
             after,
             failed: false,
         }
-    }
-
-    /// Per output channel, the mean and unbiased variance of `w . a + b` over the columns:
-    /// the BatchNorm statistics of the refitted unit, from `H` alone.
-    fn channel_statistics(
-        &self,
-        layout: Layout,
-        weight: &[f32],
-        bias: Option<&[f32]>,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let (k, d) = (self.k, self.dim);
-        let cout = match layout {
-            Layout::Rows { cout, .. } | Layout::Taps { cout, .. } => cout,
-        };
-        let per_channel = layout.rows() / cout.max(1);
-        let mut sum = vec![0f64; cout];
-        let mut sum_sq = vec![0f64; cout];
-        for r in 0..layout.rows() {
-            let ch = layout.channel(r);
-            let mut w: Vec<f64> = (0..k).map(|i| weight[layout.index(r, i)] as f64).collect();
-            if d > k {
-                w.push(bias.map_or(0.0, |b| b[ch] as f64));
-            }
-            let mean = dot(&w, &self.sum_a[..d]) / self.n;
-            let second = quad(&self.h, &w) / self.n;
-            // An unrefitted bias (no ones column) shifts the output after the fact.
-            let b = if d > k {
-                0.0
-            } else {
-                bias.map_or(0.0, |b| b[ch] as f64)
-            };
-            sum[ch] += mean + b;
-            sum_sq[ch] += second + 2.0 * b * mean + b * b;
-        }
-        let n_total = self.n * per_channel as f64;
-        let mut means = Vec::with_capacity(cout);
-        let mut vars = Vec::with_capacity(cout);
-        for ch in 0..cout {
-            let mean = sum[ch] / per_channel as f64;
-            let second = sum_sq[ch] / per_channel as f64;
-            let var = (second - mean * mean).max(0.0) * n_total / (n_total - 1.0).max(1.0);
-            means.push(mean as f32);
-            vars.push(var as f32);
-        }
-        (means, vars)
     }
 }
 

@@ -9,8 +9,8 @@
 //! every point row, padded slots included, as OpenPCDet's training-mode BatchNorm1d sees
 //! them); the variance is unbiased, as PyTorch keeps `running_var`.
 
-use crate::detect::Detector;
 use crate::detect::layers::{Unit, UnitKind};
+use crate::detect::{Detector, Sweep};
 use crate::nn::Tensor;
 use crate::progress::Control;
 use crate::prune::probe::{CalibScan, ProbeError};
@@ -135,20 +135,8 @@ pub fn repair_statistics(
         .collect();
     let mut changes = Vec::with_capacity(todo.len());
     walk::refit_in_order(det, scans, &todo, ctl, |det, l, sweeps| {
+        let m = output_moments(det, l, sweeps, scans)?;
         let unit = det.units()[l];
-        let linear = unit.linear_part().map_err(settings)?;
-        let c = unit.out_channels();
-        // Per scan in parallel, then summed in scan order (deterministic).
-        let per_scan = walk::map_inputs(det, sweeps, scans, |x| {
-            let z = linear.forward_input(x).map_err(settings)?;
-            let mut m = ChannelMoments::new(c);
-            m.add(unit.kind, &z);
-            Ok(m)
-        })?;
-        let mut m = ChannelMoments::new(c);
-        for p in &per_scan {
-            m.merge(p);
-        }
         let name = unit.weight_name();
         if let Some((mean, var)) = m.mean_var() {
             let change = compare(unit, &mean, &var);
@@ -160,6 +148,31 @@ pub fn repair_statistics(
         Ok(())
     })?;
     Ok(changes)
+}
+
+/// The moments of unit `l`'s pre-normalisation output on every scan (`sweeps` paused before
+/// unit `l`, see [`walk::refit_in_order`]), computed per scan in parallel and summed in scan
+/// order (deterministic).
+pub(crate) fn output_moments(
+    det: &Detector,
+    l: usize,
+    sweeps: &[Sweep],
+    scans: &[CalibScan],
+) -> Result<ChannelMoments, ProbeError> {
+    let unit = det.units()[l];
+    let linear = unit.linear_part().map_err(settings)?;
+    let c = unit.out_channels();
+    let per_scan = walk::map_inputs(det, sweeps, scans, |x| {
+        let z = linear.forward_input(x).map_err(settings)?;
+        let mut m = ChannelMoments::new(c);
+        m.add(unit.kind, &z);
+        Ok(m)
+    })?;
+    let mut m = ChannelMoments::new(c);
+    for p in &per_scan {
+        m.merge(p);
+    }
+    Ok(m)
 }
 
 fn compare(u: &Unit, mean: &[f32], var: &[f32]) -> StatsChange {
