@@ -633,6 +633,51 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], oy0: usize, r: usize, cols: &mut [f32]
     }
 }
 
+/// `[C][P]` to `[P][C]`.
+pub(crate) fn channels_last(x: &[f32], c: usize, p: usize) -> Vec<f32> {
+    const TILE: usize = 256;
+    let mut out = vec![0f32; c * p];
+    // Tiles of pixels; each channel's run read contiguously (a channel at a time keeps the
+    // pages touched few).
+    out.par_chunks_mut(c.max(1) * TILE)
+        .enumerate()
+        .for_each(|(bi, chunk)| {
+            let p0 = bi * TILE;
+            let np = chunk.len() / c.max(1);
+            for ci in 0..c {
+                let src = &x[ci * p + p0..][..np];
+                for (j, &v) in src.iter().enumerate() {
+                    chunk[j * c + ci] = v;
+                }
+            }
+        });
+    out
+}
+
+/// The im2col block of output rows `oy0 .. oy0 + r` in pixel-major order: `cols[pixel][(ky,
+/// kx, ci)]` (zero where the kernel reaches into the padding), from a `[pixel][channel]` input.
+pub(crate) fn im2col_pixel_major(g: &Geom, x_hwc: &[f32], oy0: usize, r: usize, cols: &mut [f32]) {
+    let (cin, k) = (g.cin, g.kdim());
+    for oy in 0..r {
+        for ox in 0..g.wo {
+            let dst = &mut cols[(oy * g.wo + ox) * k..][..k];
+            for ky in 0..g.kh {
+                let iy = ((oy0 + oy) * g.s + ky) as isize - g.p as isize;
+                for kx in 0..g.kw {
+                    let ix = (ox * g.s + kx) as isize - g.p as isize;
+                    let run = &mut dst[(ky * g.kw + kx) * cin..][..cin];
+                    if iy < 0 || ix < 0 || iy as usize >= g.h || ix as usize >= g.w {
+                        run.fill(0.0);
+                    } else {
+                        let at = (iy as usize * g.w + ix as usize) * cin;
+                        run.copy_from_slice(&x_hwc[at..][..cin]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Adds `cols` (im2col layout of output rows `oy0 .. oy0 + r`, row stride `ldc`) back into the
 /// input-shaped `dx`: the adjoint of [`im2col`] (transposed convs and vector-Jacobian products).
 pub(crate) fn col2im_add(g: &Geom, cols: &[f32], ldc: usize, oy0: usize, r: usize, dx: &mut [f32]) {

@@ -5,12 +5,19 @@
 //! rows for a linear layer, the input pixels for a transposed conv whose kernel equals its
 //! stride. Refitting `w` so that `w . a_j` matches a target `t . a_j` in least squares needs
 //! only `A A^T` and the column sums, which this module accumulates over any number of scans
-//! (in f64; each band's product runs on the `gemm` crate's f32 kernels, as the weight
-//! gradients do).
+//! (in f64; each band's product runs on our f32 GEMM kernels, upper triangle only).
+//!
+//! Columns are held pixel-major (`n x k` row-major: column `j` is `k` contiguous values), the
+//! layout the kernels stream their right operand in; a conv's im2col columns are built in
+//! `(ky, kx, ci)` order from a channels-last copy of the input and permuted back to the
+//! weight's `(ci, ky, kx)` order once per call.
 
 use rayon::prelude::*;
 
-use super::conv::{Geom, im2col};
+use super::conv::{Geom, channels_last, im2col_pixel_major};
+use super::gemm::{Finish, KC, gemm_panels, pack_into};
+use super::kernel::{Isa, MR};
+use super::scratch::SendPtr;
 use super::{NnError, Tensor, shape_err};
 
 /// Accumulated second moments of `k`-long input columns `a_j` over `n` columns.
@@ -27,66 +34,77 @@ pub struct Gram {
     pub aa: Vec<f64>,
 }
 
-/// A `k x n` block of columns inside a buffer: element `(i, j)` at `i * row + j * col`.
+/// `n` columns of length `k`, pixel-major: column `j` is `data[j * k .. (j + 1) * k]`.
 #[derive(Clone, Copy)]
 struct Block<'a> {
     data: &'a [f32],
     k: usize,
     n: usize,
-    row: usize,
-    col: usize,
 }
 
+/// Row panels per task of the symmetric product (48 rows: one kernel strip wide).
+const GROUP: usize = 6;
+
 impl Block<'_> {
-    fn fits(&self) -> bool {
-        self.k == 0
-            || self.n == 0
-            || (self.k - 1) * self.row + (self.n - 1) * self.col < self.data.len()
-    }
-
     fn row_sums(&self) -> Vec<f64> {
-        (0..self.k)
-            .map(|i| {
-                (0..self.n)
-                    .map(|j| self.data[i * self.row + j * self.col] as f64)
-                    .sum()
-            })
-            .collect()
+        let mut sums = vec![0f64; self.k];
+        for col in self.data.chunks_exact(self.k.max(1)).take(self.n) {
+            for (s, &v) in sums.iter_mut().zip(col) {
+                *s += v as f64;
+            }
+        }
+        sums
     }
 
-    /// `A A^T`, `k x k` row-major in f32.
-    fn gram(&self, out: &mut [f32], parallelism: gemm::Parallelism) {
-        assert!(self.fits() && out.len() == self.k * self.k);
-        if self.k == 0 || self.n == 0 {
+    /// `A A^T` (`k x k` row-major in f32) into `out`, with `pack` as packing scratch: only
+    /// the blocks on or above the diagonal are multiplied (in groups of 48 rows, in parallel
+    /// when `parallel`), then mirrored.
+    fn gram(&self, out: &mut [f32], pack: &mut Vec<f32>, parallel: bool) {
+        let (k, n) = (self.k, self.n);
+        assert!(self.data.len() >= k * n && out.len() == k * k);
+        if k == 0 || n == 0 {
             out.fill(0.0);
             return;
         }
-        // SAFETY: `out` is k x k (column stride 1, row stride k); the block is read as the
-        // k x n left operand (row stride `row`, column stride `col`) and as the n x k right
-        // operand A^T (column i is row i: column stride `row`, row stride `col`); `fits`
-        // checked that every element addressed lies inside the slice.
-        unsafe {
-            gemm::gemm(
-                self.k,
-                self.k,
-                self.n,
-                out.as_mut_ptr(),
-                1,
-                self.k as isize,
-                false,
-                self.data.as_ptr(),
-                self.col as isize,
-                self.row as isize,
-                self.data.as_ptr(),
-                self.row as isize,
-                self.col as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
+        pack.resize(k.div_ceil(MR) * MR * n, 0.0);
+        // The left operand A (k x n): A[i][j] = data[j * k + i].
+        let a = pack_into(k, n, self.data, 1, k, pack);
+        // Right operand A^T: row j (column j of A) starts at j * k.
+        let offs: Vec<isize> = (0..n).map(|j| (j * k) as isize).collect();
+        let isa = Isa::detect();
+        let panels = a.panels();
+        let cp = SendPtr(out.as_mut_ptr());
+        let group = |g: usize| {
+            let p0 = g * GROUP;
+            let p1 = (p0 + GROUP).min(panels);
+            let j0 = p0 * MR;
+            // SAFETY: rows p0*MR.. of `out` belong to this group alone; B row j, columns
+            // j0..k, is data[j*k + j0 .. j*k + k]; C starts at row p0*MR, column j0 (ldc k).
+            unsafe {
+                gemm_panels(
+                    isa,
+                    a,
+                    p0..p1,
+                    self.data.as_ptr().add(j0),
+                    &offs,
+                    k - j0,
+                    cp.get().add(j0 * k + j0),
+                    k,
+                    Finish::default(),
+                    KC,
+                );
+            }
+        };
+        let groups = panels.div_ceil(GROUP);
+        if parallel {
+            (0..groups).into_par_iter().for_each(group);
+        } else {
+            (0..groups).for_each(group);
+        }
+        for i in 0..k {
+            for j in 0..i {
+                out[i * k + j] = out[j * k + i];
+            }
         }
     }
 }
@@ -106,12 +124,14 @@ impl Gram {
     }
 
     /// Adds the bands `0..bands` of columns, each written by `band(i, a)` as a compact
-    /// `k x n_i` row-major buffer (returning its first column's index and `n_i`). With
-    /// `weights` (one per column), column `j` counts `weights[j]` times.
+    /// pixel-major `n_i x k` buffer (returning its first column's index and `n_i`). With
+    /// `weights` (one per column), column `j` counts `weights[j]` times. `order[i]`: where
+    /// the bands hold this Gram's index `i` (`None`: the same place).
     fn add_bands(
         &mut self,
         bands: usize,
         weights: Option<&[f32]>,
+        order: Option<&[usize]>,
         band: impl Fn(usize, &mut Vec<f32>) -> (usize, usize) + Sync,
     ) {
         let k = self.k;
@@ -120,42 +140,38 @@ impl Gram {
         let threads = rayon::current_num_threads().max(1);
         let per_thread = bands.div_ceil(threads).max(1);
         // Fewer bands than threads (deep layers' small maps): the product itself in parallel.
-        let inner = if bands < threads {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
+        let inner = bands < threads;
         let total = (0..bands)
             .into_par_iter()
             .with_min_len(per_thread)
             .fold(zero, |mut p, bi| {
-                let mut a = Vec::new();
+                let mut a = std::mem::take(&mut p.columns_buf);
+                a.clear();
                 let (j0, n) = band(bi, &mut a);
-                let block = Block {
-                    data: &a,
-                    k,
-                    n,
-                    row: n,
-                    col: 1,
-                };
                 match weights {
-                    None => p.add(block, inner),
+                    None => p.add(Block { data: &a, k, n }, inner),
                     Some(w) => p.add_weighted(&mut a, k, &w[j0..j0 + n], inner),
                 }
+                p.columns_buf = a;
                 p
             })
             .reduce(zero, Partial::merge);
-        self.absorb(total);
+        self.absorb(total, order);
     }
 
-    fn absorb(&mut self, p: Partial) {
+    fn absorb(&mut self, p: Partial, order: Option<&[usize]>) {
         self.n += p.n;
         self.columns += p.columns;
-        for (s, v) in self.sum.iter_mut().zip(&p.sum) {
-            *s += v;
+        let k = self.k;
+        let at = |i: usize| order.map_or(i, |o| o[i]);
+        for (i, s) in self.sum.iter_mut().enumerate() {
+            *s += p.sum[at(i)];
         }
-        for (s, v) in self.aa.iter_mut().zip(&p.aa) {
-            *s += v;
+        for i in 0..k {
+            let src = &p.aa[at(i) * k..][..k];
+            for (j, s) in self.aa[i * k..][..k].iter_mut().enumerate() {
+                *s += src[at(j)];
+            }
         }
     }
 
@@ -173,19 +189,16 @@ impl Gram {
         let rows = a.shape[0];
         let mut p = Partial::new(k);
         // PFN rows: few, long bands; the product in parallel.
-        let threads = rayon::current_num_threads().max(1);
         for r0 in (0..rows).step_by(BAND) {
             let n = BAND.min(rows - r0);
             let block = Block {
                 data: &a.data[r0 * k..(r0 + n) * k],
                 k,
                 n,
-                row: 1,
-                col: k,
             };
-            p.add(block, gemm::Parallelism::Rayon(threads));
+            p.add(block, true);
         }
-        self.absorb(p);
+        self.absorb(p, None);
         Ok(())
     }
 
@@ -204,12 +217,11 @@ impl Gram {
         }
         let npix = a.shape[1] * a.shape[2];
         check_weights(weights, npix)?;
-        self.add_bands(npix.div_ceil(BAND), weights, |bi, buf| {
+        let pixels = channels_last(&a.data, k, npix);
+        self.add_bands(npix.div_ceil(BAND), weights, None, |bi, buf| {
             let p0 = bi * BAND;
             let n = BAND.min(npix - p0);
-            for i in 0..k {
-                buf.extend_from_slice(&a.data[i * npix + p0..][..n]);
-            }
+            buf.extend_from_slice(&pixels[p0 * k..(p0 + n) * k]);
             (p0, n)
         });
         Ok(())
@@ -251,13 +263,17 @@ impl Gram {
             ));
         }
         check_weights(weights, g.ho * g.wo)?;
+        let x_hwc = channels_last(&a.data, cin, h * w);
+        // The bands hold index (ci, tap) at tap * cin + ci.
+        let taps = g.kh * g.kw;
+        let order: Vec<usize> = (0..self.k).map(|i| (i % taps) * cin + i / taps).collect();
         let rows = (BAND / g.wo.max(1)).clamp(1, g.ho.max(1));
-        self.add_bands(g.ho.div_ceil(rows), weights, |bi, buf| {
+        self.add_bands(g.ho.div_ceil(rows), weights, Some(&order), |bi, buf| {
             let oy0 = bi * rows;
             let r = rows.min(g.ho - oy0);
             let n = r * g.wo;
             buf.resize(g.kdim() * n, 0.0);
-            im2col(&g, &a.data, oy0, r, buf);
+            im2col_pixel_major(&g, &x_hwc, oy0, r, buf);
             (oy0 * g.wo, n)
         });
         Ok(())
@@ -281,13 +297,15 @@ fn check_weights(weights: Option<&[f32]>, columns: usize) -> Result<(), NnError>
     }
 }
 
-/// One thread's share of a [`Gram`].
+/// One thread's share of a [`Gram`], with its reusable buffers.
 struct Partial {
     n: f64,
     columns: f64,
     sum: Vec<f64>,
     aa: Vec<f64>,
-    scratch: Vec<f32>,
+    product: Vec<f32>,
+    pack: Vec<f32>,
+    columns_buf: Vec<f32>,
 }
 
 impl Partial {
@@ -297,49 +315,41 @@ impl Partial {
             columns: 0.0,
             sum: vec![0.0; k],
             aa: vec![0.0; k * k],
-            scratch: vec![0.0; k * k],
+            product: vec![0.0; k * k],
+            pack: Vec::new(),
+            columns_buf: Vec::new(),
         }
     }
 
     /// Adds one block of columns.
-    fn add(&mut self, a: Block, parallelism: gemm::Parallelism) {
+    fn add(&mut self, a: Block, parallel: bool) {
         self.n += a.n as f64;
         self.columns += a.n as f64;
         for (s, v) in self.sum.iter_mut().zip(a.row_sums()) {
             *s += v;
         }
-        a.gram(&mut self.scratch, parallelism);
-        for (s, v) in self.aa.iter_mut().zip(&self.scratch) {
+        a.gram(&mut self.product, &mut self.pack, parallel);
+        for (s, v) in self.aa.iter_mut().zip(&self.product) {
             *s += *v as f64;
         }
     }
 
-    /// Adds the compact `k x n` row-major columns `a` with column weights `w`: the sums
-    /// weighted, the product of the columns scaled by `sqrt(w)` (`a` is scaled in place).
-    fn add_weighted(&mut self, a: &mut [f32], k: usize, w: &[f32], parallelism: gemm::Parallelism) {
+    /// Adds the pixel-major `n x k` columns `a` with column weights `w`: the sums weighted,
+    /// the product of the columns scaled by `sqrt(w)` (`a` is scaled in place).
+    fn add_weighted(&mut self, a: &mut [f32], k: usize, w: &[f32], parallel: bool) {
         let n = w.len();
         self.n += w.iter().map(|&v| v as f64).sum::<f64>();
         self.columns += n as f64;
-        let root: Vec<f32> = w.iter().map(|v| v.sqrt()).collect();
-        for (s, row) in self.sum.iter_mut().zip(a.chunks_exact_mut(n.max(1))) {
-            *s += row
-                .iter()
-                .zip(w)
-                .map(|(&x, &v)| (x * v) as f64)
-                .sum::<f64>();
-            for (x, r) in row.iter_mut().zip(&root) {
-                *x *= r;
+        for (col, &wj) in a.chunks_exact_mut(k.max(1)).zip(w) {
+            let root = wj.sqrt();
+            for (s, x) in self.sum.iter_mut().zip(col.iter_mut()) {
+                *s += (*x * wj) as f64;
+                *x *= root;
             }
         }
-        let block = Block {
-            data: a,
-            k,
-            n,
-            row: n,
-            col: 1,
-        };
-        block.gram(&mut self.scratch, parallelism);
-        for (s, v) in self.aa.iter_mut().zip(&self.scratch) {
+        let block = Block { data: a, k, n };
+        block.gram(&mut self.product, &mut self.pack, parallel);
+        for (s, v) in self.aa.iter_mut().zip(&self.product) {
             *s += *v as f64;
         }
     }
@@ -414,15 +424,22 @@ mod tests {
 
     #[test]
     fn conv_gram_matches_explicit_im2col() {
-        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (1, 1, 0)] {
-            let a = Tensor::from_vec(&[3, 9, 11], Rng::new(1).values(3 * 99, -0.5, 0.5));
-            let mut g = Gram::new(3 * k * k);
+        // 7 channels with a 3x3 kernel: 63 rows, more than one 48-row group and a tail panel.
+        for (c, k, s, p) in [
+            (3, 3, 1, 1),
+            (3, 3, 2, 1),
+            (3, 2, 2, 0),
+            (3, 1, 1, 0),
+            (7, 3, 1, 1),
+        ] {
+            let a = Tensor::from_vec(&[c, 9, 11], Rng::new(1).values(c * 99, -0.5, 0.5));
+            let mut g = Gram::new(c * k * k);
             g.add_conv(&a, (k, k), s, p, None).unwrap();
             let ca = naive_cols(&a, k, s, p);
             close(&g.aa, &naive_gram(&ca));
             assert_eq!(g.n as usize, ca.len());
-            let sa: Vec<f64> = (0..3 * k * k)
-                .map(|i| ca.iter().map(|c| c[i] as f64).sum())
+            let sa: Vec<f64> = (0..c * k * k)
+                .map(|i| ca.iter().map(|col| col[i] as f64).sum())
                 .collect();
             close(&g.sum, &sa);
         }
