@@ -84,6 +84,36 @@ pub(crate) fn pack_into<'a>(
     Panels { m, k, data: d }
 }
 
+/// Packs the gathered rows `A[i][kk] = src[rows[i] * ld + kk]` (`kk < k`) into `dst` (at
+/// least `rows.len().div_ceil(MR) * k * MR` floats): a sparse conv's input rows of one
+/// kernel offset, without copying them out first.
+pub(crate) fn pack_rows_into<'a>(
+    rows: &[u32],
+    src: &[f32],
+    ld: usize,
+    k: usize,
+    dst: &'a mut [f32],
+) -> Panels<'a> {
+    let m = rows.len();
+    let panels = m.div_ceil(MR);
+    let d = &mut dst[..panels * k * MR];
+    for p in 0..panels {
+        let panel = &mut d[p * k * MR..][..k * MR];
+        for i in 0..MR {
+            match rows.get(p * MR + i) {
+                Some(&r) => {
+                    let row = &src[r as usize * ld..][..k];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * MR + i] = v;
+                    }
+                }
+                None => (0..k).for_each(|kk| panel[kk * MR + i] = 0.0),
+            }
+        }
+    }
+    Panels { m, k, data: d }
+}
+
 /// A borrowed packed left operand: `m x k` in `MR`-row panels, panel `p` k-major.
 #[derive(Clone, Copy)]
 pub(crate) struct Panels<'a> {

@@ -10,6 +10,8 @@
 //! - [`fold_batchnorm`], [`batchnorm_inplace`], [`relu_inplace`].
 //! - [`vjp`]: vector-Jacobian products of the above, for the pruning core's second-order curves.
 //! - [`gram`]: Gram matrices of layer inputs, for the layer-wise least squares of recovery.
+//! - [`sparse`]: sparse 3-D convolution (spconv's `SubMConv3d` / `SparseConv3d`) by rulebook,
+//!   for the voxel detectors' backbones.
 //!
 //! Threading: every entry point parallelises with rayon over independent output blocks and
 //! runs single-threaded micro-kernels inside them, so callers get all cores without nested
@@ -27,6 +29,7 @@ mod kernel;
 mod linear;
 mod norm;
 mod scratch;
+pub mod sparse;
 pub mod tensor;
 pub mod vjp;
 mod winograd;
