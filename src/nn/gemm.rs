@@ -114,6 +114,30 @@ pub(crate) fn pack_rows_into<'a>(
     Panels { m, k, data: d }
 }
 
+/// Packs `A[i][kk] = src[rows[kk] * ld + i]` (`i < m`): the transpose of gathered rows, as
+/// the left operand of a sparse conv's weight gradient (`dst` at least `m.div_ceil(MR) *
+/// rows.len() * MR` floats).
+pub(crate) fn pack_cols_into<'a>(
+    rows: &[u32],
+    src: &[f32],
+    ld: usize,
+    m: usize,
+    dst: &'a mut [f32],
+) -> Panels<'a> {
+    let k = rows.len();
+    let panels = m.div_ceil(MR);
+    let d = &mut dst[..panels * k * MR];
+    for p in 0..panels {
+        let n = MR.min(m - p * MR);
+        for (kk, &r) in rows.iter().enumerate() {
+            let o = &mut d[(p * k + kk) * MR..][..MR];
+            o[..n].copy_from_slice(&src[r as usize * ld + p * MR..][..n]);
+            o[n..].fill(0.0);
+        }
+    }
+    Panels { m, k, data: d }
+}
+
 /// A borrowed packed left operand: `m x k` in `MR`-row panels, panel `p` k-major.
 #[derive(Clone, Copy)]
 pub(crate) struct Panels<'a> {

@@ -21,7 +21,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use rayon::prelude::*;
 
-use super::gemm::{Finish, KC, gemm_block, pack_rows_into};
+use super::gemm::{Finish, KC, gemm_block, pack_cols_into, pack_rows_into};
 use super::kernel::{Isa, MR};
 use super::scratch::with_scratch;
 use super::{NnError, Tensor, shape_err};
@@ -129,6 +129,9 @@ pub struct Rulebook {
     /// `pairs[t]`: `[input row, output row]` for kernel offset `t = (kz * KY + ky) * KX + kx`,
     /// sorted by output row.
     pairs: Vec<Vec<[u32; 2]>>,
+    /// The same pairs as `[output row, input row]` sorted by input row, for the input
+    /// gradient; built on first use.
+    by_input: std::sync::OnceLock<Vec<Vec<[u32; 2]>>>,
 }
 
 impl Rulebook {
@@ -175,6 +178,7 @@ impl Rulebook {
             out: sites.clone(),
             kernel,
             pairs: concat_chunks(chunks, taps),
+            by_input: Default::default(),
         })
     }
 
@@ -234,6 +238,7 @@ impl Rulebook {
             out,
             kernel: geom.kernel,
             pairs,
+            by_input: Default::default(),
         })
     }
 
@@ -246,6 +251,19 @@ impl Rulebook {
     /// The pairs of kernel offset `t`, sorted by output row.
     pub fn pairs(&self, t: usize) -> &[[u32; 2]] {
         &self.pairs[t]
+    }
+
+    fn by_input(&self) -> &[Vec<[u32; 2]>] {
+        self.by_input.get_or_init(|| {
+            self.pairs
+                .par_iter()
+                .map(|p| {
+                    let mut t: Vec<[u32; 2]> = p.iter().map(|&[i, o]| [o, i]).collect();
+                    t.sort_unstable_by_key(|&[o, i]| (i, o));
+                    t
+                })
+                .collect()
+        })
     }
 }
 
@@ -320,14 +338,39 @@ impl SparseConv3d {
     /// `out[o] = bias + sum over pairs (i, o) of offset t of W_t^T x[i]`: `x` is `n_in x Cin`
     /// row-major, the result `n_out x Cout`.
     pub fn forward(&self, x: &[f32], rb: &Rulebook) -> Result<Vec<f32>, NnError> {
-        const OP: &str = "sparse conv";
-        let (cin, cout) = (self.cin, self.cout);
-        if rb.kernel != self.kernel {
-            return Err(invalid(format!(
-                "the rulebook is for a {:?} kernel, the weight is {:?}",
-                rb.kernel, self.kernel
-            )));
+        self.check(rb)?;
+        if x.len() != rb.n_in * self.cin {
+            return Err(shape_err(
+                "sparse conv",
+                "input",
+                format!("[{}, {}]", rb.n_in, self.cin),
+                &[x.len()],
+            ));
         }
+        Ok(gather_gemm_scatter(
+            x,
+            self.cin,
+            &rb.pairs,
+            &self.weight,
+            self.bias.as_deref(),
+            rb.out.len(),
+            self.cout,
+        ))
+    }
+
+    /// The vector-Jacobian product for `x` (the forward's input) and `dy = dL/d(output)`
+    /// (`n_out x Cout`): `dL/dx` when `need_dx`, `dL/dW` in spconv 2.3's layout and `dL/db`.
+    pub fn backward(
+        &self,
+        x: &[f32],
+        rb: &Rulebook,
+        dy: &[f32],
+        need_dx: bool,
+    ) -> Result<SparseGrads, NnError> {
+        const OP: &str = "sparse conv vjp";
+        self.check(rb)?;
+        let (cin, cout) = (self.cin, self.cout);
+        let taps = self.kernel.iter().product::<usize>();
         if x.len() != rb.n_in * cin {
             return Err(shape_err(
                 OP,
@@ -336,63 +379,175 @@ impl SparseConv3d {
                 &[x.len()],
             ));
         }
-        let n_out = rb.out.len();
-        let mut out = vec![0f32; n_out * cout];
-        if cout == 0 || n_out == 0 {
-            return Ok(out);
+        if dy.len() != rb.out.len() * cout {
+            return Err(shape_err(
+                OP,
+                "dy",
+                format!("[{}, {cout}]", rb.out.len()),
+                &[dy.len()],
+            ));
         }
-        let isa = Isa::detect();
-        let offs: Vec<isize> = (0..cin).map(|ci| (ci * cout) as isize).collect();
-        let packed = CHUNK.div_ceil(MR) * MR * cin;
-        out.par_chunks_mut(TILE * cout)
-            .enumerate()
-            .for_each(|(ti, tile)| {
-                let o0 = (ti * TILE) as u32;
-                let o1 = o0 + (tile.len() / cout) as u32;
-                if let Some(b) = &self.bias {
-                    for row in tile.chunks_exact_mut(cout) {
-                        row.copy_from_slice(b);
+        // dx = the conv with every W_t transposed over the pairs reversed.
+        let dx = need_dx.then(|| {
+            let mut wt = vec![0f32; self.weight.len()];
+            for t in 0..taps {
+                for ci in 0..cin {
+                    for co in 0..cout {
+                        wt[(t * cout + co) * cin + ci] = self.weight[(t * cin + ci) * cout + co];
                     }
                 }
-                with_scratch(packed + CHUNK * cout + CHUNK, |buf| {
-                    let (pack, rest) = buf.split_at_mut(packed);
-                    let (prod, _) = rest.split_at_mut(CHUNK * cout);
-                    let mut rows = Vec::with_capacity(CHUNK);
-                    for (t, pairs) in rb.pairs.iter().enumerate() {
-                        let a = pairs.partition_point(|p| p[1] < o0);
-                        let b = pairs.partition_point(|p| p[1] < o1);
-                        let w = &self.weight[t * cin * cout..][..cin * cout];
-                        for chunk in pairs[a..b].chunks(CHUNK) {
-                            rows.clear();
-                            rows.extend(chunk.iter().map(|p| p[0]));
-                            let panels = pack_rows_into(&rows, x, cin, cin, pack);
-                            // SAFETY: B row ci is w[ci * cout ..][..cout]; prod holds
-                            // chunk.len() rows of cout.
-                            unsafe {
-                                gemm_block(
-                                    isa,
-                                    panels,
-                                    w.as_ptr(),
-                                    &offs,
-                                    cout,
-                                    prod.as_mut_ptr(),
-                                    cout,
-                                    Finish::default(),
-                                    KC,
-                                );
-                            }
-                            for (p, v) in chunk.iter().zip(prod.chunks_exact(cout)) {
-                                let row = &mut tile[(p[1] - o0) as usize * cout..][..cout];
-                                for (r, &x) in row.iter_mut().zip(v) {
-                                    *r += x;
-                                }
-                            }
+            }
+            gather_gemm_scatter(dy, cout, rb.by_input(), &wt, None, rb.n_in, cin)
+        });
+        // dW_t = sum over the pairs of offset t of x[i] dy[o]^T, offsets in parallel.
+        let isa = Isa::detect();
+        let dw_taps: Vec<Vec<f64>> = rb
+            .pairs
+            .par_iter()
+            .map(|pairs| {
+                let mut total = vec![0f64; cin * cout];
+                let mut acc = vec![0f32; cin * cout];
+                let mut rows = Vec::with_capacity(CHUNK);
+                let mut offs = Vec::with_capacity(CHUNK);
+                with_scratch(cin.div_ceil(MR) * MR * CHUNK, |pack| {
+                    for chunk in pairs.chunks(CHUNK) {
+                        rows.clear();
+                        rows.extend(chunk.iter().map(|p| p[0]));
+                        offs.clear();
+                        offs.extend(chunk.iter().map(|p| (p[1] as usize * cout) as isize));
+                        let a = pack_cols_into(&rows, x, cin, cin, pack);
+                        // SAFETY: B row j is dy[o_j * cout ..][..cout] (offs); acc is
+                        // cin x cout.
+                        unsafe {
+                            gemm_block(
+                                isa,
+                                a,
+                                dy.as_ptr(),
+                                &offs,
+                                cout,
+                                acc.as_mut_ptr(),
+                                cout,
+                                Finish::default(),
+                                KC,
+                            );
+                        }
+                        for (t, &v) in total.iter_mut().zip(&acc) {
+                            *t += v as f64;
                         }
                     }
                 });
-            });
-        Ok(out)
+                total
+            })
+            .collect();
+        let mut dw = vec![0f32; taps * cin * cout];
+        for (t, g) in dw_taps.iter().enumerate() {
+            for ci in 0..cin {
+                for co in 0..cout {
+                    dw[(co * taps + t) * cin + ci] = g[ci * cout + co] as f32;
+                }
+            }
+        }
+        let mut db = vec![0f64; cout];
+        for row in dy.chunks_exact(cout.max(1)) {
+            for (b, &v) in db.iter_mut().zip(row) {
+                *b += v as f64;
+            }
+        }
+        let [kz, ky, kx] = self.kernel;
+        Ok(SparseGrads {
+            dx,
+            dw: Tensor::from_vec(&[cout, kz, ky, kx, cin], dw),
+            db: db.into_iter().map(|v| v as f32).collect(),
+        })
     }
+
+    fn check(&self, rb: &Rulebook) -> Result<(), NnError> {
+        if rb.kernel != self.kernel {
+            return Err(invalid(format!(
+                "the rulebook is for a {:?} kernel, the weight is {:?}",
+                rb.kernel, self.kernel
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Gradients of a sparse conv (see [`SparseConv3d::backward`]).
+#[derive(Clone, Debug)]
+pub struct SparseGrads {
+    /// `n_in x Cin`, when requested.
+    pub dx: Option<Vec<f32>>,
+    /// `[Cout, kz, ky, kx, Cin]`.
+    pub dw: Tensor,
+    pub db: Vec<f32>,
+}
+
+/// `out[dst] = bias + sum over offsets t and pairs (src, dst) of W_t^T x[src]`, with
+/// `pairs[t]` sorted by `dst` and `weight` laid out `[t][Cin][Cout]`: tiles of output rows in
+/// parallel, one packed gather and GEMM per tile, offset and chunk of pairs.
+fn gather_gemm_scatter(
+    x: &[f32],
+    cin: usize,
+    pairs: &[Vec<[u32; 2]>],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    n_out: usize,
+    cout: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; n_out * cout];
+    if cout == 0 || n_out == 0 {
+        return out;
+    }
+    let isa = Isa::detect();
+    let offs: Vec<isize> = (0..cin).map(|ci| (ci * cout) as isize).collect();
+    let packed = CHUNK.div_ceil(MR) * MR * cin;
+    out.par_chunks_mut(TILE * cout)
+        .enumerate()
+        .for_each(|(ti, tile)| {
+            let o0 = (ti * TILE) as u32;
+            let o1 = o0 + (tile.len() / cout) as u32;
+            if let Some(b) = bias {
+                for row in tile.chunks_exact_mut(cout) {
+                    row.copy_from_slice(b);
+                }
+            }
+            with_scratch(packed + CHUNK * cout, |buf| {
+                let (pack, prod) = buf.split_at_mut(packed);
+                let mut rows = Vec::with_capacity(CHUNK);
+                for (t, pairs) in pairs.iter().enumerate() {
+                    let a = pairs.partition_point(|p| p[1] < o0);
+                    let b = pairs.partition_point(|p| p[1] < o1);
+                    let w = &weight[t * cin * cout..][..cin * cout];
+                    for chunk in pairs[a..b].chunks(CHUNK) {
+                        rows.clear();
+                        rows.extend(chunk.iter().map(|p| p[0]));
+                        let panels = pack_rows_into(&rows, x, cin, cin, pack);
+                        // SAFETY: B row ci is w[ci * cout ..][..cout]; prod holds
+                        // chunk.len() rows of cout.
+                        unsafe {
+                            gemm_block(
+                                isa,
+                                panels,
+                                w.as_ptr(),
+                                &offs,
+                                cout,
+                                prod.as_mut_ptr(),
+                                cout,
+                                Finish::default(),
+                                KC,
+                            );
+                        }
+                        for (p, v) in chunk.iter().zip(prod.chunks_exact(cout)) {
+                            let row = &mut tile[(p[1] - o0) as usize * cout..][..cout];
+                            for (r, &x) in row.iter_mut().zip(v) {
+                                *r += x;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+    out
 }
 
 fn invalid(msg: String) -> NnError {
@@ -621,6 +776,61 @@ mod tests {
                 rb.pair_count(),
                 (0..g.taps()).map(|t| rb.pairs(t).len()).sum::<usize>()
             );
+        }
+    }
+
+    /// The VJP is the adjoint of the (linear) conv: `<dy, conv_W(x)> = <dx, x> = <dW, W>`,
+    /// and `db` sums `dy`; submanifold and strided, more pairs than one chunk per offset.
+    #[test]
+    fn backward_is_the_adjoint_of_the_forward() {
+        let sites = random_sites([7, 18, 20], 0.35, 3);
+        let (cin, cout) = (6, 9);
+        let x = Rng::new(5).values(sites.len() * cin, -1.0, 1.0);
+        let books = [
+            Rulebook::submanifold(&sites, [3; 3]).unwrap(),
+            Rulebook::strided(
+                &sites,
+                SparseGeometry {
+                    kernel: [3; 3],
+                    stride: [2; 3],
+                    padding: [0, 1, 1],
+                },
+            )
+            .unwrap(),
+        ];
+        for rb in &books {
+            assert!(rb.pair_count() > 4 * CHUNK, "{}", rb.pair_count());
+            let (w, _) = layer(cin, cout, rb.kernel, 7);
+            let conv = SparseConv3d::new(&w, None).unwrap();
+            let dy = Rng::new(8).values(rb.out.len() * cout, -1.0, 1.0);
+            let y = conv.forward(&x, rb).unwrap();
+            let dot = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(p, q)| *p as f64 * *q as f64)
+                    .sum::<f64>()
+            };
+            let lhs = dot(&dy, &y);
+            let g = conv.backward(&x, rb, &dy, true).unwrap();
+            let dx = g.dx.as_ref().unwrap();
+            assert_eq!(dx.len(), x.len());
+            let tol = 1e-4 * lhs.abs().max(1.0);
+            assert!(
+                (dot(dx, &x) - lhs).abs() < tol,
+                "dx: {} vs {lhs}",
+                dot(dx, &x)
+            );
+            assert!(
+                (dot(&g.dw.data, &w.data) - lhs).abs() < tol,
+                "dW: {} vs {lhs}",
+                dot(&g.dw.data, &w.data)
+            );
+            for co in 0..cout {
+                let want: f64 = dy.iter().skip(co).step_by(cout).map(|&v| v as f64).sum();
+                assert!((g.db[co] as f64 - want).abs() < 1e-3);
+            }
+            assert!(conv.backward(&x, rb, &dy[1..], false).is_err());
+            assert!(conv.backward(&x, rb, &dy, false).unwrap().dx.is_none());
         }
     }
 
