@@ -178,6 +178,41 @@ impl Weights {
         Ok(t)
     }
 
+    /// Reads a sparse-conv weight as spconv 2.3's `[Cout, kz, ky, kx, Cin]` (`expected`).
+    /// Model-zoo checkpoints saved with spconv 1.x store `[kz, ky, kx, Cin, Cout]`; like
+    /// OpenPCDet's `Detector3DTemplate._load_state_dict`, the layout is told apart by shape
+    /// (the expected one first) and converted. Any other shape is an error naming the key.
+    pub fn sparse_conv_weight(
+        &self,
+        key: &str,
+        expected: [usize; 5],
+    ) -> Result<Tensor, WeightsError> {
+        let t = self.tensor_any_shape(key)?;
+        let [cout, kz, ky, kx, cin] = expected;
+        if t.shape == expected {
+            return Ok(t);
+        }
+        if t.shape != [kz, ky, kx, cin, cout] {
+            return Err(WeightsError::Shape {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+                found: t.shape,
+            });
+        }
+        // [tap][ci][co] -> [co][tap][ci]
+        let taps = kz * ky * kx;
+        let mut data = vec![0f32; t.data.len()];
+        for tap in 0..taps {
+            for ci in 0..cin {
+                for co in 0..cout {
+                    data[(co * taps + tap) * cin + ci] = t.data[(tap * cin + ci) * cout + co];
+                }
+            }
+        }
+        Ok(Tensor::from_vec(&expected, data))
+    }
+
     /// Reads `key` as f32 whatever its shape.
     pub fn tensor_any_shape(&self, key: &str) -> Result<Tensor, WeightsError> {
         let Some((dtype, shape, bytes)) = self.raw(key) else {
@@ -279,5 +314,47 @@ fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize)
             )
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{OutTensor, write_safetensors};
+
+    /// The SECOND fixture's f16 spconv 2.3 weight reads as is; the same weight saved in
+    /// spconv 1.x's layout reads back identical; any other shape names the key.
+    #[test]
+    fn sparse_conv_weights_in_both_spconv_layouts() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/reference/second_kitti_000008/weights.safetensors");
+        let key = "backbone_3d.conv2.0.0.weight";
+        let w = Weights::open(&fixture).unwrap();
+        let native = w.sparse_conv_weight(key, [32, 3, 3, 3, 16]).unwrap();
+        assert!(native.data.iter().any(|&v| v != 0.0));
+        // [co][tap][ci] -> spconv 1.x [tap][ci][co]
+        let mut old = vec![0f32; native.data.len()];
+        for co in 0..32 {
+            for tap in 0..27 {
+                for ci in 0..16 {
+                    old[(tap * 16 + ci) * 32 + co] = native.data[(co * 27 + tap) * 16 + ci];
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("pruneview-spconv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.safetensors");
+        let t = [OutTensor::f32(key, &[3, 3, 3, 16, 32], &old)];
+        write_safetensors(&path, &t, None, &[]).unwrap();
+        let v1 = Weights::open(&path).unwrap();
+        let converted = v1.sparse_conv_weight(key, [32, 3, 3, 3, 16]).unwrap();
+        assert_eq!(converted.shape, native.shape);
+        assert_eq!(converted.data, native.data);
+        let err = v1
+            .sparse_conv_weight(key, [32, 3, 3, 3, 8])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains("v1.safetensors"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
