@@ -83,12 +83,16 @@ fn assert_close(name: &str, ours: &[f32], shape: &[usize], golden: &Weights) {
     );
 }
 
-fn golden_labels(golden: &Weights) -> Vec<i64> {
-    let (_, _, bytes) = golden.raw("pred_labels").expect("pred_labels");
+fn golden_i64(golden: &Weights, key: &str) -> Vec<i64> {
+    let (_, _, bytes) = golden.raw(key).expect(key);
     bytes
         .chunks_exact(8)
         .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
         .collect()
+}
+
+fn golden_labels(golden: &Weights) -> Vec<i64> {
+    golden_i64(golden, "pred_labels")
 }
 
 fn bev(b: &[f32]) -> BevBox {
@@ -361,4 +365,149 @@ fn decoding_reference_raw_outputs_gives_reference_boxes() {
             }
         }
     }
+}
+
+/// SECOND's 3-D part on its fixture (`second_kitti_000008/`): the voxels, MeanVFE's features
+/// and the backbone's output maps.
+struct SparseCase {
+    golden: Weights,
+    voxels: pruneview::pointcloud::voxelize::Voxels,
+    features: Vec<f32>,
+    outs: Vec<pruneview::detect::sparse_backbone::SparseMap>,
+}
+
+fn second_sparse() -> &'static SparseCase {
+    use pruneview::detect::sparse_backbone::{
+        SparseBackbone, SparseBackboneKind, mean_vfe, voxel_sites,
+    };
+    use pruneview::model::config::{DataConfig, load_yaml_merged};
+    use pruneview::pointcloud::voxelize;
+    static C: OnceLock<SparseCase> = OnceLock::new();
+    C.get_or_init(|| {
+        let root = reference();
+        let dir = root.join("second_kitti_000008");
+        let cfg_path = root.join("cfgs/kitti_models/second.yaml");
+        let raw = load_yaml_merged(&cfg_path).expect("config");
+        let data = DataConfig::from_value(&raw, &cfg_path).expect("data config");
+        let kind = raw["MODEL"]["BACKBONE_3D"]["NAME"]
+            .as_str()
+            .and_then(SparseBackboneKind::from_name)
+            .expect("a known 3-D backbone");
+        let bytes = std::fs::read(dir.join("points_in.bin")).expect("points_in.bin");
+        let points: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let in_range = voxelize::filter_by_range(&points, 4, &data.point_cloud_range);
+        let vcfg = data.voxelizer.as_ref().expect("voxelizer");
+        let voxels = voxelize::voxelize(
+            &in_range,
+            4,
+            &voxelize::VoxelConfig {
+                point_cloud_range: data.point_cloud_range,
+                voxel_size: data.voxel_size,
+                max_points_per_voxel: vcfg.max_points_per_voxel,
+                max_voxels: vcfg.max_voxels,
+            },
+        )
+        .expect("voxelize");
+        let features = mean_vfe(&voxels);
+        let w = Weights::open(&dir.join("weights.safetensors")).expect("weights");
+        let backbone = SparseBackbone::load(&w, kind, 4, data.grid_size).expect("backbone");
+        assert_eq!(backbone.sparse_shape, [41, 1600, 1408]);
+        let sites = voxel_sites(&voxels, backbone.sparse_shape).expect("sites");
+        let outs = backbone.forward(sites, features.clone()).expect("forward");
+        SparseCase {
+            golden: Weights::open(&dir.join("golden.safetensors")).expect("golden"),
+            voxels,
+            features,
+            outs,
+        }
+    })
+}
+
+/// Rows of a sparse map in `(z, y, x)` order, the fixtures' canonical order.
+fn sorted_rows(map: &pruneview::detect::sparse_backbone::SparseMap) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..map.sites.len()).collect();
+    order.sort_by_key(|&i| map.sites.coords[i]);
+    order
+}
+
+/// Against OpenPCDet + spconv 2.3.8: voxels exactly, MeanVFE's features, and the active
+/// sites after every stage exactly (spconv's submanifold and strided output-site rules,
+/// SECOND's (0, 1, 1) padding and conv_out's (3, 1, 1) / (2, 1, 1) included).
+#[test]
+fn second_voxels_features_and_sparse_sites_match_spconv() {
+    use pruneview::detect::sparse_backbone::STAGE_NAMES;
+    let case = second_sparse();
+    let (golden, v) = (&case.golden, &case.voxels);
+    let gv = golden.tensor_any_shape("voxels").unwrap();
+    assert_eq!(gv.shape, [v.len(), v.max_points, v.num_features]);
+    assert!(gv.data == v.voxels, "voxels differ");
+    let coords: Vec<i64> = v.coords.iter().map(|&c| c as i64).collect();
+    assert!(
+        golden_i64(golden, "voxel_coords") == coords,
+        "voxel coords differ"
+    );
+    assert_close("voxel_features", &case.features, &[v.len(), 4], golden);
+    assert_eq!(case.outs.len(), STAGE_NAMES.len());
+    for (name, map) in STAGE_NAMES.iter().zip(&case.outs) {
+        let gi = golden_i64(golden, &format!("sparse.{name}.indices"));
+        let ours: Vec<i64> = sorted_rows(map)
+            .iter()
+            .flat_map(|&i| {
+                let [z, y, x] = map.sites.coords[i];
+                [0, z as i64, y as i64, x as i64]
+            })
+            .collect();
+        assert!(
+            gi == ours,
+            "{name}: indices differ ({} vs {} sites)",
+            gi.len() / 4,
+            map.sites.len()
+        );
+    }
+}
+
+/// The sparse features after every stage and HeightCompression's BEV map.
+///
+/// Not yet met: at `x_conv1` (conv_input and conv1.0, two submanifold convs) 95.6% of the
+/// 13,081 sites agree with spconv to 1.9e-6, and an independent numpy evaluation of the same
+/// rule (output `o` reads input `o + t - 1` with weight `[:, tz, ty, tx, :]`) gives exactly our
+/// numbers; the other 579 sites differ by up to 2.7. Every other axis order or flip of the
+/// kernel is far worse. Which pairs spconv's CPU kernels form differently is open (issue 12).
+#[test]
+#[ignore = "579 of 13,081 x_conv1 sites differ from spconv's; see the doc comment"]
+fn second_sparse_features_match_spconv() {
+    use pruneview::detect::sparse_backbone::{STAGE_NAMES, height_compression};
+    let case = second_sparse();
+    for (name, map) in STAGE_NAMES.iter().zip(&case.outs) {
+        let c = map.channels;
+        let sorted: Vec<f32> = sorted_rows(map)
+            .iter()
+            .flat_map(|&i| map.features[i * c..(i + 1) * c].iter().copied())
+            .collect();
+        assert_close(
+            &format!("sparse.{name}.features"),
+            &sorted,
+            &[map.sites.len(), c],
+            &case.golden,
+        );
+    }
+    let bev = height_compression(case.outs.last().unwrap());
+    let (c, h, wd) = (bev.shape[0], bev.shape[1], bev.shape[2]);
+    let mut sub = Vec::new();
+    for ch in 0..c {
+        for y in (0..h).step_by(8) {
+            for x in (0..wd).step_by(8) {
+                sub.push(bev.data[(ch * h + y) * wd + x]);
+            }
+        }
+    }
+    assert_close(
+        "spatial_features.sub8",
+        &sub,
+        &[1, c, h.div_ceil(8), wd.div_ceil(8)],
+        &case.golden,
+    );
 }

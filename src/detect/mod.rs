@@ -12,6 +12,7 @@ pub mod input;
 pub mod iou;
 pub mod layers;
 pub mod nms;
+pub mod sparse_backbone;
 pub mod sweep;
 pub mod torch_order;
 pub mod vfe;

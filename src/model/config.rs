@@ -530,6 +530,15 @@ impl Reader<'_> {
     }
 }
 
+impl DataConfig {
+    /// The `DATA_CONFIG` of a merged OpenPCDet config tree (ranges, grid, voxelization),
+    /// whatever its model.
+    pub fn from_value(raw: &Value, path: &Path) -> Result<Self, ConfigError> {
+        let r = Reader { path };
+        parse_data(&r, r.get(raw, "DATA_CONFIG")?)
+    }
+}
+
 impl DetectorConfig {
     /// Builds the typed config from a merged OpenPCDet config tree.
     pub fn from_value(raw: Value, path: &Path) -> Result<Self, ConfigError> {
