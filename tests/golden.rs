@@ -204,7 +204,11 @@ fn assert_boxes_match(case: &Case, cols: usize, nms_thresh: f32) {
 }
 
 fn bev_sub8(out: &ForwardOutput) -> (Vec<f32>, Vec<usize>) {
-    let b = &out.bev_features;
+    sub8(&out.bev_features)
+}
+
+/// A `[C, H, W]` map subsampled `[:, ::8, ::8]`, with its `[1, C, H/8, W/8]` shape.
+fn sub8(b: &pruneview::nn::Tensor) -> (Vec<f32>, Vec<usize>) {
     let (c, h, w) = (b.shape[0], b.shape[1], b.shape[2]);
     let mut v = Vec::new();
     for ch in 0..c {
@@ -494,20 +498,6 @@ fn second_sparse_features_match_spconv() {
             &case.golden,
         );
     }
-    let bev = height_compression(case.outs.last().unwrap());
-    let (c, h, wd) = (bev.shape[0], bev.shape[1], bev.shape[2]);
-    let mut sub = Vec::new();
-    for ch in 0..c {
-        for y in (0..h).step_by(8) {
-            for x in (0..wd).step_by(8) {
-                sub.push(bev.data[(ch * h + y) * wd + x]);
-            }
-        }
-    }
-    assert_close(
-        "spatial_features.sub8",
-        &sub,
-        &[1, c, h.div_ceil(8), wd.div_ceil(8)],
-        &case.golden,
-    );
+    let (sub, shape) = sub8(&height_compression(case.outs.last().unwrap()));
+    assert_close("spatial_features.sub8", &sub, &shape, &case.golden);
 }
