@@ -23,10 +23,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use pruneview::detect::sparse_backbone::{STAGE_NAMES, height_compression};
 use pruneview::detect::{
     Detection, Detector, ForwardOutput, FovFilter, PreparedScan, prepare_scan,
 };
 use pruneview::io::{OutTensor, write_safetensors};
+use pruneview::nn::Tensor;
 use pruneview::pointcloud::{Calib, ImageSize, ScanFormat};
 
 #[derive(Parser, Debug)]
@@ -313,7 +315,7 @@ fn detect(a: DetectArgs) -> Result<()> {
             })
             .collect();
         let doc = serde_json::json!({
-            "scan": a.scan, "points": scan.len(), "pillars": out.pillars.len(),
+            "scan": a.scan, "points": scan.len(), out.bev_sources().1: out.bev_sources().0,
             "frame": "lidar", "box_format": "[x, y, z, dx, dy, dz, heading], z at the box centre",
             "detections": list,
         });
@@ -348,11 +350,11 @@ fn detect(a: DetectArgs) -> Result<()> {
             }
         }
     }
+    let (sources, kind) = out.bev_sources();
     eprintln!(
-        "{}: {} points, {} pillars, {} boxes",
+        "{}: {} points, {sources} {kind}, {} boxes",
         a.scan.display(),
         scan.len(),
-        out.pillars.len(),
         dets.len()
     );
     Ok(())
@@ -378,28 +380,58 @@ fn dump(path: &Path, out: &ForwardOutput, dets: &[Detection], inputs: &[&Path]) 
             .collect();
         t.push(OutTensor::f32("voxel_coords", &[p, 4], &c));
     }
-    let pf = &out.pillars;
-    t.push(OutTensor::f32(
-        "pillar_features",
-        &[pf.len(), pf.channels],
-        &pf.features,
-    ));
-    let bev = &out.bev_features;
-    let (c, h, w) = (bev.shape[0], bev.shape[1], bev.shape[2]);
-    let (hs, ws) = (h.div_ceil(8), w.div_ceil(8));
-    let mut sub = Vec::with_capacity(c * hs * ws);
-    for ch in 0..c {
-        for y in (0..h).step_by(8) {
-            for x in (0..w).step_by(8) {
-                sub.push(bev.data[(ch * h + y) * w + x]);
+    match &out.sparse {
+        None => {
+            let pf = &out.pillars;
+            t.push(OutTensor::f32(
+                "pillar_features",
+                &[pf.len(), pf.channels],
+                &pf.features,
+            ));
+        }
+        Some(sp) => {
+            let p = out.voxels.as_ref().map_or(0, |v| v.len());
+            let c = sp.voxel_features.len().checked_div(p).unwrap_or(0);
+            t.push(OutTensor::f32(
+                "voxel_features",
+                &[p, c],
+                &sp.voxel_features,
+            ));
+            // Rows sorted by (batch, z, y, x), the fixtures' canonical form.
+            for (name, map) in STAGE_NAMES.iter().zip(&sp.backbone.stages) {
+                let mut order: Vec<usize> = (0..map.sites.len()).collect();
+                order.sort_by_key(|&i| map.sites.coords[i]);
+                let idx: Vec<i64> = order
+                    .iter()
+                    .flat_map(|&i| {
+                        let [z, y, x] = map.sites.coords[i];
+                        [0, i64::from(z), i64::from(y), i64::from(x)]
+                    })
+                    .collect();
+                let c = map.channels;
+                let f: Vec<f32> = order
+                    .iter()
+                    .flat_map(|&i| map.features[i * c..(i + 1) * c].iter().copied())
+                    .collect();
+                t.push(OutTensor::i64(
+                    format!("sparse.{name}.indices"),
+                    &[order.len(), 4],
+                    &idx,
+                ));
+                t.push(OutTensor::f32(
+                    format!("sparse.{name}.features"),
+                    &[order.len(), c],
+                    &f,
+                ));
+            }
+            if let Some(enc) = sp.backbone.encoded() {
+                let (sub, shape) = sub8(&height_compression(enc));
+                t.push(OutTensor::f32("spatial_features.sub8", &shape, &sub));
             }
         }
     }
-    t.push(OutTensor::f32(
-        "spatial_features_2d.sub8",
-        &[1, c, hs, ws],
-        &sub,
-    ));
+    let (sub, shape) = sub8(&out.bev_features);
+    t.push(OutTensor::f32("spatial_features_2d.sub8", &shape, &sub));
     for (name, tensor) in &out.raw.tensors {
         t.push(OutTensor::f32(
             format!("raw.{name}"),
@@ -432,6 +464,21 @@ fn dump(path: &Path, out: &ForwardOutput, dets: &[Detection], inputs: &[&Path]) 
     Ok(())
 }
 
+/// A `[C, H, W]` map subsampled `[:, ::8, ::8]` as the fixtures store it, shape `[1, C, h, w]`.
+fn sub8(map: &Tensor) -> (Vec<f32>, [usize; 4]) {
+    let (c, h, w) = (map.shape[0], map.shape[1], map.shape[2]);
+    let (hs, ws) = (h.div_ceil(8), w.div_ceil(8));
+    let mut sub = Vec::with_capacity(c * hs * ws);
+    for ch in 0..c {
+        for y in (0..h).step_by(8) {
+            for x in (0..w).step_by(8) {
+                sub.push(map.data[(ch * h + y) * w + x]);
+            }
+        }
+    }
+    (sub, [1, c, hs, ws])
+}
+
 fn bench(a: BenchArgs) -> Result<()> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
@@ -457,11 +504,11 @@ fn bench(a: BenchArgs) -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let (sources, kind) = warm.bev_sources();
     outln!(
-        "{}: {} points, {} pillars, {:.2} GFLOPs (conv/linear, 2 x MACs)",
+        "{}: {} points, {sources} {kind}, {:.2} GFLOPs (conv/linear, 2 x MACs)",
         a.scan.display(),
         scan.len(),
-        warm.pillars.len(),
         gflops
     )?;
     outln!("{:<12} {:>10}", "stage", "median ms")?;

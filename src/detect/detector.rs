@@ -1,5 +1,6 @@
-//! A `Detector` = config + weights + the stages: points -> pillars -> BEV map -> backbone ->
-//! dense head -> raw outputs -> boxes.
+//! A `Detector` = config + weights + the stages: points -> BEV map (pillars and a scatter, or
+//! voxels, a sparse 3-D backbone and HeightCompression) -> 2-D backbone -> dense head -> raw
+//! outputs -> boxes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +13,9 @@ use crate::pointcloud::voxelize::{self, Voxels};
 use super::backbone::{self, BackboneTape, BevBackbone};
 use super::heads::{AnchorHead, CenterHead, DenseHead, Detection, HeadError, HeadTape, RawOutputs};
 use super::layers::{Unit, UnitError, UnitGrads, UnitKind};
+use super::sparse_backbone::{
+    SparseBackbone, SparseForward, height_compression, mean_vfe, voxel_sites,
+};
 use super::vfe::{PfnTape, PillarVfe, Pillars};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +39,64 @@ pub enum DetectorError {
 /// Everything a forward pass produces before decoding.
 #[derive(Clone, Debug)]
 pub struct ForwardOutput {
-    /// Static voxels (PillarVFE models only).
+    /// Static voxels (every model but the dynamic-pillar ones).
     pub voxels: Option<Voxels>,
+    /// The PFN's output (pillar models; empty for voxel models).
     pub pillars: Pillars,
+    /// Voxel models: MeanVFE's features and the 3-D backbone's sparse tensors.
+    pub sparse: Option<SparseOutput>,
     /// `spatial_features_2d`, `[C, H, W]`.
     pub bev_features: Tensor,
     pub raw: RawOutputs,
+}
+
+/// What the 3-D part of a voxel model produced.
+#[derive(Clone, Debug)]
+pub struct SparseOutput {
+    /// MeanVFE's `P x C` features, in voxel order.
+    pub voxel_features: Vec<f32>,
+    pub backbone: SparseForward,
+}
+
+impl ForwardOutput {
+    /// What the BEV map was built from: pillars, or voxels for voxel models.
+    pub fn bev_sources(&self) -> (usize, &'static str) {
+        match (&self.sparse, &self.voxels) {
+            (Some(_), Some(v)) => (v.len(), "voxels"),
+            _ => (self.pillars.len(), "pillars"),
+        }
+    }
+}
+
+/// Points to the BEV map that the 2-D backbone reads.
+#[derive(Clone, Debug)]
+pub enum Encoder {
+    /// `PillarVFE` / `DynPillarVFE`, then `PointPillarScatter`.
+    Pillars(PillarVfe),
+    /// `MeanVFE`, a sparse 3-D backbone, then `HeightCompression` of its `encoded` grid
+    /// (`[D, H, W]`, kept here so that map sizes are known without a forward pass).
+    Voxels {
+        backbone: SparseBackbone,
+        encoded_shape: [usize; 3],
+    },
+}
+
+impl Encoder {
+    /// The encoder's parameterised units: the PFN layers of pillar models. The sparse convs
+    /// of voxel models are not units yet, so they are not pruned.
+    pub fn units(&self) -> &[Unit] {
+        match self {
+            Encoder::Pillars(v) => &v.layers,
+            Encoder::Voxels { .. } => &[],
+        }
+    }
+
+    fn units_mut(&mut self) -> &mut [Unit] {
+        match self {
+            Encoder::Pillars(v) => &mut v.layers,
+            Encoder::Voxels { .. } => &mut [],
+        }
+    }
 }
 
 /// What a backward pass needs from the forward pass, per stage.
@@ -68,7 +124,7 @@ impl TapedForward {
             message: "the taped forward pass was not recorded by this detector".into(),
         };
         let mut v: Vec<&Tensor> = self.tape.pfn.inputs().iter().collect();
-        if v.len() != det.vfe.layers.len() {
+        if v.len() != det.encoder.units().len() {
             return Err(missing());
         }
         v.extend(
@@ -112,7 +168,7 @@ impl StageTimes {
 #[derive(Clone, Debug)]
 pub struct Detector {
     pub config: DetectorConfig,
-    pub vfe: PillarVfe,
+    pub encoder: Encoder,
     pub backbone: BevBackbone,
     pub head: DenseHead,
     /// Keys of the weights file that the model did not use (reported as a warning).
@@ -139,14 +195,43 @@ impl Detector {
             path: w.path().display().to_string(),
             message,
         };
-        let vfe = PillarVfe::load(w, &config.vfe, &config.data)?;
-        if vfe.out_channels() != config.num_bev_features {
-            return Err(build_err(format!(
-                "VFE outputs {} channels but MAP_TO_BEV.NUM_BEV_FEATURES is {}",
-                vfe.out_channels(),
-                config.num_bev_features
-            )));
-        }
+        let encoder = match config.backbone_3d {
+            None => {
+                let vfe = PillarVfe::load(w, &config.vfe, &config.data)?;
+                if vfe.out_channels() != config.num_bev_features {
+                    return Err(build_err(format!(
+                        "VFE outputs {} channels but MAP_TO_BEV.NUM_BEV_FEATURES is {}",
+                        vfe.out_channels(),
+                        config.num_bev_features
+                    )));
+                }
+                Encoder::Pillars(vfe)
+            }
+            Some(kind) => {
+                let in_channels = config.data.used_features.len();
+                let backbone = SparseBackbone::load(w, kind, in_channels, config.data.grid_size)?;
+                let encoded_shape = backbone.out_shape().map_err(|e| {
+                    build_err(format!(
+                        "BACKBONE_3D on the {:?} voxel grid: {e}",
+                        config.data.grid_size
+                    ))
+                })?;
+                let bev = backbone.out_channels() * encoded_shape[0];
+                if bev != config.num_bev_features {
+                    return Err(build_err(format!(
+                        "HeightCompression gives {} x {} = {bev} BEV channels but \
+                         MAP_TO_BEV.NUM_BEV_FEATURES is {}",
+                        backbone.out_channels(),
+                        encoded_shape[0],
+                        config.num_bev_features
+                    )));
+                }
+                Encoder::Voxels {
+                    backbone,
+                    encoded_shape,
+                }
+            }
+        };
         let backbone = BevBackbone::load(w, &config.backbone, config.num_bev_features)?;
         let c = backbone.out_channels();
         let head = match &config.head {
@@ -162,7 +247,7 @@ impl Detector {
         let det = Detector {
             unused_keys: w.unused_keys(),
             config,
-            vfe,
+            encoder,
             backbone,
             head,
         };
@@ -173,8 +258,7 @@ impl Detector {
     /// Walks the feature-map sizes through the backbone so that a config whose blocks and
     /// deblocks do not line up is an error at load time, not a panic mid-run.
     fn check_shapes(&self) -> Result<(), String> {
-        let [nx, ny, _] = self.config.data.grid_size;
-        let mut size = (ny, nx);
+        let mut size = self.bev_size();
         let mut outs = Vec::new();
         for (i, block) in self.backbone.blocks.iter().enumerate() {
             for u in block {
@@ -209,7 +293,7 @@ impl Detector {
 
     /// Every parameterised unit in network order (VFE, backbone, deblocks, head).
     pub fn units(&self) -> Vec<&Unit> {
-        let mut v: Vec<&Unit> = self.vfe.layers.iter().collect();
+        let mut v: Vec<&Unit> = self.encoder.units().iter().collect();
         for b in &self.backbone.blocks {
             v.extend(b.iter());
         }
@@ -219,7 +303,7 @@ impl Detector {
     }
 
     pub fn units_mut(&mut self) -> Vec<&mut Unit> {
-        let mut v: Vec<&mut Unit> = self.vfe.layers.iter_mut().collect();
+        let mut v: Vec<&mut Unit> = self.encoder.units_mut().iter_mut().collect();
         for b in &mut self.backbone.blocks {
             v.extend(b.iter_mut());
         }
@@ -231,12 +315,11 @@ impl Detector {
     /// Dense FLOPs (2 x MACs) of each unit in [`Self::units`] order, for one scan whose PFN
     /// layers see `pfn_rows` rows (static voxels: pillars x max points; dynamic: points).
     pub fn unit_flops(&self, pfn_rows: usize) -> Vec<f64> {
-        let [nx, ny, _] = self.config.data.grid_size;
         let mut flops = Vec::new();
-        for u in &self.vfe.layers {
+        for u in self.encoder.units() {
             flops.push(2.0 * pfn_rows as f64 * u.weight.numel() as f64);
         }
-        let mut size = (ny, nx);
+        let mut size = self.bev_size();
         let mut block_out = Vec::new();
         for block in &self.backbone.blocks {
             for u in block {
@@ -258,9 +341,35 @@ impl Detector {
         flops
     }
 
-    /// Total conv/linear FLOPs (2 x MACs) of a forward pass.
+    /// `(H, W)` of the BEV map that the 2-D backbone reads.
+    pub fn bev_size(&self) -> (usize, usize) {
+        match &self.encoder {
+            Encoder::Pillars(_) => {
+                let [nx, ny, _] = self.config.data.grid_size;
+                (ny, nx)
+            }
+            Encoder::Voxels { encoded_shape, .. } => (encoded_shape[1], encoded_shape[2]),
+        }
+    }
+
+    /// Total conv/linear FLOPs (2 x MACs) of a forward pass, sparse convs included (`2 x
+    /// pairs x Cin x Cout` at this scan's rulebooks).
     pub fn conv_flops(&self, out: &ForwardOutput) -> f64 {
-        self.unit_flops(out.pillars.point_rows).iter().sum()
+        let units: f64 = self.unit_flops(out.pillars.point_rows).iter().sum();
+        units + self.sparse_flops(out).iter().sum::<f64>()
+    }
+
+    /// FLOPs of each sparse conv of a voxel model on the scan of `out` (none otherwise).
+    pub fn sparse_flops(&self, out: &ForwardOutput) -> Vec<f64> {
+        match (&self.encoder, &out.sparse) {
+            (Encoder::Voxels { backbone, .. }, Some(s)) => backbone
+                .units()
+                .iter()
+                .zip(&s.backbone.unit_pairs)
+                .map(|(u, &p)| 2.0 * p as f64 * (u.in_channels() * u.out_channels()) as f64)
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Number of point feature columns the model expects.
@@ -304,8 +413,14 @@ impl Detector {
         let (d_in, backbone) =
             self.backbone
                 .backward(&taped.tape.backbone, &out.bev_features, d_bev)?;
-        let d_pillars = backbone::scatter_backward(&out.pillars.cells, &d_in);
-        let mut grads = self.vfe.backward(&taped.tape.pfn, &d_pillars)?;
+        let mut grads = match &self.encoder {
+            Encoder::Pillars(vfe) => {
+                let d_pillars = backbone::scatter_backward(&out.pillars.cells, &d_in);
+                vfe.backward(&taped.tape.pfn, &d_pillars)?
+            }
+            // No units upstream of the BEV map yet.
+            Encoder::Voxels { .. } => Vec::new(),
+        };
         grads.extend(backbone);
         grads.extend(head);
         Ok(grads)
@@ -333,54 +448,106 @@ impl Detector {
         Ok(())
     }
 
-    /// Points to pillar features: the input check, voxelization (PillarVFE) and the PFN
-    /// layers, recorded in `pfn` when given.
+    /// Static voxelization of the in-range points (`transform_points_to_voxels`).
+    fn voxelize(&self, points: &[f32], times: &mut StageTimes) -> Result<Voxels, DetectorError> {
+        let f = self.num_point_features();
+        let data = &self.config.data;
+        let build_err = |message: String| DetectorError::Build {
+            path: self.config.source.display().to_string(),
+            message,
+        };
+        let vcfg = data.voxelizer.as_ref().ok_or_else(|| {
+            build_err(format!("{:?} VFE needs a voxelizer", self.config.vfe.kind))
+        })?;
+        times
+            .time("voxelize", || {
+                let in_range = voxelize::filter_by_range(points, f, &data.point_cloud_range);
+                voxelize::voxelize(
+                    &in_range,
+                    f,
+                    &voxelize::VoxelConfig {
+                        point_cloud_range: data.point_cloud_range,
+                        voxel_size: data.voxel_size,
+                        max_points_per_voxel: vcfg.max_points_per_voxel,
+                        max_voxels: vcfg.max_voxels,
+                    },
+                )
+            })
+            .map_err(|e| build_err(e.to_string()))
+    }
+
+    /// Points to pillar features (pillar models): the input check, voxelization (PillarVFE)
+    /// and the PFN layers, recorded in `pfn` when given.
     pub(super) fn vfe_stage(
         &self,
+        vfe: &PillarVfe,
         points: &[f32],
         times: &mut StageTimes,
         pfn: Option<&mut PfnTape>,
     ) -> Result<(Option<Voxels>, Pillars), DetectorError> {
         self.check_points(points)?;
         let f = self.num_point_features();
-        let data = &self.config.data;
-        Ok(match self.vfe.kind {
-            VfeKind::Pillar => {
-                let vcfg = data
-                    .voxelizer
-                    .as_ref()
-                    .ok_or_else(|| DetectorError::Build {
-                        path: self.config.source.display().to_string(),
-                        message: "PillarVFE needs a voxelizer".into(),
-                    })?;
-                let v = times
-                    .time("voxelize", || {
-                        let in_range =
-                            voxelize::filter_by_range(points, f, &data.point_cloud_range);
-                        voxelize::voxelize(
-                            &in_range,
-                            f,
-                            &voxelize::VoxelConfig {
-                                point_cloud_range: data.point_cloud_range,
-                                voxel_size: data.voxel_size,
-                                max_points_per_voxel: vcfg.max_points_per_voxel,
-                                max_voxels: vcfg.max_voxels,
-                            },
-                        )
-                    })
-                    .map_err(|e| DetectorError::Build {
-                        path: self.config.source.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                let p = times.time("vfe", || self.vfe.forward_voxels_taped(&v, pfn))?;
-                (Some(v), p)
-            }
+        Ok(match vfe.kind {
             VfeKind::DynPillar => {
-                let masked = voxelize::filter_by_range(points, f, &data.point_cloud_range);
-                let p = times.time("vfe", || self.vfe.forward_points_taped(&masked, f, pfn))?;
+                let masked =
+                    voxelize::filter_by_range(points, f, &self.config.data.point_cloud_range);
+                let p = times.time("vfe", || vfe.forward_points_taped(&masked, f, pfn))?;
                 (None, p)
             }
+            _ => {
+                let v = self.voxelize(points, times)?;
+                let p = times.time("vfe", || vfe.forward_voxels_taped(&v, pfn))?;
+                (Some(v), p)
+            }
         })
+    }
+
+    /// Points to the BEV map the 2-D backbone reads (`spatial_features`), with what the
+    /// encoder produced on the way.
+    pub(super) fn encode(
+        &self,
+        points: &[f32],
+        times: &mut StageTimes,
+        pfn: Option<&mut PfnTape>,
+    ) -> Result<Encoded, DetectorError> {
+        match &self.encoder {
+            Encoder::Pillars(vfe) => {
+                let (voxels, pillars) = self.vfe_stage(vfe, points, times, pfn)?;
+                let [nx, ny, _] = self.config.data.grid_size;
+                let bev = times.time("scatter", || backbone::scatter(&pillars, ny, nx));
+                Ok(Encoded {
+                    voxels,
+                    pillars,
+                    sparse: None,
+                    bev,
+                })
+            }
+            Encoder::Voxels { backbone, .. } => {
+                self.check_points(points)?;
+                let voxels = self.voxelize(points, times)?;
+                let voxel_features = times.time("vfe", || mean_vfe(&voxels));
+                let sites = voxel_sites(&voxels, backbone.sparse_shape)?;
+                let out = times.time("backbone_3d", || {
+                    backbone.forward(sites, voxel_features.clone())
+                })?;
+                let bev = times.time("height_compression", || {
+                    out.encoded().map(height_compression)
+                });
+                let bev = bev.ok_or_else(|| DetectorError::Build {
+                    path: self.config.source.display().to_string(),
+                    message: "the 3-D backbone has no stages".into(),
+                })?;
+                Ok(Encoded {
+                    voxels: Some(voxels),
+                    pillars: Pillars::default(),
+                    sparse: Some(SparseOutput {
+                        voxel_features,
+                        backbone: out,
+                    }),
+                    bev,
+                })
+            }
+        }
     }
 
     fn run(
@@ -390,10 +557,12 @@ impl Detector {
         mut tape: Option<&mut Tape>,
     ) -> Result<ForwardOutput, DetectorError> {
         let pfn = tape.as_deref_mut().map(|t| &mut t.pfn);
-        let (voxels, pillars) = self.vfe_stage(points, times, pfn)?;
-        let data = &self.config.data;
-        let [nx, ny, _] = data.grid_size;
-        let bev = times.time("scatter", || backbone::scatter(&pillars, ny, nx));
+        let Encoded {
+            voxels,
+            pillars,
+            sparse,
+            bev,
+        } = self.encode(points, times, pfn)?;
         let (bb, head) = match tape {
             Some(t) => (Some(&mut t.backbone), Some(&mut t.head)),
             None => (None, None),
@@ -406,6 +575,7 @@ impl Detector {
         Ok(ForwardOutput {
             voxels,
             pillars,
+            sparse,
             bev_features,
             raw,
         })
@@ -421,6 +591,15 @@ impl Detector {
         let out = self.forward(points)?;
         Ok(self.decode(&out.raw))
     }
+}
+
+/// What [`Detector::encode`] returns.
+pub(super) struct Encoded {
+    pub voxels: Option<Voxels>,
+    pub pillars: Pillars,
+    pub sparse: Option<SparseOutput>,
+    /// `spatial_features`, `[C, H, W]`.
+    pub bev: Tensor,
 }
 
 fn head_err(e: HeadError, build_err: &impl Fn(String) -> DetectorError) -> DetectorError {

@@ -17,7 +17,9 @@ pub mod sweep;
 pub mod torch_order;
 pub mod vfe;
 
-pub use detector::{Detector, DetectorError, ForwardOutput, StageTimes, TapedForward};
+pub use detector::{
+    Detector, DetectorError, Encoder, ForwardOutput, SparseOutput, StageTimes, TapedForward,
+};
 pub use heads::{Detection, RawOutputs};
 pub use input::{FovFilter, PreparedScan, prepare_scan};
 pub use layers::UnitGrads;

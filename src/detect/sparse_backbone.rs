@@ -21,14 +21,7 @@ const SPARSE_BN_EPS: f32 = 1e-3;
 /// State-dict prefix of the 3-D backbone.
 const PREFIX: &str = "backbone_3d";
 
-/// Which OpenPCDet 3-D backbone (`MODEL.BACKBONE_3D.NAME`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum SparseBackboneKind {
-    /// `VoxelBackBone8x` (SECOND, PV-RCNN, Voxel R-CNN).
-    Plain8x,
-    /// `VoxelResBackBone8x` (CenterPoint-voxel).
-    Res8x,
-}
+pub use crate::model::config::SparseBackboneKind;
 
 /// How a conv finds its output sites.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,14 +63,6 @@ const CONV_OUT: SparseRule = SparseRule::Strided(SparseGeometry {
 pub const STAGE_NAMES: [&str; 5] = ["x_conv1", "x_conv2", "x_conv3", "x_conv4", "encoded"];
 
 impl SparseBackboneKind {
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "VoxelBackBone8x" => Some(Self::Plain8x),
-            "VoxelResBackBone8x" => Some(Self::Res8x),
-            _ => None,
-        }
-    }
-
     /// `conv_input`, then one list per named stage.
     fn stages(self) -> [Vec<Layout>; 6] {
         use Layout::{Conv, Res};
@@ -188,6 +173,10 @@ impl SparseUnit {
 
     pub fn out_channels(&self) -> usize {
         self.weight.shape[0]
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.weight.shape[4]
     }
 
     fn forward(&self, x: &[f32], rb: &Rulebook) -> Result<Vec<f32>, NnError> {
@@ -314,6 +303,18 @@ impl SparseBackbone {
             .map_or(0, |s| s.last().out_channels())
     }
 
+    /// The grid `[D, H, W]` of `encoded` (what HeightCompression flattens to `C * D` BEV
+    /// channels on an `H x W` map).
+    pub fn out_shape(&self) -> Result<[usize; 3], NnError> {
+        let mut shape = self.sparse_shape;
+        for u in self.units() {
+            if let SparseRule::Strided(g) = u.rule {
+                shape = g.out_shape(shape)?;
+            }
+        }
+        Ok(shape)
+    }
+
     /// Every conv in execution order.
     pub fn units(&self) -> Vec<&SparseUnit> {
         let mut v = Vec::new();
@@ -326,9 +327,9 @@ impl SparseBackbone {
         v
     }
 
-    /// Runs the backbone on voxel features `x` (`n x Cin`) at `sites`; the outputs of the
-    /// named stages ([`STAGE_NAMES`]) in order.
-    pub fn forward(&self, sites: Sites, x: Vec<f32>) -> Result<Vec<SparseMap>, NnError> {
+    /// Runs the backbone on voxel features `x` (`n x Cin`) at `sites`: the outputs of the
+    /// named stages ([`STAGE_NAMES`]) in order, and each unit's rulebook pair count.
+    pub fn forward(&self, sites: Sites, x: Vec<f32>) -> Result<SparseForward, NnError> {
         let mut map = SparseMap {
             channels: if sites.is_empty() {
                 0
@@ -338,17 +339,20 @@ impl SparseBackbone {
             sites,
             features: x,
         };
-        let mut subm: Option<Rulebook> = None;
-        let mut outs = Vec::new();
+        let mut run = Run {
+            subm: None,
+            pairs: Vec::new(),
+        };
+        let mut stages = Vec::new();
         for (i, stage) in self.stages.iter().enumerate() {
             for step in stage {
                 match step {
-                    Step::Conv(u) => map = apply(u, map, &mut subm)?,
+                    Step::Conv(u) => map = run.apply(u, map)?,
                     Step::Res(ab) => {
                         let (a, b) = &**ab;
                         let identity = map.features.clone();
-                        let mid = apply(a, map, &mut subm)?;
-                        let mut out = apply(b, mid, &mut subm)?;
+                        let mid = run.apply(a, map)?;
+                        let mut out = run.apply(b, mid)?;
                         for (y, x) in out.features.iter_mut().zip(&identity) {
                             *y += x;
                         }
@@ -358,38 +362,65 @@ impl SparseBackbone {
                 }
             }
             if i > 0 {
-                outs.push(map.clone());
+                stages.push(map.clone());
             }
         }
-        Ok(outs)
+        Ok(SparseForward {
+            stages,
+            unit_pairs: run.pairs,
+        })
     }
 }
 
-/// One unit on `map`, building (or reusing) the rulebook its rule needs.
-fn apply(
-    u: &SparseUnit,
-    map: SparseMap,
-    subm: &mut Option<Rulebook>,
-) -> Result<SparseMap, NnError> {
-    let (y, sites) = match u.rule {
-        SparseRule::Submanifold => {
-            if subm.as_ref().is_none_or(|rb| rb.out != map.sites) {
-                *subm = Some(Rulebook::submanifold(&map.sites, [3; 3])?);
+/// What [`SparseBackbone::forward`] returns.
+#[derive(Clone, Debug)]
+pub struct SparseForward {
+    /// The sparse tensors after each of [`STAGE_NAMES`].
+    pub stages: Vec<SparseMap>,
+    /// (in, out) pairs of each unit's rulebook, in [`SparseBackbone::units`] order: a unit's
+    /// FLOPs on this scan are `2 x pairs x Cin x Cout`.
+    pub unit_pairs: Vec<usize>,
+}
+
+impl SparseForward {
+    /// `encoded`, the input of HeightCompression.
+    pub fn encoded(&self) -> Option<&SparseMap> {
+        self.stages.last()
+    }
+}
+
+/// The state of one forward pass: the current submanifold rulebook (spconv's `indice_key`
+/// reuse) and the pair counts so far.
+struct Run {
+    subm: Option<Rulebook>,
+    pairs: Vec<usize>,
+}
+
+impl Run {
+    /// One unit on `map`, building (or reusing) the rulebook its rule needs.
+    fn apply(&mut self, u: &SparseUnit, map: SparseMap) -> Result<SparseMap, NnError> {
+        let (y, sites) = match u.rule {
+            SparseRule::Submanifold => {
+                if self.subm.as_ref().is_none_or(|rb| rb.out != map.sites) {
+                    self.subm = Some(Rulebook::submanifold(&map.sites, [3; 3])?);
+                }
+                let rb = self.subm.as_ref().expect("built above");
+                self.pairs.push(rb.pair_count());
+                (u.forward(&map.features, rb)?, map.sites)
             }
-            let rb = subm.as_ref().expect("built above");
-            (u.forward(&map.features, rb)?, map.sites)
-        }
-        SparseRule::Strided(g) => {
-            let rb = Rulebook::strided(&map.sites, g)?;
-            let y = u.forward(&map.features, &rb)?;
-            (y, rb.out)
-        }
-    };
-    Ok(SparseMap {
-        sites,
-        features: y,
-        channels: u.out_channels(),
-    })
+            SparseRule::Strided(g) => {
+                let rb = Rulebook::strided(&map.sites, g)?;
+                self.pairs.push(rb.pair_count());
+                let y = u.forward(&map.features, &rb)?;
+                (y, rb.out)
+            }
+        };
+        Ok(SparseMap {
+            sites,
+            features: y,
+            channels: u.out_channels(),
+        })
+    }
 }
 
 /// `MeanVFE`: each voxel's mean point (every feature column), `P x num_features`.

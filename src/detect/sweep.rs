@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use crate::nn::Tensor;
 
-use super::backbone::{concat_channels, scatter};
+use super::backbone::concat_channels;
 use super::detector::{Detector, DetectorError, StageTimes};
 use super::heads::DenseHead;
 use super::vfe::PfnTape;
@@ -63,7 +63,7 @@ impl<'a> Sweep<'a> {
     /// A pass of `det` over `points` (`N x num_point_features`), before its first unit.
     pub fn start(det: &Detector, points: &'a [f32]) -> Result<Self, DetectorError> {
         det.check_points(points)?;
-        let at = if det.vfe.layers.is_empty() {
+        let at = if det.encoder.units().is_empty() {
             Self::after_vfe(det, points)?
         } else {
             At::Pfn { layer: 0 }
@@ -90,7 +90,7 @@ impl<'a> Sweep<'a> {
         Ok(match &self.at {
             At::Pfn { layer } => {
                 let mut tape = PfnTape::default();
-                det.vfe_stage(self.points, &mut StageTimes::default(), Some(&mut tape))?;
+                det.encode(self.points, &mut StageTimes::default(), Some(&mut tape))?;
                 tape.take_input(*layer).map(Cow::Owned)
             }
             At::Block { x, .. } | At::Head { x, .. } => Some(Cow::Borrowed(x)),
@@ -103,7 +103,9 @@ impl<'a> Sweep<'a> {
     pub fn advance(&mut self, det: &Detector) -> Result<(), DetectorError> {
         let bb = &det.backbone;
         self.at = match std::mem::replace(&mut self.at, At::Done) {
-            At::Pfn { layer } if layer + 1 < det.vfe.layers.len() => At::Pfn { layer: layer + 1 },
+            At::Pfn { layer } if layer + 1 < det.encoder.units().len() => {
+                At::Pfn { layer: layer + 1 }
+            }
             At::Pfn { .. } => Self::after_vfe(det, self.points)?,
             At::Block {
                 block,
@@ -165,14 +167,8 @@ impl<'a> Sweep<'a> {
 
     /// The BEV map from the points, before the first backbone unit.
     fn after_vfe(det: &Detector, points: &[f32]) -> Result<At, DetectorError> {
-        let (_, pillars) = det.vfe_stage(points, &mut StageTimes::default(), None)?;
-        let [nx, ny, _] = det.config.data.grid_size;
-        Ok(Self::blocks_from(
-            det,
-            0,
-            scatter(&pillars, ny, nx),
-            Vec::new(),
-        ))
+        let bev = det.encode(points, &mut StageTimes::default(), None)?.bev;
+        Ok(Self::blocks_from(det, 0, bev, Vec::new()))
     }
 
     /// Block `block` onwards, with input `x` (skipping empty blocks), then the deblocks.

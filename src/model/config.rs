@@ -61,6 +61,8 @@ pub struct DetectorConfig {
     pub class_names: Vec<String>,
     pub data: DataConfig,
     pub vfe: VfeConfig,
+    /// `MODEL.BACKBONE_3D` of voxel models (with `MeanVFE` and `HeightCompression`).
+    pub backbone_3d: Option<SparseBackboneKind>,
     pub num_bev_features: usize,
     pub backbone: BackboneConfig,
     pub head: HeadConfig,
@@ -98,6 +100,37 @@ pub enum VfeKind {
     Pillar,
     /// `DynPillarVFE`: per-point features, scatter max over pillars.
     DynPillar,
+    /// `MeanVFE`: each voxel's mean point, the input of a sparse 3-D backbone.
+    Mean,
+}
+
+impl VfeKind {
+    /// Pillar VFEs run PFN layers and scatter to the BEV grid; `MeanVFE` feeds a 3-D backbone.
+    pub fn is_pillar(self) -> bool {
+        matches!(self, VfeKind::Pillar | VfeKind::DynPillar)
+    }
+}
+
+/// Which OpenPCDet 3-D backbone (`MODEL.BACKBONE_3D.NAME`); its layer table lives in
+/// `detect::sparse_backbone`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SparseBackboneKind {
+    /// `VoxelBackBone8x` (SECOND, PV-RCNN, Voxel R-CNN).
+    Plain8x,
+    /// `VoxelResBackBone8x` (CenterPoint-voxel).
+    Res8x,
+}
+
+impl SparseBackboneKind {
+    pub const NAMES: [&str; 2] = ["VoxelBackBone8x", "VoxelResBackBone8x"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "VoxelBackBone8x" => Some(Self::Plain8x),
+            "VoxelResBackBone8x" => Some(Self::Res8x),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -554,10 +587,13 @@ impl DetectorConfig {
         let kind = match vfe_name.as_str() {
             "PillarVFE" => VfeKind::Pillar,
             "DynPillarVFE" | "DynamicPillarVFE" => VfeKind::DynPillar,
+            "MeanVFE" => VfeKind::Mean,
             other => {
                 return Err(r.err(
                     "MODEL.VFE.NAME",
-                    format!("unsupported VFE `{other}` (supported: PillarVFE, DynPillarVFE)"),
+                    format!(
+                        "unsupported VFE `{other}` (supported: PillarVFE, DynPillarVFE, MeanVFE)"
+                    ),
                 ));
             }
         };
@@ -566,33 +602,74 @@ impl DetectorConfig {
             with_distance: r.bool_or(model, "VFE.WITH_DISTANCE", false)?,
             use_absolute_xyz: r.bool_or(model, "VFE.USE_ABSLOTE_XYZ", true)?,
             use_norm: r.bool_or(model, "VFE.USE_NORM", true)?,
-            num_filters: r.usize_list(model, "VFE.NUM_FILTERS")?,
+            num_filters: match r.opt(model, "VFE.NUM_FILTERS") {
+                Some(_) => r.usize_list(model, "VFE.NUM_FILTERS")?,
+                None if kind.is_pillar() => r.usize_list(model, "VFE.NUM_FILTERS")?,
+                None => Vec::new(),
+            },
         };
-        if vfe.num_filters.is_empty() {
+        if kind.is_pillar() && vfe.num_filters.is_empty() {
             return Err(r.err("MODEL.VFE.NUM_FILTERS", "must list at least one layer"));
         }
-        if kind == VfeKind::Pillar && data.voxelizer.is_none() {
+        if kind != VfeKind::DynPillar && data.voxelizer.is_none() {
             return Err(r.err(
                 "DATA_CONFIG.DATA_PROCESSOR",
-                "PillarVFE needs `transform_points_to_voxels`",
+                format!("{vfe_name} needs `transform_points_to_voxels`"),
             ));
         }
 
+        let backbone_3d = match r.opt(model, "BACKBONE_3D") {
+            Some(_) => {
+                let name = r.str(model, "BACKBONE_3D.NAME")?;
+                Some(SparseBackboneKind::from_name(&name).ok_or_else(|| {
+                    r.err(
+                        "MODEL.BACKBONE_3D.NAME",
+                        format!(
+                            "unsupported `{name}` (supported: {})",
+                            SparseBackboneKind::NAMES.join(", ")
+                        ),
+                    )
+                })?)
+            }
+            None => None,
+        };
         let scatter = r.str(model, "MAP_TO_BEV.NAME")?;
-        if scatter != "PointPillarScatter" {
-            return Err(r.err(
-                "MODEL.MAP_TO_BEV.NAME",
-                format!("unsupported `{scatter}` (supported: PointPillarScatter)"),
-            ));
-        }
-        if data.grid_size[2] != 1 {
-            return Err(r.err(
-                "DATA_CONFIG.VOXEL_SIZE",
-                format!(
-                    "PointPillarScatter needs one voxel in z, but the grid is {:?}",
-                    data.grid_size
-                ),
-            ));
+        match (scatter.as_str(), kind.is_pillar(), backbone_3d) {
+            ("PointPillarScatter", true, None) => {
+                if data.grid_size[2] != 1 {
+                    return Err(r.err(
+                        "DATA_CONFIG.VOXEL_SIZE",
+                        format!(
+                            "PointPillarScatter needs one voxel in z, but the grid is {:?}",
+                            data.grid_size
+                        ),
+                    ));
+                }
+            }
+            ("HeightCompression", false, Some(_)) => {}
+            ("PointPillarScatter" | "HeightCompression", _, _) => {
+                return Err(r.err(
+                    "MODEL",
+                    format!(
+                        "{vfe_name} with {scatter}{} is not an OpenPCDet combination \
+                         (pillar VFEs use PointPillarScatter; MeanVFE uses a BACKBONE_3D and \
+                         HeightCompression)",
+                        if backbone_3d.is_some() {
+                            " and a BACKBONE_3D"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            _ => {
+                return Err(r.err(
+                    "MODEL.MAP_TO_BEV.NAME",
+                    format!(
+                        "unsupported `{scatter}` (supported: PointPillarScatter, HeightCompression)"
+                    ),
+                ));
+            }
         }
         let num_bev_features = r.usize(model, "MAP_TO_BEV.NUM_BEV_FEATURES")?;
 
@@ -658,6 +735,7 @@ impl DetectorConfig {
             class_names,
             data,
             vfe,
+            backbone_3d,
             num_bev_features,
             backbone,
             head,

@@ -168,6 +168,7 @@ pub struct ScanEntry {
     pub num_features: usize,
     /// Points the camera-FOV filter removed (KITTI layout and `FOV_POINTS_ONLY`).
     pub fov_removed: usize,
+    /// Pillars (voxels for voxel models) the BEV map was built from.
     pub pillars: usize,
     /// `None` without a label file.
     pub gt: Option<Vec<GtBox>>,
@@ -226,7 +227,7 @@ pub fn load_scan(det: &Detector, path: &Path) -> Result<ScanEntry> {
         num_features: prepared.num_features,
         points: Arc::new(prepared.points),
         fov_removed: prepared.fov_removed,
-        pillars: out.pillars.len(),
+        pillars: out.bev_sources().0,
         kitti: layout.filter(|_| gt.is_some()),
         gt,
         dense,
