@@ -489,6 +489,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let warm = det.forward(&scan.points)?;
     let gflops = det.conv_flops(&warm) / 1e9;
     let mut runs = Vec::with_capacity(a.runs);
+    let mut sparse_runs = Vec::new();
     for _ in 0..a.runs {
         let mut times = pruneview::detect::StageTimes::default();
         let t0 = Instant::now();
@@ -499,6 +500,9 @@ fn bench(a: BenchArgs) -> Result<()> {
         let total = t0.elapsed();
         std::hint::black_box(dets);
         runs.push((times, total));
+        if let Some(s) = out.sparse {
+            sparse_runs.push(s.backbone.units);
+        }
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -527,13 +531,45 @@ fn bench(a: BenchArgs) -> Result<()> {
             .map(|(t, _)| {
                 t.stages
                     .iter()
-                    .filter(|(n, _)| matches!(*n, "vfe" | "backbone" | "head"))
+                    .filter(|(n, _)| matches!(*n, "vfe" | "backbone_3d" | "backbone" | "head"))
                     .map(|(_, d)| d.as_secs_f64())
                     .sum()
             })
             .collect(),
     );
     outln!("{:<12} {:>10.1}", "total", total * 1e3)?;
+    if let (Some(first), pruneview::detect::Encoder::Voxels { backbone, .. }) =
+        (sparse_runs.first(), &det.encoder)
+    {
+        outln!(
+            "{:<28} {:>8} {:>9} {:>8} {:>10} {:>8}",
+            "sparse conv",
+            "sites",
+            "pairs",
+            "GFLOPs",
+            "median ms",
+            "GFLOP/s"
+        )?;
+        let flops = det.sparse_flops(&warm);
+        for (i, (u, run)) in backbone.units().iter().zip(first).enumerate() {
+            let ms = median(
+                sparse_runs
+                    .iter()
+                    .map(|r| r[i].time.as_secs_f64() * 1e3)
+                    .collect(),
+            );
+            let gf = flops.get(i).copied().unwrap_or(0.0) / 1e9;
+            outln!(
+                "{:<28} {:>8} {:>9} {:>8.3} {:>10.2} {:>8.1}",
+                u.prefix,
+                run.sites,
+                run.pairs,
+                gf,
+                ms,
+                gf / (ms / 1e3)
+            )?;
+        }
+    }
     outln!(
         "effective: {:.1} GFLOP/s over the whole pipeline, {:.1} GFLOP/s in the network stages ({} runs, {} threads)",
         gflops / total,

@@ -365,8 +365,8 @@ impl Detector {
             (Encoder::Voxels { backbone, .. }, Some(s)) => backbone
                 .units()
                 .iter()
-                .zip(&s.backbone.unit_pairs)
-                .map(|(u, &p)| 2.0 * p as f64 * (u.in_channels() * u.out_channels()) as f64)
+                .zip(&s.backbone.units)
+                .map(|(u, r)| 2.0 * r.pairs as f64 * (u.in_channels() * u.out_channels()) as f64)
                 .collect(),
             _ => Vec::new(),
         }

@@ -341,7 +341,7 @@ impl SparseBackbone {
         };
         let mut run = Run {
             subm: None,
-            pairs: Vec::new(),
+            units: Vec::new(),
         };
         let mut stages = Vec::new();
         for (i, stage) in self.stages.iter().enumerate() {
@@ -367,7 +367,7 @@ impl SparseBackbone {
         }
         Ok(SparseForward {
             stages,
-            unit_pairs: run.pairs,
+            units: run.units,
         })
     }
 }
@@ -377,9 +377,20 @@ impl SparseBackbone {
 pub struct SparseForward {
     /// The sparse tensors after each of [`STAGE_NAMES`].
     pub stages: Vec<SparseMap>,
-    /// (in, out) pairs of each unit's rulebook, in [`SparseBackbone::units`] order: a unit's
-    /// FLOPs on this scan are `2 x pairs x Cin x Cout`.
-    pub unit_pairs: Vec<usize>,
+    /// What each unit did, in [`SparseBackbone::units`] order.
+    pub units: Vec<SparseUnitRun>,
+}
+
+/// One sparse conv of one forward pass.
+#[derive(Clone, Copy, Debug)]
+pub struct SparseUnitRun {
+    /// (in, out) pairs of its rulebook: its FLOPs on this scan are `2 x pairs x Cin x Cout`.
+    pub pairs: usize,
+    /// Active output sites.
+    pub sites: usize,
+    /// Wall time, rulebook included (a shared submanifold rulebook counts for the unit that
+    /// built it).
+    pub time: std::time::Duration,
 }
 
 impl SparseForward {
@@ -390,31 +401,36 @@ impl SparseForward {
 }
 
 /// The state of one forward pass: the current submanifold rulebook (spconv's `indice_key`
-/// reuse) and the pair counts so far.
+/// reuse) and what the units so far did.
 struct Run {
     subm: Option<Rulebook>,
-    pairs: Vec<usize>,
+    units: Vec<SparseUnitRun>,
 }
 
 impl Run {
     /// One unit on `map`, building (or reusing) the rulebook its rule needs.
     fn apply(&mut self, u: &SparseUnit, map: SparseMap) -> Result<SparseMap, NnError> {
-        let (y, sites) = match u.rule {
+        let t = std::time::Instant::now();
+        let (y, sites, pairs) = match u.rule {
             SparseRule::Submanifold => {
                 if self.subm.as_ref().is_none_or(|rb| rb.out != map.sites) {
                     self.subm = Some(Rulebook::submanifold(&map.sites, [3; 3])?);
                 }
                 let rb = self.subm.as_ref().expect("built above");
-                self.pairs.push(rb.pair_count());
-                (u.forward(&map.features, rb)?, map.sites)
+                (u.forward(&map.features, rb)?, map.sites, rb.pair_count())
             }
             SparseRule::Strided(g) => {
                 let rb = Rulebook::strided(&map.sites, g)?;
-                self.pairs.push(rb.pair_count());
                 let y = u.forward(&map.features, &rb)?;
-                (y, rb.out)
+                let pairs = rb.pair_count();
+                (y, rb.out, pairs)
             }
         };
+        self.units.push(SparseUnitRun {
+            pairs,
+            sites: sites.len(),
+            time: t.elapsed(),
+        });
         Ok(SparseMap {
             sites,
             features: y,
