@@ -357,6 +357,14 @@ fn detect(a: DetectArgs) -> Result<()> {
         scan.len(),
         dets.len()
     );
+    if let Some(v) = out.voxels.as_ref().filter(|v| v.stats.over_max_voxels > 0) {
+        eprintln!(
+            "note: {} points would have opened a voxel past MAX_NUMBER_OF_VOXELS ({}) and were \
+             dropped, as OpenPCDet does",
+            v.stats.over_max_voxels,
+            v.len()
+        );
+    }
     Ok(())
 }
 

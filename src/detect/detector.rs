@@ -642,3 +642,64 @@ fn out_size(u: &Unit, (h, w): (usize, usize)) -> (usize, usize) {
         UnitKind::Linear => (h, w),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::load_yaml_merged;
+    use serde_json::Value;
+    use std::path::PathBuf;
+
+    const REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference");
+
+    /// SECOND's config with `edit` applied, loaded with the fixture's weights.
+    fn second_with(edit: impl Fn(&mut Value)) -> Result<Detector, DetectorError> {
+        let path = PathBuf::from(REF).join("cfgs/kitti_models/second.yaml");
+        let mut raw = load_yaml_merged(&path).unwrap();
+        edit(&mut raw);
+        let cfg = DetectorConfig::from_value(raw, &path)?;
+        let w = Weights::open(&PathBuf::from(REF).join("second_kitti_000008/weights.safetensors"))
+            .unwrap();
+        Detector::from_weights(cfg, &w)
+    }
+
+    fn set_range(raw: &mut Value, i: usize, v: f64) {
+        raw["DATA_CONFIG"]["POINT_CLOUD_RANGE"][i] = Value::from(v);
+    }
+
+    #[test]
+    fn voxel_model_bad_geometry_is_refused_at_load() {
+        let det = second_with(|_| {}).unwrap();
+        assert_eq!(det.bev_size(), (200, 176));
+        assert!(det.encoder.units().is_empty());
+
+        // 5 voxels in z: conv4's unpadded z kernel meets a grid of depth 2.
+        let err = second_with(|r| set_range(r, 5, -2.5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("second_kitti_000008/weights.safetensors")
+                && err.contains("backbone_3d.conv4.0.0")
+                && err.contains("too shallow"),
+            "{err}"
+        );
+        // 24 voxels in z: conv_out gives one plane, 128 BEV channels instead of 256.
+        let err = second_with(|r| set_range(r, 5, -0.6))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HeightCompression gives 128 x 1 = 128")
+                && err.contains("NUM_BEV_FEATURES is 256"),
+            "{err}"
+        );
+        // 1400 voxels in x: a 175-wide BEV map, which the 2-D backbone's stride-2 block and
+        // its x2 deblock turn into 176: the two deblock outputs cannot be concatenated.
+        let err = second_with(|r| set_range(r, 3, 70.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deblock outputs have different sizes"),
+            "{err}"
+        );
+    }
+}

@@ -309,7 +309,14 @@ impl SparseBackbone {
         let mut shape = self.sparse_shape;
         for u in self.units() {
             if let SparseRule::Strided(g) = u.rule {
-                shape = g.out_shape(shape)?;
+                shape = g.out_shape(shape).map_err(|e| NnError::Invalid {
+                    op: "sparse 3-D backbone",
+                    msg: format!(
+                        "{}: its input grid [D, H, W] is {shape:?} after the layers before it, \
+                         too small for it ({e}); the voxel grid is too shallow or too narrow",
+                        u.prefix
+                    ),
+                })?;
             }
         }
         Ok(shape)

@@ -1063,6 +1063,46 @@ mod tests {
     }
 
     #[test]
+    fn voxel_model_configs() {
+        let path = PathBuf::from(REF).join("cfgs/kitti_models/second.yaml");
+        let cfg = load_config(Some(&path), None).unwrap();
+        assert_eq!(cfg.model_name, "SECONDNet");
+        assert_eq!(cfg.vfe.kind, VfeKind::Mean);
+        assert_eq!(cfg.backbone_3d, Some(SparseBackboneKind::Plain8x));
+        assert_eq!(cfg.data.grid_size, [1408, 1600, 40]);
+        assert_eq!(cfg.num_bev_features, 256);
+        let path =
+            PathBuf::from(REF).join("cfgs/nuscenes_models/cbgs_voxel01_res3d_centerpoint.yaml");
+        let cfg = load_config(Some(&path), None).unwrap();
+        assert_eq!(cfg.backbone_3d, Some(SparseBackboneKind::Res8x));
+        assert_eq!(cfg.data.used_features.len(), 5);
+    }
+
+    #[test]
+    fn mismatched_voxel_parts_are_clear_errors() {
+        let path = PathBuf::from(REF).join("cfgs/kitti_models/second.yaml");
+        let raw = load_yaml_merged(&path).unwrap();
+        let err_of = |edit: &dyn Fn(&mut Value)| {
+            let mut r = raw.clone();
+            edit(&mut r);
+            DetectorConfig::from_value(r, &path)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = err_of(&|r| r["MODEL"]["BACKBONE_3D"]["NAME"] = Value::from("VoxelNeXt3D"));
+        assert!(
+            err.contains("second.yaml") && err.contains("VoxelNeXt3D"),
+            "{err}"
+        );
+        let err = err_of(&|r| r["MODEL"]["MAP_TO_BEV"]["NAME"] = Value::from("PointPillarScatter"));
+        assert!(err.contains("MeanVFE with PointPillarScatter"), "{err}");
+        let err = err_of(&|r| {
+            r["MODEL"].as_object_mut().unwrap().remove("BACKBONE_3D");
+        });
+        assert!(err.contains("HeightCompression"), "{err}");
+    }
+
+    #[test]
     fn unknown_head_is_a_clear_error() {
         let path = PathBuf::from(REF).join("cfgs/kitti_models/pointpillar.yaml");
         let mut raw = load_yaml_merged(&path).unwrap();
