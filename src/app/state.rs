@@ -300,16 +300,12 @@ impl State {
         }
     }
 
-    /// FLOPs of the layer table at the scans' mean pillar count.
+    /// FLOPs of the layer table at the scans' mean cost (PFN rows, sparse-conv pairs).
     fn refresh_layer_flops(&mut self) {
         let Some(m) = &self.model else { return };
-        let mean = if self.scans.is_empty() {
-            0.0
-        } else {
-            self.scans.iter().map(|s| s.pillars as f64).sum::<f64>() / self.scans.len() as f64
-        };
+        let mean = crate::detect::ScanCost::mean(self.scans.iter().map(|s| &s.cost));
         let mut m2 = LoadedModel::clone(m);
-        m2.layers = crate::prune::probe::layer_table(&m.det, mean);
+        m2.layers = crate::prune::probe::layer_table(&m.det, &mean);
         self.model = Some(Arc::new(m2));
     }
 

@@ -558,7 +558,8 @@ fn bench(a: BenchArgs) -> Result<()> {
             "median ms",
             "GFLOP/s"
         )?;
-        let flops = det.sparse_flops(&warm);
+        // The encoder's units come first in the unit order.
+        let flops = det.unit_flops(&pruneview::detect::ScanCost::of(&warm));
         for (i, (u, run)) in backbone.units().iter().zip(first).enumerate() {
             let ms = median(
                 sparse_runs

@@ -14,7 +14,8 @@ use super::backbone::{self, BackboneTape, BevBackbone};
 use super::heads::{AnchorHead, CenterHead, DenseHead, Detection, HeadError, HeadTape, RawOutputs};
 use super::layers::{Unit, UnitError, UnitGrads, UnitKind};
 use super::sparse_backbone::{
-    SparseBackbone, SparseForward, height_compression, mean_vfe, voxel_sites,
+    SparseBackbone, SparseForward, SparseTape, height_compression, height_compression_backward,
+    mean_vfe, voxel_sites,
 };
 use super::vfe::{PfnTape, PillarVfe, Pillars};
 
@@ -82,20 +83,64 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    /// The encoder's parameterised units: the PFN layers of pillar models. The sparse convs
-    /// of voxel models are not units yet, so they are not pruned.
-    pub fn units(&self) -> &[Unit] {
+    /// The encoder's parameterised units: the PFN layers of pillar models, the sparse convs
+    /// of voxel models.
+    pub fn units(&self) -> Vec<&Unit> {
         match self {
-            Encoder::Pillars(v) => &v.layers,
-            Encoder::Voxels { .. } => &[],
+            Encoder::Pillars(v) => v.layers.iter().collect(),
+            Encoder::Voxels { backbone, .. } => backbone.units(),
         }
     }
 
-    fn units_mut(&mut self) -> &mut [Unit] {
+    fn units_mut(&mut self) -> Vec<&mut Unit> {
         match self {
-            Encoder::Pillars(v) => &mut v.layers,
-            Encoder::Voxels { .. } => &mut [],
+            Encoder::Pillars(v) => v.layers.iter_mut().collect(),
+            Encoder::Voxels { backbone, .. } => backbone.units_mut(),
         }
+    }
+}
+
+/// What the FLOPs of a scan's units depend on: the rows its PFN layers ran on and each sparse
+/// conv's rulebook pair count (a mean when over several scans).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanCost {
+    pub pfn_rows: f64,
+    /// In [`Encoder::units`] order (voxel models).
+    pub sparse_pairs: Vec<f64>,
+}
+
+impl ScanCost {
+    /// The cost of the scan `out` is the forward pass of.
+    pub fn of(out: &ForwardOutput) -> ScanCost {
+        ScanCost {
+            pfn_rows: out.pillars.point_rows as f64,
+            sparse_pairs: out.sparse.as_ref().map_or_else(Vec::new, |s| {
+                s.backbone.units.iter().map(|u| u.pairs as f64).collect()
+            }),
+        }
+    }
+
+    /// The mean over `costs` (all of one model; the default when empty).
+    pub fn mean<'a>(costs: impl IntoIterator<Item = &'a ScanCost>) -> ScanCost {
+        let mut sum = ScanCost::default();
+        let mut n = 0usize;
+        for c in costs {
+            sum.pfn_rows += c.pfn_rows;
+            if sum.sparse_pairs.len() < c.sparse_pairs.len() {
+                sum.sparse_pairs.resize(c.sparse_pairs.len(), 0.0);
+            }
+            for (s, p) in sum.sparse_pairs.iter_mut().zip(&c.sparse_pairs) {
+                *s += p;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            sum.pfn_rows /= n as f64;
+            for s in &mut sum.sparse_pairs {
+                *s /= n as f64;
+            }
+        }
+        sum
     }
 }
 
@@ -103,9 +148,14 @@ impl Encoder {
 #[derive(Debug, Default)]
 struct Tape {
     pfn: PfnTape,
+    sparse: SparseTape,
     backbone: BackboneTape,
     head: HeadTape,
 }
+
+/// Why layer-wise recovery refuses voxel models for now.
+pub(super) const NO_SPARSE_SWEEP: &str = "statistics repair and reconstruction do not run \
+     through sparse 3-D convs yet; prune voxel models with --recover none (or distill)";
 
 /// A forward pass recorded for [`Detector::backward`].
 #[derive(Debug)]
@@ -123,6 +173,12 @@ impl TapedForward {
             path: det.config.source.display().to_string(),
             message: "the taped forward pass was not recorded by this detector".into(),
         };
+        if let Encoder::Voxels { .. } = det.encoder {
+            return Err(DetectorError::Build {
+                path: det.config.source.display().to_string(),
+                message: NO_SPARSE_SWEEP.into(),
+            });
+        }
         let mut v: Vec<&Tensor> = self.tape.pfn.inputs().iter().collect();
         if v.len() != det.encoder.units().len() {
             return Err(missing());
@@ -293,7 +349,7 @@ impl Detector {
 
     /// Every parameterised unit in network order (VFE, backbone, deblocks, head).
     pub fn units(&self) -> Vec<&Unit> {
-        let mut v: Vec<&Unit> = self.encoder.units().iter().collect();
+        let mut v: Vec<&Unit> = self.encoder.units();
         for b in &self.backbone.blocks {
             v.extend(b.iter());
         }
@@ -303,7 +359,7 @@ impl Detector {
     }
 
     pub fn units_mut(&mut self) -> Vec<&mut Unit> {
-        let mut v: Vec<&mut Unit> = self.encoder.units_mut().iter_mut().collect();
+        let mut v: Vec<&mut Unit> = self.encoder.units_mut();
         for b in &mut self.backbone.blocks {
             v.extend(b.iter_mut());
         }
@@ -312,12 +368,23 @@ impl Detector {
         v
     }
 
-    /// Dense FLOPs (2 x MACs) of each unit in [`Self::units`] order, for one scan whose PFN
-    /// layers see `pfn_rows` rows (static voxels: pillars x max points; dynamic: points).
-    pub fn unit_flops(&self, pfn_rows: usize) -> Vec<f64> {
+    /// Dense FLOPs (2 x MACs) of each unit in [`Self::units`] order, for a scan of `cost`:
+    /// a PFN layer's scale with its rows (static voxels: pillars x max points; dynamic:
+    /// points), a sparse conv's are `2 x pairs x Cin x Cout`.
+    pub fn unit_flops(&self, cost: &ScanCost) -> Vec<f64> {
         let mut flops = Vec::new();
-        for u in self.encoder.units() {
-            flops.push(2.0 * pfn_rows as f64 * u.weight.numel() as f64);
+        match &self.encoder {
+            Encoder::Pillars(vfe) => {
+                for u in &vfe.layers {
+                    flops.push(2.0 * cost.pfn_rows * u.weight.numel() as f64);
+                }
+            }
+            Encoder::Voxels { backbone, .. } => {
+                for (i, u) in backbone.units().iter().enumerate() {
+                    let pairs = cost.sparse_pairs.get(i).copied().unwrap_or(0.0);
+                    flops.push(2.0 * pairs * (u.in_channels() * u.out_channels()) as f64);
+                }
+            }
         }
         let mut size = self.bev_size();
         let mut block_out = Vec::new();
@@ -352,24 +419,9 @@ impl Detector {
         }
     }
 
-    /// Total conv/linear FLOPs (2 x MACs) of a forward pass, sparse convs included (`2 x
-    /// pairs x Cin x Cout` at this scan's rulebooks).
+    /// Total conv/linear FLOPs (2 x MACs) of a forward pass, sparse convs included.
     pub fn conv_flops(&self, out: &ForwardOutput) -> f64 {
-        let units: f64 = self.unit_flops(out.pillars.point_rows).iter().sum();
-        units + self.sparse_flops(out).iter().sum::<f64>()
-    }
-
-    /// FLOPs of each sparse conv of a voxel model on the scan of `out` (none otherwise).
-    pub fn sparse_flops(&self, out: &ForwardOutput) -> Vec<f64> {
-        match (&self.encoder, &out.sparse) {
-            (Encoder::Voxels { backbone, .. }, Some(s)) => backbone
-                .units()
-                .iter()
-                .zip(&s.backbone.units)
-                .map(|(u, r)| 2.0 * r.pairs as f64 * (u.in_channels() * u.out_channels()) as f64)
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.unit_flops(&ScanCost::of(out)).iter().sum()
     }
 
     /// Number of point feature columns the model expects.
@@ -418,8 +470,18 @@ impl Detector {
                 let d_pillars = backbone::scatter_backward(&out.pillars.cells, &d_in);
                 vfe.backward(&taped.tape.pfn, &d_pillars)?
             }
-            // No units upstream of the BEV map yet.
-            Encoder::Voxels { .. } => Vec::new(),
+            Encoder::Voxels { backbone, .. } => {
+                let encoded = out
+                    .sparse
+                    .as_ref()
+                    .and_then(|s| s.backbone.encoded())
+                    .ok_or_else(|| DetectorError::Build {
+                        path: self.config.source.display().to_string(),
+                        message: "the taped forward pass holds no sparse tensors".into(),
+                    })?;
+                let d_encoded = height_compression_backward(encoded, &d_in);
+                backbone.backward(&taped.tape.sparse, d_encoded)?
+            }
         };
         grads.extend(backbone);
         grads.extend(head);
@@ -509,6 +571,7 @@ impl Detector {
         points: &[f32],
         times: &mut StageTimes,
         pfn: Option<&mut PfnTape>,
+        sparse: Option<&mut SparseTape>,
     ) -> Result<Encoded, DetectorError> {
         match &self.encoder {
             Encoder::Pillars(vfe) => {
@@ -528,7 +591,7 @@ impl Detector {
                 let voxel_features = times.time("vfe", || mean_vfe(&voxels));
                 let sites = voxel_sites(&voxels, backbone.sparse_shape)?;
                 let out = times.time("backbone_3d", || {
-                    backbone.forward(sites, voxel_features.clone())
+                    backbone.forward_taped(sites, voxel_features.clone(), sparse)
                 })?;
                 let bev = times.time("height_compression", || {
                     out.encoded().map(height_compression)
@@ -556,13 +619,16 @@ impl Detector {
         times: &mut StageTimes,
         mut tape: Option<&mut Tape>,
     ) -> Result<ForwardOutput, DetectorError> {
-        let pfn = tape.as_deref_mut().map(|t| &mut t.pfn);
+        let (pfn, sparse_tape) = match tape.as_deref_mut() {
+            Some(t) => (Some(&mut t.pfn), Some(&mut t.sparse)),
+            None => (None, None),
+        };
         let Encoded {
             voxels,
             pillars,
             sparse,
             bev,
-        } = self.encode(points, times, pfn)?;
+        } = self.encode(points, times, pfn, sparse_tape)?;
         let (bb, head) = match tape {
             Some(t) => (Some(&mut t.backbone), Some(&mut t.head)),
             None => (None, None),
@@ -639,7 +705,7 @@ fn out_size(u: &Unit, (h, w): (usize, usize)) -> (usize, usize) {
             (w + 2 * padding).saturating_sub(k) / stride + 1,
         ),
         UnitKind::ConvTranspose { stride } => ((h - 1) * stride + k, (w - 1) * stride + k),
-        UnitKind::Linear => (h, w),
+        UnitKind::Linear | UnitKind::SparseConv(_) => (h, w),
     }
 }
 
@@ -671,7 +737,8 @@ mod tests {
     fn voxel_model_bad_geometry_is_refused_at_load() {
         let det = second_with(|_| {}).unwrap();
         assert_eq!(det.bev_size(), (200, 176));
-        assert!(det.encoder.units().is_empty());
+        assert_eq!(det.encoder.units().len(), 12);
+        assert_eq!(det.units().len(), 12 + 14 + 3);
 
         // 5 voxels in z: conv4's unpadded z kernel meets a grid of depth 2.
         let err = second_with(|r| set_range(r, 5, -2.5))

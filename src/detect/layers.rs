@@ -1,10 +1,11 @@
-//! The detector's parameterised units: a conv / transposed conv / linear, optionally followed
-//! by an eval-mode BatchNorm and a ReLU.
+//! The detector's parameterised units: a conv / transposed conv / linear / sparse 3-D conv,
+//! optionally followed by an eval-mode BatchNorm and a ReLU.
 //!
 //! A unit keeps the weights exactly as the checkpoint stores them (pruning acts on those) and
 //! a BatchNorm-folded copy that the forward pass runs.
 
 use crate::model::{Weights, WeightsError};
+use crate::nn::sparse::{Rulebook, SparseConv3d, SparseGeometry};
 use crate::nn::{self, Conv2dParams, NnError, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +16,18 @@ pub enum UnitKind {
     ConvTranspose { stride: usize },
     /// `Linear`, weight `[out, in]`, applied to rows.
     Linear,
+    /// spconv's `SubMConv3d` / `SparseConv3d`, weight `[Cout, kz, ky, kx, Cin]` (spconv 2.3's
+    /// layout), applied to the features of active sites through a rulebook.
+    SparseConv(SparseRule),
+}
+
+/// How a sparse conv finds its output sites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseRule {
+    /// `SubMConv3d` (3x3x3): the input sites.
+    Submanifold,
+    /// `SparseConv3d` with this kernel, stride and padding.
+    Strided(SparseGeometry),
 }
 
 /// An eval-mode BatchNorm and its state-dict prefix (e.g. `backbone_2d.blocks.0.2`).
@@ -80,6 +93,8 @@ pub struct Unit {
 struct Backward {
     folded: Tensor,
     conv: Option<nn::vjp::ConvVjp>,
+    /// The folded sparse conv (its bias does not enter a VJP).
+    sparse: Option<SparseConv3d>,
 }
 
 /// A unit's BN-folded kernel, ready to run.
@@ -91,6 +106,7 @@ enum FoldedOp {
         weight: Tensor,
         bias: Option<Vec<f32>>,
     },
+    Sparse(SparseConv3d),
 }
 
 /// What a unit's weight must look like, for loading.
@@ -122,6 +138,12 @@ impl Unit {
                 spec.kernel,
             ],
             UnitKind::Linear => vec![spec.out_channels, spec.in_channels],
+            UnitKind::SparseConv(_) => {
+                return Err(UnitError::Nn(NnError::Invalid {
+                    op: "unit load",
+                    msg: format!("{}: sparse convs load through the 3-D backbone", spec.prefix),
+                }));
+            }
         };
         let weight = w.tensor(&format!("{}.weight", spec.prefix), &shape)?;
         let bias = if spec.bias {
@@ -179,6 +201,14 @@ impl Unit {
         }
     }
 
+    pub fn in_channels(&self) -> usize {
+        match self.kind {
+            UnitKind::ConvTranspose { .. } => self.weight.shape[0],
+            UnitKind::SparseConv(_) => self.weight.shape[4],
+            _ => self.weight.shape[1],
+        }
+    }
+
     /// Replaces the checkpoint weight (e.g. with a pruned copy) and refolds.
     pub fn set_weight(&mut self, weight: Tensor) -> Result<(), NnError> {
         if weight.shape != self.weight.shape {
@@ -209,11 +239,26 @@ impl Unit {
         match &self.op {
             FoldedOp::Conv(c) => c.forward(x),
             FoldedOp::ConvTranspose(c) => c.forward(x),
-            FoldedOp::Linear { .. } => Err(NnError::Invalid {
+            FoldedOp::Linear { .. } | FoldedOp::Sparse(_) => Err(NnError::Invalid {
                 op: "forward_map",
-                msg: format!("{} is a linear layer", self.weight_name()),
+                msg: format!("{} does not run on a dense map", self.weight_name()),
             }),
         }
+    }
+
+    /// Runs a sparse unit on `n_in x Cin` site features through `rb`: `n_out x Cout`.
+    pub fn forward_sparse(&self, x: &[f32], rb: &Rulebook) -> Result<Vec<f32>, NnError> {
+        let FoldedOp::Sparse(conv) = &self.op else {
+            return Err(NnError::Invalid {
+                op: "forward_sparse",
+                msg: format!("{} is not a sparse conv", self.weight_name()),
+            });
+        };
+        let mut y = conv.forward(x, rb)?;
+        if self.relu {
+            nn::relu_inplace(&mut y);
+        }
+        Ok(y)
     }
 
     /// Runs a linear unit on `rows x in` features: returns `rows x out`.
@@ -383,8 +428,17 @@ impl Unit {
                 Conv2dParams::new(stride, 0),
             )?),
             UnitKind::Linear => None,
+            UnitKind::SparseConv(_) => None,
         };
-        Ok(Backward { folded, conv })
+        let sparse = match self.kind {
+            UnitKind::SparseConv(_) => Some(SparseConv3d::new(&folded, None)?),
+            _ => None,
+        };
+        Ok(Backward {
+            folded,
+            conv,
+            sparse,
+        })
     }
 
     /// The weight axis that indexes output channels (1 for transposed convs).
@@ -410,28 +464,57 @@ impl Unit {
         if self.relu {
             nn::vjp::relu_vjp_inplace(&mut dy.data, &y.data);
         }
-        let prepared = self
-            .vjp
+        let prepared = self.prepared_backward()?;
+        let g = match &prepared.conv {
+            Some(conv) => conv.apply(x, &dy, need_dx)?,
+            None => nn::vjp::linear_vjp(x, &prepared.folded, &dy, need_dx)?,
+        };
+        Ok((g.dx, self.unfold_grads(g.dw, g.db)?))
+    }
+
+    /// [`Unit::backward`] of a sparse unit: `x` its `n_in x Cin` input features, `y` its
+    /// `n_out x Cout` output (after the ReLU), `dy = dL/dy`, `rb` the rulebook it ran with.
+    pub fn backward_sparse(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        mut dy: Vec<f32>,
+        rb: &Rulebook,
+        need_dx: bool,
+    ) -> Result<(Option<Vec<f32>>, UnitGrads), NnError> {
+        if self.relu {
+            nn::vjp::relu_vjp_inplace(&mut dy, y);
+        }
+        let prepared = self.prepared_backward()?;
+        let conv = prepared.sparse.as_ref().ok_or_else(|| NnError::Invalid {
+            op: "unit backward",
+            msg: format!("{} is not a sparse conv", self.weight_name()),
+        })?;
+        let g = conv.backward(x, rb, &dy, need_dx)?;
+        Ok((g.dx, self.unfold_grads(g.dw, g.db)?))
+    }
+
+    /// The folded layer's VJP operator, built on first use.
+    fn prepared_backward(&self) -> Result<&Backward, NnError> {
+        self.vjp
             .get_or_init(|| self.prepare_backward().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|msg| NnError::Invalid {
                 op: "unit backward",
                 msg: format!("{}: {msg}", self.weight_name()),
-            })?;
-        let g = match &prepared.conv {
-            Some(conv) => conv.apply(x, &dy, need_dx)?,
-            None => nn::vjp::linear_vjp(x, &prepared.folded, &dy, need_dx)?,
-        };
+            })
+    }
+
+    /// Gradients of the checkpoint's parameters from those of the folded layer, `dw` =
+    /// dL/dW' and `db` = dL/db' (see [`Unit::backward`]).
+    fn unfold_grads(&self, folded_dw: Tensor, db: Vec<f32>) -> Result<UnitGrads, NnError> {
         let Some(bn) = &self.bn else {
-            let bias = self.bias.as_ref().map(|_| g.db.clone());
-            return Ok((
-                g.dx,
-                UnitGrads {
-                    weight: g.dw,
-                    bias,
-                    bn: None,
-                },
-            ));
+            let bias = self.bias.as_ref().map(|_| db.clone());
+            return Ok(UnitGrads {
+                weight: folded_dw,
+                bias,
+                bn: None,
+            });
         };
         let bn = &bn.bn;
         let c = bn.channels()?;
@@ -443,7 +526,7 @@ impl Unit {
         let shape = &self.weight.shape;
         let inner: usize = shape[self.out_axis() + 1..].iter().product();
         let channel_of = |i: usize| (i / inner) % c;
-        let mut dw = g.dw;
+        let mut dw = folded_dw;
         let mut wg = vec![0f64; c];
         for (i, (d, w)) in dw.data.iter_mut().zip(&self.weight.data).enumerate() {
             let ch = channel_of(i);
@@ -452,22 +535,21 @@ impl Unit {
         }
         let b0 = |i: usize| self.bias.as_ref().map_or(0.0, |b| b[i] as f64);
         let dgamma = (0..c)
-            .map(|i| ((wg[i] + (b0(i) - bn.mean[i] as f64) * g.db[i] as f64) * inv_std[i]) as f32)
+            .map(|i| ((wg[i] + (b0(i) - bn.mean[i] as f64) * db[i] as f64) * inv_std[i]) as f32)
             .collect();
         let bias = self
             .bias
             .as_ref()
-            .map(|_| (0..c).map(|i| (g.db[i] as f64 * scale[i]) as f32).collect());
-        Ok((
-            g.dx,
-            UnitGrads {
-                weight: dw,
-                bias,
-                bn: Some((dgamma, g.db)),
-            },
-        ))
+            .map(|_| (0..c).map(|i| (db[i] as f64 * scale[i]) as f32).collect());
+        Ok(UnitGrads {
+            weight: dw,
+            bias,
+            bn: Some((dgamma, db)),
+        })
     }
 }
+
+
 
 /// Folds an eval-mode BatchNorm into the weight and bias and builds the kernel.
 fn fold(
@@ -497,6 +579,7 @@ fn fold(
             Conv2dParams::new(stride, 0).with_relu(relu),
         )?),
         UnitKind::Linear => FoldedOp::Linear { weight: w, bias: b },
+        UnitKind::SparseConv(_) => FoldedOp::Sparse(SparseConv3d::new(&w, b.as_deref())?),
     })
 }
 

@@ -18,7 +18,8 @@ pub mod torch_order;
 pub mod vfe;
 
 pub use detector::{
-    Detector, DetectorError, Encoder, ForwardOutput, SparseOutput, StageTimes, TapedForward,
+    Detector, DetectorError, Encoder, ForwardOutput, ScanCost, SparseOutput, StageTimes,
+    TapedForward,
 };
 pub use heads::{Detection, RawOutputs};
 pub use input::{FovFilter, PreparedScan, prepare_scan};

@@ -9,12 +9,15 @@
 //! biases. Submanifold convs of one stage share a rulebook (spconv's `indice_key`), rebuilt
 //! when a strided conv changes the sites.
 
+use std::sync::Arc;
+
 use crate::model::weights::{Weights, WeightsError};
-use crate::nn::sparse::{Rulebook, Sites, SparseConv3d, SparseGeometry};
-use crate::nn::{NnError, Tensor, batchnorm_inplace, relu_inplace};
+use crate::nn::sparse::{Rulebook, Sites, SparseGeometry};
+use crate::nn::{NnError, Tensor, relu_inplace};
 use crate::pointcloud::voxelize::Voxels;
 
-use super::layers::NamedBatchNorm;
+pub use super::layers::SparseRule;
+use super::layers::{NamedBatchNorm, Unit, UnitGrads, UnitKind};
 
 /// `BatchNorm1d(eps=1e-3)` of every spconv block in OpenPCDet.
 const SPARSE_BN_EPS: f32 = 1e-3;
@@ -22,15 +25,6 @@ const SPARSE_BN_EPS: f32 = 1e-3;
 const PREFIX: &str = "backbone_3d";
 
 pub use crate::model::config::SparseBackboneKind;
-
-/// How a conv finds its output sites.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SparseRule {
-    /// `SubMConv3d` (3x3x3): the input sites.
-    Submanifold,
-    /// `SparseConv3d` with this kernel, stride and padding.
-    Strided(SparseGeometry),
-}
 
 /// One step of the architecture table: a conv + BN + ReLU, or a residual block.
 #[derive(Clone, Copy, Debug)]
@@ -111,96 +105,61 @@ impl SparseBackboneKind {
     }
 }
 
-/// A sparse conv with its BatchNorm (and ReLU unless it closes a residual branch).
-#[derive(Clone, Debug)]
-pub struct SparseUnit {
-    /// State-dict prefix of the weight (`{prefix}.weight`).
-    pub prefix: String,
-    pub rule: SparseRule,
-    /// The weight in spconv 2.3's layout `[Cout, kz, ky, kx, Cin]` (unfolded).
-    pub weight: Tensor,
-    pub bias: Option<Vec<f32>>,
-    pub bn: NamedBatchNorm,
-    pub relu: bool,
-    conv: SparseConv3d,
-}
-
-impl SparseUnit {
-    fn load(
-        w: &Weights,
-        conv: &str,
-        bn: &str,
-        rule: SparseRule,
-        cin: usize,
-        relu: bool,
-    ) -> Result<Self, WeightsError> {
-        let kernel = match rule {
-            SparseRule::Submanifold => [3; 3],
-            SparseRule::Strided(g) => g.kernel,
-        };
-        let key = format!("{conv}.weight");
-        // Cout from the shape, in either spconv layout (`sparse_conv_weight` checks the rest).
-        let cout = match w.shape(&key) {
-            Some(&[c, a, b, d, _]) if [a, b, d] == kernel => c,
-            Some(&[_, _, _, _, c]) => c,
-            _ => 0,
-        };
-        let [kz, ky, kx] = kernel;
-        let weight = w.sparse_conv_weight(&key, [cout, kz, ky, kx, cin])?;
-        let bias_key = format!("{conv}.bias");
-        let bias = if w.contains(&bias_key) {
-            Some(w.tensor(&bias_key, &[cout])?.data)
-        } else {
-            None
-        };
-        let bn = NamedBatchNorm::load(w, bn, cout, SPARSE_BN_EPS)?;
-        let op =
-            SparseConv3d::new(&weight, bias.as_deref()).map_err(|e| WeightsError::Invalid {
-                path: w.path().to_path_buf(),
-                key: key.clone(),
-                problem: e.to_string(),
-            })?;
-        Ok(SparseUnit {
-            prefix: conv.to_string(),
-            rule,
-            weight,
-            bias,
-            bn,
-            relu,
-            conv: op,
-        })
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.weight.shape[0]
-    }
-
-    pub fn in_channels(&self) -> usize {
-        self.weight.shape[4]
-    }
-
-    fn forward(&self, x: &[f32], rb: &Rulebook) -> Result<Vec<f32>, NnError> {
-        let mut y = self.conv.forward(x, rb)?;
-        let c = self.out_channels();
-        let mut t = Tensor::from_vec(&[y.len() / c.max(1), c], std::mem::take(&mut y));
-        batchnorm_inplace(&mut t, &self.bn.bn, 1)?;
-        if self.relu {
-            relu_inplace(&mut t.data);
-        }
-        Ok(t.data)
-    }
+/// A sparse conv unit (conv, BatchNorm, and ReLU unless it closes a residual branch) from
+/// the weights: conv at `conv`, BatchNorm at `bn`, `cin` input channels.
+fn load_unit(
+    w: &Weights,
+    conv: &str,
+    bn: &str,
+    rule: SparseRule,
+    cin: usize,
+    relu: bool,
+) -> Result<Unit, WeightsError> {
+    let kernel = match rule {
+        SparseRule::Submanifold => [3; 3],
+        SparseRule::Strided(g) => g.kernel,
+    };
+    let key = format!("{conv}.weight");
+    // Cout from the shape, in either spconv layout (`sparse_conv_weight` checks the rest).
+    let cout = match w.shape(&key) {
+        Some(&[c, a, b, d, _]) if [a, b, d] == kernel => c,
+        Some(&[_, _, _, _, c]) => c,
+        _ => 0,
+    };
+    let [kz, ky, kx] = kernel;
+    let weight = w.sparse_conv_weight(&key, [cout, kz, ky, kx, cin])?;
+    let bias_key = format!("{conv}.bias");
+    let bias = if w.contains(&bias_key) {
+        Some(w.tensor(&bias_key, &[cout])?.data)
+    } else {
+        None
+    };
+    let bn = NamedBatchNorm::load(w, bn, cout, SPARSE_BN_EPS)?;
+    Unit::new(
+        conv.to_string(),
+        UnitKind::SparseConv(rule),
+        weight,
+        bias,
+        Some(bn),
+        relu,
+    )
+    .map_err(|e| WeightsError::Invalid {
+        path: w.path().to_path_buf(),
+        key,
+        problem: e.to_string(),
+    })
 }
 
 #[derive(Clone, Debug)]
 enum Step {
-    Conv(Box<SparseUnit>),
+    Conv(Box<Unit>),
     /// `relu(unit2(unit1(x)) + x)`.
-    Res(Box<(SparseUnit, SparseUnit)>),
+    Res(Box<(Unit, Unit)>),
 }
 
 impl Step {
     /// The unit whose output the step's output has the channels of.
-    fn last(&self) -> &SparseUnit {
+    fn last(&self) -> &Unit {
         match self {
             Step::Conv(u) => u,
             Step::Res(ab) => &ab.1,
@@ -242,7 +201,7 @@ impl SparseBackbone {
                 let step = match l {
                     Layout::Conv(name, rule) => {
                         let p = format!("{PREFIX}.{name}");
-                        Step::Conv(Box::new(SparseUnit::load(
+                        Step::Conv(Box::new(load_unit(
                             w,
                             &format!("{p}.0"),
                             &format!("{p}.1"),
@@ -253,7 +212,7 @@ impl SparseBackbone {
                     }
                     Layout::Res(name) => {
                         let p = format!("{PREFIX}.{name}");
-                        let a = SparseUnit::load(
+                        let a = load_unit(
                             w,
                             &format!("{p}.conv1"),
                             &format!("{p}.bn1"),
@@ -261,7 +220,7 @@ impl SparseBackbone {
                             cin,
                             true,
                         )?;
-                        let b = SparseUnit::load(
+                        let b = load_unit(
                             w,
                             &format!("{p}.conv2"),
                             &format!("{p}.bn2"),
@@ -308,7 +267,7 @@ impl SparseBackbone {
     pub fn out_shape(&self) -> Result<[usize; 3], NnError> {
         let mut shape = self.sparse_shape;
         for u in self.units() {
-            if let SparseRule::Strided(g) = u.rule {
+            if let UnitKind::SparseConv(SparseRule::Strided(g)) = u.kind {
                 shape = g.out_shape(shape).map_err(|e| NnError::Invalid {
                     op: "sparse 3-D backbone",
                     msg: format!(
@@ -323,7 +282,7 @@ impl SparseBackbone {
     }
 
     /// Every conv in execution order.
-    pub fn units(&self) -> Vec<&SparseUnit> {
+    pub fn units(&self) -> Vec<&Unit> {
         let mut v = Vec::new();
         for s in self.stages.iter().flatten() {
             match s {
@@ -334,15 +293,35 @@ impl SparseBackbone {
         v
     }
 
+    pub fn units_mut(&mut self) -> Vec<&mut Unit> {
+        let mut v = Vec::new();
+        for s in self.stages.iter_mut().flatten() {
+            match s {
+                Step::Conv(u) => v.push(&mut **u),
+                Step::Res(ab) => {
+                    let (a, b) = &mut **ab;
+                    v.extend([a, b]);
+                }
+            }
+        }
+        v
+    }
+
     /// Runs the backbone on voxel features `x` (`n x Cin`) at `sites`: the outputs of the
-    /// named stages ([`STAGE_NAMES`]) in order, and each unit's rulebook pair count.
+    /// named stages ([`STAGE_NAMES`]) in order, and what each unit did.
     pub fn forward(&self, sites: Sites, x: Vec<f32>) -> Result<SparseForward, NnError> {
+        self.forward_taped(sites, x, None)
+    }
+
+    /// [`Self::forward`], recording in `tape` (when given) what [`Self::backward`] needs.
+    pub fn forward_taped(
+        &self,
+        sites: Sites,
+        x: Vec<f32>,
+        mut tape: Option<&mut SparseTape>,
+    ) -> Result<SparseForward, NnError> {
         let mut map = SparseMap {
-            channels: if sites.is_empty() {
-                0
-            } else {
-                x.len() / sites.len()
-            },
+            channels: x.len().checked_div(sites.len()).unwrap_or(0),
             sites,
             features: x,
         };
@@ -350,20 +329,37 @@ impl SparseBackbone {
             subm: None,
             units: Vec::new(),
         };
+        if let Some(t) = tape.as_deref_mut() {
+            t.steps.clear();
+        }
         let mut stages = Vec::new();
         for (i, stage) in self.stages.iter().enumerate() {
             for step in stage {
+                let record = tape.is_some();
                 match step {
-                    Step::Conv(u) => map = run.apply(u, map)?,
+                    Step::Conv(u) => {
+                        let (out, rec) = run.apply(u, map, record)?;
+                        if let (Some(t), Some(rec)) = (tape.as_deref_mut(), rec) {
+                            t.steps.push(StepRecord::Conv(rec));
+                        }
+                        map = out;
+                    }
                     Step::Res(ab) => {
                         let (a, b) = &**ab;
                         let identity = map.features.clone();
-                        let mid = run.apply(a, map)?;
-                        let mut out = run.apply(b, mid)?;
+                        let (mid, rec_a) = run.apply(a, map, record)?;
+                        let (mut out, rec_b) = run.apply(b, mid, record)?;
                         for (y, x) in out.features.iter_mut().zip(&identity) {
                             *y += x;
                         }
                         relu_inplace(&mut out.features);
+                        if let (Some(t), Some(a), Some(b)) = (tape.as_deref_mut(), rec_a, rec_b) {
+                            t.steps.push(StepRecord::Res {
+                                a,
+                                b,
+                                out: out.features.clone(),
+                            });
+                        }
                         map = out;
                     }
                 }
@@ -377,6 +373,89 @@ impl SparseBackbone {
             units: run.units,
         })
     }
+
+    /// Vector-Jacobian product in eval mode: from `d_encoded` = dL/d(`encoded` features), the
+    /// gradients of every unit in [`Self::units`] order (no gradient of the voxel features:
+    /// MeanVFE has no parameters).
+    pub fn backward(
+        &self,
+        tape: &SparseTape,
+        d_encoded: Vec<f32>,
+    ) -> Result<Vec<UnitGrads>, NnError> {
+        let steps: Vec<&Step> = self.stages.iter().flatten().collect();
+        if tape.steps.len() != steps.len() {
+            return Err(NnError::Invalid {
+                op: "sparse backbone backward",
+                msg: "the tape holds no forward pass of this backbone".into(),
+            });
+        }
+        let mut grads = Vec::new();
+        let mut d = d_encoded;
+        for (k, (step, rec)) in steps.iter().zip(&tape.steps).enumerate().rev() {
+            // The first unit's input is the voxel features: no gradient needed there.
+            let need_dx = k > 0;
+            match (step, rec) {
+                (Step::Conv(u), StepRecord::Conv(r)) => {
+                    let (dx, g) = u.backward_sparse(&r.x, &r.y, d, &r.rb, need_dx)?;
+                    grads.push(g);
+                    d = dx.unwrap_or_default();
+                }
+                (Step::Res(ab), StepRecord::Res { a, b, out }) => {
+                    let (ua, ub) = &**ab;
+                    let mut d_sum = d;
+                    crate::nn::vjp::relu_vjp_inplace(&mut d_sum, out);
+                    let (d_mid, gb) = ub.backward_sparse(&b.x, &b.y, d_sum.clone(), &b.rb, true)?;
+                    let d_mid = d_mid.unwrap_or_default();
+                    let (dx, ga) = ua.backward_sparse(&a.x, &a.y, d_mid, &a.rb, need_dx)?;
+                    grads.push(gb);
+                    grads.push(ga);
+                    d = match dx {
+                        Some(mut dx) => {
+                            for (v, s) in dx.iter_mut().zip(&d_sum) {
+                                *v += s;
+                            }
+                            dx
+                        }
+                        None => Vec::new(),
+                    };
+                }
+                _ => {
+                    return Err(NnError::Invalid {
+                        op: "sparse backbone backward",
+                        msg: "the tape does not match the backbone's steps".into(),
+                    });
+                }
+            }
+        }
+        grads.reverse();
+        Ok(grads)
+    }
+}
+
+/// What a taped forward pass of the 3-D backbone keeps for its backward pass: each unit's
+/// input and output features and rulebook (a few MB for SECOND).
+#[derive(Debug, Default)]
+pub struct SparseTape {
+    steps: Vec<StepRecord>,
+}
+
+#[derive(Debug)]
+enum StepRecord {
+    Conv(UnitRecord),
+    /// A residual block: its two units, and its output after the sum and ReLU.
+    Res {
+        a: UnitRecord,
+        b: UnitRecord,
+        out: Vec<f32>,
+    },
+}
+
+/// One unit's input `x`, output `y` (after its ReLU, if any) and rulebook.
+#[derive(Debug)]
+struct UnitRecord {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    rb: Arc<Rulebook>,
 }
 
 /// What [`SparseBackbone::forward`] returns.
@@ -410,39 +489,52 @@ impl SparseForward {
 /// The state of one forward pass: the current submanifold rulebook (spconv's `indice_key`
 /// reuse) and what the units so far did.
 struct Run {
-    subm: Option<Rulebook>,
+    subm: Option<Arc<Rulebook>>,
     units: Vec<SparseUnitRun>,
 }
 
 impl Run {
-    /// One unit on `map`, building (or reusing) the rulebook its rule needs.
-    fn apply(&mut self, u: &SparseUnit, map: SparseMap) -> Result<SparseMap, NnError> {
+    /// One unit on `map`, building (or reusing) the rulebook its rule needs; with `record`,
+    /// also what its backward pass needs.
+    fn apply(
+        &mut self,
+        u: &Unit,
+        map: SparseMap,
+        record: bool,
+    ) -> Result<(SparseMap, Option<UnitRecord>), NnError> {
         let t = std::time::Instant::now();
-        let (y, sites, pairs) = match u.rule {
+        let UnitKind::SparseConv(rule) = u.kind else {
+            return Err(NnError::Invalid {
+                op: "sparse backbone",
+                msg: format!("{} is not a sparse conv", u.weight_name()),
+            });
+        };
+        let rb = match rule {
             SparseRule::Submanifold => {
                 if self.subm.as_ref().is_none_or(|rb| rb.out != map.sites) {
-                    self.subm = Some(Rulebook::submanifold(&map.sites, [3; 3])?);
+                    self.subm = Some(Arc::new(Rulebook::submanifold(&map.sites, [3; 3])?));
                 }
-                let rb = self.subm.as_ref().expect("built above");
-                (u.forward(&map.features, rb)?, map.sites, rb.pair_count())
+                Arc::clone(self.subm.as_ref().expect("built above"))
             }
-            SparseRule::Strided(g) => {
-                let rb = Rulebook::strided(&map.sites, g)?;
-                let y = u.forward(&map.features, &rb)?;
-                let pairs = rb.pair_count();
-                (y, rb.out, pairs)
-            }
+            SparseRule::Strided(g) => Arc::new(Rulebook::strided(&map.sites, g)?),
         };
+        let y = u.forward_sparse(&map.features, &rb)?;
         self.units.push(SparseUnitRun {
-            pairs,
-            sites: sites.len(),
+            pairs: rb.pair_count(),
+            sites: rb.out.len(),
             time: t.elapsed(),
         });
-        Ok(SparseMap {
-            sites,
-            features: y,
+        let out = SparseMap {
+            sites: rb.out.clone(),
             channels: u.out_channels(),
-        })
+            features: y,
+        };
+        let rec = record.then(|| UnitRecord {
+            x: map.features,
+            y: out.features.clone(),
+            rb,
+        });
+        Ok((out, rec))
     }
 }
 
@@ -471,6 +563,20 @@ pub fn voxel_sites(v: &Voxels, sparse_shape: [usize; 3]) -> Result<Sites, NnErro
         .map(|p| v.coord(p).map(|c| c.max(0) as u32))
         .collect();
     Sites::new(sparse_shape, coords)
+}
+
+/// The VJP of [`height_compression`]: dL/d(features) of `map`'s sites from dL/d(BEV map).
+pub fn height_compression_backward(map: &SparseMap, d_bev: &Tensor) -> Vec<f32> {
+    let [d, h, w] = map.sites.shape;
+    let c = map.channels;
+    let mut out = vec![0f32; map.sites.len() * c];
+    for (i, s) in map.sites.coords.iter().enumerate() {
+        let [z, y, x] = s.map(|v| v as usize);
+        for ch in 0..c {
+            out[i * c + ch] = d_bev.data[((ch * d + z) * h + y) * w + x];
+        }
+    }
+    out
 }
 
 /// `HeightCompression`: the sparse map made dense, `[C, D, H, W]` viewed as `[C * D, H, W]`

@@ -63,6 +63,12 @@ impl<'a> Sweep<'a> {
     /// A pass of `det` over `points` (`N x num_point_features`), before its first unit.
     pub fn start(det: &Detector, points: &'a [f32]) -> Result<Self, DetectorError> {
         det.check_points(points)?;
+        if let super::detector::Encoder::Voxels { .. } = det.encoder {
+            return Err(DetectorError::Build {
+                path: det.config.source.display().to_string(),
+                message: super::detector::NO_SPARSE_SWEEP.into(),
+            });
+        }
         let at = if det.encoder.units().is_empty() {
             Self::after_vfe(det, points)?
         } else {
@@ -90,7 +96,7 @@ impl<'a> Sweep<'a> {
         Ok(match &self.at {
             At::Pfn { layer } => {
                 let mut tape = PfnTape::default();
-                det.encode(self.points, &mut StageTimes::default(), Some(&mut tape))?;
+                det.encode(self.points, &mut StageTimes::default(), Some(&mut tape), None)?;
                 tape.take_input(*layer).map(Cow::Owned)
             }
             At::Block { x, .. } | At::Head { x, .. } => Some(Cow::Borrowed(x)),
@@ -167,7 +173,7 @@ impl<'a> Sweep<'a> {
 
     /// The BEV map from the points, before the first backbone unit.
     fn after_vfe(det: &Detector, points: &[f32]) -> Result<At, DetectorError> {
-        let bev = det.encode(points, &mut StageTimes::default(), None)?.bev;
+        let bev = det.encode(points, &mut StageTimes::default(), None, None)?.bev;
         Ok(Self::blocks_from(det, 0, bev, Vec::new()))
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use crate::detect::{Detector, DetectorError, RawOutputs};
+use crate::detect::{Detector, DetectorError, RawOutputs, ScanCost};
 use crate::nn::Tensor;
 use crate::progress::{Cancelled, Control};
 
@@ -100,21 +100,17 @@ pub struct PrunableLayer {
     pub flops: f64,
 }
 
-/// The layer table: every conv / transposed conv / linear weight, with its FLOPs at
-/// `mean_pfn_rows` PFN rows per scan.
-pub fn layer_table(det: &Detector, mean_pfn_rows: f64) -> Vec<PrunableLayer> {
-    // unit_flops is linear in the PFN rows; evaluate at 0 and 1 and interpolate so the
-    // mean is exact for a fractional row count.
-    let f0 = det.unit_flops(0);
-    let f1 = det.unit_flops(1);
+/// The layer table: every conv / transposed conv / linear / sparse conv weight, with its
+/// FLOPs at `cost` (the calibration scans' mean PFN rows and rulebook pairs).
+pub fn layer_table(det: &Detector, cost: &ScanCost) -> Vec<PrunableLayer> {
     det.units()
         .into_iter()
-        .zip(f0.iter().zip(&f1))
-        .map(|(u, (&a, &b))| PrunableLayer {
+        .zip(det.unit_flops(cost))
+        .map(|(u, flops)| PrunableLayer {
             name: u.weight_name(),
             shape: u.weight.shape.clone(),
             params: u.weight.numel(),
-            flops: a + (b - a) * mean_pfn_rows,
+            flops,
         })
         .collect()
 }
@@ -313,7 +309,7 @@ pub fn predicted_curves(
             .collect(),
         Ranking::Saliency => {
             let mut diag: Vec<Vec<f64>> = weights.iter().map(|w| vec![0.0; w.len()]).collect();
-            let mut rows = 0.0;
+            let mut costs = Vec::new();
             sweep(
                 det,
                 scans,
@@ -321,7 +317,7 @@ pub fn predicted_curves(
                 &norms,
                 ctl,
                 &tick,
-                &mut rows,
+                &mut costs,
                 |_, grads| {
                     diag.par_iter_mut().zip(grads).for_each(|(d, g)| {
                         for (d, g) in d.iter_mut().zip(&g.weight.data) {
@@ -354,7 +350,7 @@ pub fn predicted_curves(
         .iter()
         .map(|_| GroupValues::zeros(levels.len()))
         .collect();
-    let mut pfn_rows = 0f64;
+    let mut costs = Vec::with_capacity(scans.len());
     sweep(
         det,
         scans,
@@ -362,7 +358,7 @@ pub fn predicted_curves(
         &norms,
         ctl,
         &tick,
-        &mut pfn_rows,
+        &mut costs,
         |group, grads| {
             sums.par_iter_mut()
                 .zip(grads)
@@ -375,8 +371,7 @@ pub fn predicted_curves(
                 });
         },
     )?;
-    let mean_rows = pfn_rows / scans.len() as f64;
-    let table = layer_table(det, mean_rows);
+    let table = layer_table(det, &ScanCost::mean(&costs));
     let count = (scans.len() * settings.probes) as f64;
     let layers = table
         .into_iter()
@@ -433,7 +428,7 @@ fn prefix_at(g: &[f32], w: &[f32], order: &[u32], counts: &[usize]) -> Vec<f64> 
     out
 }
 
-/// One pass over the scans: a taped forward per scan (adding its PFN rows to `pfn_rows`), then
+/// One pass over the scans: a taped forward per scan (adding its cost to `costs`), then
 /// one backward per group and probe; `each` sees every probe's unit gradients.
 #[allow(clippy::too_many_arguments)]
 fn sweep(
@@ -443,7 +438,7 @@ fn sweep(
     norms: &[OutputNorm],
     ctl: &Control,
     tick: &(dyn Fn(&str) + Sync),
-    pfn_rows: &mut f64,
+    costs: &mut Vec<ScanCost>,
     mut each: impl FnMut(Group, &[crate::detect::UnitGrads]),
 ) -> Result<(), ProbeError> {
     for scan in scans {
@@ -453,7 +448,7 @@ fn sweep(
             source,
         };
         let taped = det.forward_taped(&scan.points).map_err(model_err)?;
-        *pfn_rows += taped.out.pillars.point_rows as f64;
+        costs.push(ScanCost::of(&taped.out));
         tick(&format!("{}: forward", scan.id));
         let weights = distortion::tensor_weights(
             &taped.out.raw,

@@ -71,7 +71,7 @@ pub fn load_model(
         .sum();
     ctl.step(2, 3, "sha256 of the weights");
     let info = model_info(&det, &weights_path)?;
-    let layers = probe::layer_table(&det, 0.0);
+    let layers = probe::layer_table(&det, &crate::detect::ScanCost::default());
     ctl.step(3, 3, "done");
     Ok(LoadedModel {
         info,

@@ -170,6 +170,8 @@ pub struct ScanEntry {
     pub fov_removed: usize,
     /// Pillars (voxels for voxel models) the BEV map was built from.
     pub pillars: usize,
+    /// What the units' FLOPs on this scan depend on.
+    pub cost: crate::detect::ScanCost,
     /// `None` without a label file.
     pub gt: Option<Vec<GtBox>>,
     /// `(dataset root, frame id)` when the scan sits in a KITTI layout with calib and labels
@@ -228,6 +230,7 @@ pub fn load_scan(det: &Detector, path: &Path) -> Result<ScanEntry> {
         points: Arc::new(prepared.points),
         fov_removed: prepared.fov_removed,
         pillars: out.bev_sources().0,
+        cost: crate::detect::ScanCost::of(&out),
         kitti: layout.filter(|_| gt.is_some()),
         gt,
         dense,

@@ -148,6 +148,7 @@ impl Layout {
                 "a transposed conv with kernel {}x{} and stride {stride} (overlapping taps) is not reconstructed",
                 s[2], s[3]
             )),
+            UnitKind::SparseConv(_) => Err("sparse 3-D convs are not reconstructed yet".into()),
         }
     }
 
@@ -199,6 +200,10 @@ fn add_columns(
         UnitKind::Linear => g.add_rows(a),
         UnitKind::Conv { stride, padding } => g.add_conv(a, (k, k), stride, padding, weights),
         UnitKind::ConvTranspose { .. } => g.add_pixels(a, weights),
+        UnitKind::SparseConv(_) => Err(crate::nn::NnError::Invalid {
+            op: "reconstruction",
+            msg: format!("{}: sparse 3-D convs are not reconstructed yet", u.weight_name()),
+        }),
     }
     .map_err(settings)
 }
@@ -220,7 +225,7 @@ fn column_weights(
     };
     let k = u.weight.shape.get(2).copied().unwrap_or(1);
     let (gh, gw) = match u.kind {
-        UnitKind::Linear => return None,
+        UnitKind::Linear | UnitKind::SparseConv(_) => return None,
         UnitKind::Conv { stride, padding } => {
             let out = |n: usize| {
                 (n + 2 * padding)
