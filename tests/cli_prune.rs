@@ -473,3 +473,113 @@ fn ctrl_c_stops_curves_and_writes_nothing() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SECOND (MeanVFE, the sparse 3-D backbone, anchor head) pruned end to end on both real
+/// KITTI frames: its sparse convs are in the layer table with FLOPs from the rulebooks, the
+/// DP prunes within the budget, the masks apply with `eval`-style loading, and recovery
+/// stages that do not run through sparse convs yet are refused before any work.
+#[test]
+fn second_prunes_end_to_end_on_kitti() {
+    let out = tempdir("second");
+    let model = args(&[
+        "--config",
+        &s(&pp("cfgs/kitti_models/second.yaml")),
+        "--weights",
+        &s(&pp("second_kitti_000008/weights.safetensors")),
+    ]);
+    let scans = args(&[
+        "--scans",
+        &s(&kitti("velodyne")),
+        "--fov-calib",
+        &s(&kitti("calib")),
+        "--image-size",
+        "375x1242",
+    ]);
+    let mut a = args(&["prune"]);
+    a.extend(model.clone());
+    a.extend(scans.clone());
+    a.extend(args(&[
+        "--probes",
+        "1",
+        "--flops-keep",
+        "0.5",
+        "--recover",
+        "none",
+    ]));
+    a.extend(args(&["--out", &s(&out)]));
+    ok(&run(&a));
+
+    let curves = Curves::load(&out.join("curves.json")).expect("curves.json");
+    let sparse: Vec<_> = curves
+        .layers
+        .iter()
+        .filter(|l| l.name.starts_with("backbone_3d."))
+        .collect();
+    assert_eq!(
+        sparse.len(),
+        12,
+        "every SubMConv3d / SparseConv3d is a layer"
+    );
+    for l in &sparse {
+        assert_eq!(l.shape.len(), 5, "{}", l.name);
+        assert!(l.flops > 0.0, "{}: FLOPs from the rulebook pairs", l.name);
+    }
+    // conv_input: 2 x pairs x 4 x 16, pairs the mean over the two frames (a half-integer
+    // at most).
+    let first = &sparse[0];
+    assert_eq!(first.name, "backbone_3d.conv_input.0.weight");
+    let pairs2 = 2.0 * first.flops / (2.0 * 4.0 * 16.0);
+    assert!(
+        (pairs2 - pairs2.round()).abs() < 1e-6,
+        "mean pairs {}",
+        pairs2 / 2.0
+    );
+    let alloc = Allocation::load(&out.join("allocation.json")).expect("allocation.json");
+    assert!(alloc.flops_kept <= 0.5 + 1e-9, "{}", alloc.flops_kept);
+    assert!(
+        (alloc.flops_dense - curves.layers.iter().map(|l| l.flops).sum::<f64>()).abs()
+            <= 1e-6 * alloc.flops_dense
+    );
+
+    let masks = Weights::open(&out.join("masks.safetensors")).expect("masks");
+    let w = Weights::open(&pp("second_kitti_000008/weights.safetensors")).unwrap();
+    let pruned = Weights::open(&out.join("pruned.safetensors")).expect("pruned");
+    assert!(masks.keys().iter().any(|k| k.starts_with("backbone_3d.")));
+    for key in masks.keys() {
+        let (_, _, m) = masks.raw(&key).unwrap();
+        let p = pruned.tensor_any_shape(&key).unwrap();
+        let d = w.tensor_any_shape(&key).unwrap();
+        assert_eq!(m.len(), d.data.len(), "{key}");
+        for ((&m, &p), &d) in m.iter().zip(&p.data).zip(&d.data) {
+            assert_eq!(p, if m == 0 { 0.0 } else { d }, "{key}");
+        }
+    }
+    let mut d = args(&["detect"]);
+    d.extend(model.clone());
+    d.extend(args(&[
+        "--scan",
+        &s(&kitti("velodyne/000008.bin")),
+        "--fov-calib",
+        &s(&kitti("calib/000008.txt")),
+        "--image-size",
+        "375x1242",
+    ]));
+    d[4] = s(&out.join("pruned.safetensors"));
+    ok(&run(&d));
+
+    let mut r = args(&["prune"]);
+    r.extend(model);
+    r.extend(scans);
+    r.extend(args(&[
+        "--flops-keep",
+        "0.5",
+        "--recover",
+        "stats",
+        "--out",
+    ]));
+    r.push(s(&out.join("stats")));
+    let e = err(&run(&r));
+    assert!(e.contains("sparse 3-D convs"), "{e}");
+    assert!(!out.join("stats").exists());
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -948,9 +948,6 @@ fn centerpoint_voxel_residual_vjp_matches_finite_differences() {
         "centerpoint_voxel_nuscenes",
         "cfgs/nuscenes_models/cbgs_voxel01_res3d_centerpoint.yaml",
         5,
-        &[
-            "backbone_3d.conv1.0.conv1",
-            "backbone_3d.conv2.1.conv2",
-        ],
+        &["backbone_3d.conv1.0.conv1", "backbone_3d.conv2.1.conv2"],
     );
 }

@@ -154,7 +154,7 @@ struct Tape {
 }
 
 /// Why layer-wise recovery refuses voxel models for now.
-pub(super) const NO_SPARSE_SWEEP: &str = "statistics repair and reconstruction do not run \
+pub const NO_SPARSE_SWEEP: &str = "statistics repair and reconstruction do not run \
      through sparse 3-D convs yet; prune voxel models with --recover none (or distill)";
 
 /// A forward pass recorded for [`Detector::backward`].

@@ -141,7 +141,10 @@ impl Unit {
             UnitKind::SparseConv(_) => {
                 return Err(UnitError::Nn(NnError::Invalid {
                     op: "unit load",
-                    msg: format!("{}: sparse convs load through the 3-D backbone", spec.prefix),
+                    msg: format!(
+                        "{}: sparse convs load through the 3-D backbone",
+                        spec.prefix
+                    ),
                 }));
             }
         };
@@ -548,8 +551,6 @@ impl Unit {
         })
     }
 }
-
-
 
 /// Folds an eval-mode BatchNorm into the weight and bias and builds the kernel.
 fn fold(

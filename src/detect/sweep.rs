@@ -96,7 +96,12 @@ impl<'a> Sweep<'a> {
         Ok(match &self.at {
             At::Pfn { layer } => {
                 let mut tape = PfnTape::default();
-                det.encode(self.points, &mut StageTimes::default(), Some(&mut tape), None)?;
+                det.encode(
+                    self.points,
+                    &mut StageTimes::default(),
+                    Some(&mut tape),
+                    None,
+                )?;
                 tape.take_input(*layer).map(Cow::Owned)
             }
             At::Block { x, .. } | At::Head { x, .. } => Some(Cow::Borrowed(x)),
@@ -173,7 +178,9 @@ impl<'a> Sweep<'a> {
 
     /// The BEV map from the points, before the first backbone unit.
     fn after_vfe(det: &Detector, points: &[f32]) -> Result<At, DetectorError> {
-        let bev = det.encode(points, &mut StageTimes::default(), None, None)?.bev;
+        let bev = det
+            .encode(points, &mut StageTimes::default(), None, None)?
+            .bev;
         Ok(Self::blocks_from(det, 0, bev, Vec::new()))
     }
 

@@ -202,7 +202,10 @@ fn add_columns(
         UnitKind::ConvTranspose { .. } => g.add_pixels(a, weights),
         UnitKind::SparseConv(_) => Err(crate::nn::NnError::Invalid {
             op: "reconstruction",
-            msg: format!("{}: sparse 3-D convs are not reconstructed yet", u.weight_name()),
+            msg: format!(
+                "{}: sparse 3-D convs are not reconstructed yet",
+                u.weight_name()
+            ),
         }),
     }
     .map_err(settings)
