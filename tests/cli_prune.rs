@@ -583,3 +583,52 @@ fn second_prunes_end_to_end_on_kitti() {
     assert!(!out.join("stats").exists());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `grad --probe --dump` on SECOND: a gradient for every parameter OpenPCDet's has, under the
+/// same names. Only the head's bias gradients (which depend on the probe alone) can be
+/// compared with the fixture: its activations carry spconv's CPU races (see
+/// `tests/golden.rs`), and every other gradient depends on them.
+#[test]
+fn grad_dumps_every_gradient_of_second() {
+    let dir = tempdir("grad-second");
+    let out = dir.join("grads.safetensors");
+    let fixture = pp("second_kitti_000008/golden.safetensors");
+    ok(&run(&args(&[
+        "grad",
+        "--config",
+        &s(&pp("cfgs/kitti_models/second.yaml")),
+        "--weights",
+        &s(&pp("second_kitti_000008/weights.safetensors")),
+        "--scan",
+        &s(&pp("second_kitti_000008/points_in.bin")),
+        "--probe",
+        &s(&fixture),
+        "--dump",
+        &s(&out),
+    ])));
+    let ours = Weights::open(&out).expect("dump");
+    let golden = Weights::open(&fixture).expect("golden");
+    let mut names: Vec<String> = golden
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("grad."))
+        .collect();
+    names.sort();
+    let mut got = ours.keys();
+    got.sort();
+    assert_eq!(got, names);
+    assert_eq!(names.len(), 84);
+    for name in [
+        "grad.dense_head.conv_cls.bias",
+        "grad.dense_head.conv_box.bias",
+        "grad.dense_head.conv_dir_cls.bias",
+    ] {
+        let a = ours.tensor_any_shape(name).unwrap();
+        let b = golden.tensor_any_shape(name).unwrap();
+        let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (x, y) in a.data.iter().zip(&b.data) {
+            assert!((x - y).abs() <= 1e-4 * scale, "{name}: {x} vs {y}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
