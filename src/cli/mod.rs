@@ -110,6 +110,13 @@ pub enum Command {
         after_help = "Example:\n  pruneview report --weights assets/demo_pointpillar.safetensors \\\n      --scans calib/velodyne --fov-calib calib/calib --image-size 375x1242 \\\n      --dataset heldout/ --out docs/report/"
     )]
     Report(report::ReportCmd),
+    /// One report (tables, JSON, plot) from `report.json` files of the same model, curves and
+    /// evaluation set run over different budgets, methods or recoveries.
+    #[command(
+        name = "merge-reports",
+        after_help = "Example:\n  pruneview report ... --curves c.json --keeps 1,0.5 --out r50/\n  pruneview report ... --curves c.json --keeps 1,0.25 --out r25/\n  pruneview merge-reports r50/report.json r25/report.json --out all/"
+    )]
+    MergeReports(report::MergeReportsCmd),
     /// Open the desktop app on a model and calibration scans (no subcommand: the last files,
     /// or the bundled demo).
     #[command(
@@ -289,6 +296,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Synth(a)) => data::synth(a),
         Some(Command::Eval(a)) => data::eval_cmd(a),
         Some(Command::Report(a)) => report::report_cmd(a),
+        Some(Command::MergeReports(a)) => report::merge_reports_cmd(a),
     }
 }
 

@@ -10,6 +10,7 @@ use pruneview::io::write_atomic;
 use pruneview::prune::alloc::Method;
 use pruneview::prune::{Curves, Ranking, export, rank};
 use pruneview::report::{self, ReportInputs, ReportSettings};
+use pruneview::session::export::check_outputs;
 
 use pruneview::prune::recover::Stages;
 
@@ -176,19 +177,48 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
     if let Some(p) = &computed {
         write_curves(&a.out.join("curves.json"), p, &det, &inputs)?;
     }
-    let md = format!("# Pruning without fine-tuning\n\n{}", rep.to_markdown());
-    write_atomic(&a.out.join("report.md"), md.as_bytes(), &inputs)?;
-    write_atomic(
-        &a.out.join("report.json"),
-        rep.to_json().as_bytes(),
+    write_report(&rep, &a.out, &inputs)
+}
+
+#[derive(Args, Debug)]
+pub struct MergeReportsCmd {
+    /// `report.json` files of `pruneview report`.
+    #[arg(required = true, num_args = 1.., value_name = "report.json")]
+    pub reports: Vec<PathBuf>,
+    /// Folder for the merged report.md, report.json and ap_vs_flops.png.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+pub fn merge_reports_cmd(a: MergeReportsCmd) -> Result<()> {
+    let inputs: Vec<&Path> = a.reports.iter().map(PathBuf::as_path).collect();
+    check_outputs(
+        &[
+            &a.out.join("report.md"),
+            &a.out.join("report.json"),
+            &a.out.join("ap_vs_flops.png"),
+        ],
         &inputs,
     )?;
-    write_plot(&rep, &a.out.join("ap_vs_flops.png"))?;
+    let parts = a
+        .reports
+        .iter()
+        .map(|p| Ok((p.display().to_string(), report::PruningReport::load(p)?)))
+        .collect::<Result<Vec<_>, report::MergeError>>()?;
+    let rep = report::PruningReport::merge(&parts)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
+    write_report(&rep, &a.out, &inputs)
+}
+
+/// `report.md`, `report.json` and `ap_vs_flops.png` into `out`, and the tables on stdout.
+fn write_report(rep: &report::PruningReport, out: &Path, inputs: &[&Path]) -> Result<()> {
+    let md = format!("# Pruning without fine-tuning\n\n{}", rep.to_markdown());
+    write_atomic(&out.join("report.md"), md.as_bytes(), inputs)?;
+    write_atomic(&out.join("report.json"), rep.to_json().as_bytes(), inputs)?;
+    write_plot(rep, &out.join("ap_vs_flops.png"))?;
     outln!("{}", rep.to_markdown())?;
-    eprintln!(
-        "{}: report.md, report.json, ap_vs_flops.png",
-        a.out.display()
-    );
+    eprintln!("{}: report.md, report.json, ap_vs_flops.png", out.display());
     Ok(())
 }
 

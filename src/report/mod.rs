@@ -300,9 +300,132 @@ fn unit_indices(det: &Detector, curves: &Curves) -> Result<Vec<usize>, ReportErr
         .collect()
 }
 
+/// Why reports cannot be merged.
+#[derive(Debug, Error)]
+pub enum MergeError {
+    #[error("no reports to merge")]
+    Empty,
+    #[error("{path}: {problem}")]
+    Read { path: String, problem: String },
+    #[error(
+        "{path}: its {what} differs from {first}'s ({theirs} vs {ours}); only reports of one model, calibration and evaluation set merge"
+    )]
+    Mismatch {
+        path: String,
+        first: String,
+        what: &'static str,
+        theirs: String,
+        ours: String,
+    },
+    #[error("{path}: `{series}` at {keep} FLOPs kept is also in {other}, with other results")]
+    Conflict {
+        path: String,
+        other: String,
+        series: String,
+        keep: f64,
+    },
+}
+
 impl PruningReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    /// Reads a `report.json` written by [`Self::to_json`].
+    pub fn load(path: &std::path::Path) -> Result<PruningReport, MergeError> {
+        let read = |problem: String| MergeError::Read {
+            path: path.display().to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let rep: PruningReport =
+            serde_json::from_str(&text).map_err(|e| read(format!("not a pruning report: {e}")))?;
+        if rep.format != REPORT_FORMAT {
+            return Err(read(format!(
+                "format `{}`, expected `{REPORT_FORMAT}`",
+                rep.format
+            )));
+        }
+        Ok(rep)
+    }
+
+    /// One report from reports of the same model, curves and evaluation set run over
+    /// different budgets, methods or recoveries (a long grid run in parts). The same cell in
+    /// two parts must hold the same results; it is kept once. Rows keep the parts' order.
+    pub fn merge(parts: &[(String, PruningReport)]) -> Result<PruningReport, MergeError> {
+        let ((first_path, first), rest) = parts.split_first().ok_or(MergeError::Empty)?;
+        let mut out = first.clone();
+        let mut origin: Vec<&str> = vec![first_path; out.rows.len()];
+        for (path, rep) in rest {
+            let mismatch =
+                |what: &'static str, theirs: String, ours: String| MergeError::Mismatch {
+                    path: path.clone(),
+                    first: first_path.clone(),
+                    what,
+                    theirs,
+                    ours,
+                };
+            let checks: [(&'static str, String, String); 7] = [
+                (
+                    "model",
+                    format!("{:?}", rep.model),
+                    format!("{:?}", first.model),
+                ),
+                (
+                    "calibration",
+                    format!("{} scans x {} probes", rep.calibration_scans, rep.probes),
+                    format!(
+                        "{} scans x {} probes",
+                        first.calibration_scans, first.probes
+                    ),
+                ),
+                (
+                    "distortion",
+                    rep.distortion.clone(),
+                    first.distortion.clone(),
+                ),
+                ("ranking", rep.ranking.clone(), first.ranking.clone()),
+                (
+                    "evaluation set",
+                    rep.eval_dir.clone(),
+                    first.eval_dir.clone(),
+                ),
+                (
+                    "evaluation frames",
+                    rep.eval_frames.to_string(),
+                    first.eval_frames.to_string(),
+                ),
+                (
+                    "dense accuracy",
+                    format!("{:?}", rep.dense),
+                    format!("{:?}", first.dense),
+                ),
+            ];
+            if let Some((what, theirs, ours)) = checks.into_iter().find(|(_, a, b)| a != b) {
+                return Err(mismatch(what, theirs, ours));
+            }
+            for row in &rep.rows {
+                let same_cell = out.rows.iter().position(|r| {
+                    r.series() == row.series() && (r.flops_keep - row.flops_keep).abs() < 1e-9
+                });
+                match same_cell {
+                    Some(i) if out.rows[i] == *row => {}
+                    Some(i) => {
+                        return Err(MergeError::Conflict {
+                            path: path.clone(),
+                            other: origin[i].to_string(),
+                            series: row.series(),
+                            keep: row.flops_keep,
+                        });
+                    }
+                    None => {
+                        out.rows.push(row.clone());
+                        origin.push(path);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The budgets evaluated, largest first.
@@ -461,4 +584,84 @@ impl PruningReport {
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accuracy(bev: f64) -> Accuracy {
+        Accuracy {
+            classes: vec![("Car".into(), bev, bev - 5.0)],
+            mean_bev: bev,
+            mean_3d: bev - 5.0,
+        }
+    }
+
+    fn row(method: &str, recovery: &str, keep: f64, bev: f64) -> Row {
+        Row {
+            method: method.into(),
+            recovery: recovery.into(),
+            flops_keep: keep,
+            flops_kept: keep,
+            params_kept: keep,
+            predicted_distortion: 0.1,
+            measured_distortion: 0.2,
+            accuracy: accuracy(bev),
+        }
+    }
+
+    fn report(rows: Vec<Row>) -> PruningReport {
+        PruningReport {
+            format: REPORT_FORMAT.into(),
+            model: crate::prune::curves::ModelInfo {
+                name: "PointPillar".into(),
+                weights_sha256: "abc".into(),
+            },
+            calibration_scans: 64,
+            probes: 4,
+            distortion: "detection".into(),
+            ranking: "magnitude".into(),
+            eval_dir: "heldout".into(),
+            eval_frames: 200,
+            dense: accuracy(79.0),
+            rows,
+        }
+    }
+
+    #[test]
+    fn reports_of_one_grid_merge_and_others_are_refused() {
+        let a = report(vec![
+            row("dp", "none", 0.5, 60.0),
+            row("dp", "all", 0.5, 78.0),
+        ]);
+        let b = report(vec![
+            row("dp", "none", 0.25, 20.0),
+            row("dp", "all", 0.5, 78.0),
+        ]);
+        let m = PruningReport::merge(&[("a".into(), a.clone()), ("b".into(), b.clone())]).unwrap();
+        assert_eq!(m.rows.len(), 3, "the shared cell is kept once");
+        assert_eq!(m.keeps(), vec![0.5, 0.25]);
+        assert_eq!(m.row("dp + all", 0.5).unwrap().accuracy.mean_bev, 78.0);
+
+        let conflicting = report(vec![row("dp", "all", 0.5, 70.0)]);
+        let err = PruningReport::merge(&[("a".into(), a.clone()), ("c".into(), conflicting)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c:") && err.contains("dp + all") && err.contains("a"),
+            "{err}"
+        );
+
+        let mut other_set = b;
+        other_set.eval_frames = 100;
+        let err = PruningReport::merge(&[("a".into(), a), ("d".into(), other_set)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("evaluation frames") && err.contains("100 vs 200"),
+            "{err}"
+        );
+        assert!(matches!(PruningReport::merge(&[]), Err(MergeError::Empty)));
+    }
 }
