@@ -476,8 +476,8 @@ fn ctrl_c_stops_curves_and_writes_nothing() {
 
 /// SECOND (MeanVFE, the sparse 3-D backbone, anchor head) pruned end to end on both real
 /// KITTI frames: its sparse convs are in the layer table with FLOPs from the rulebooks, the
-/// DP prunes within the budget, the masks apply with `eval`-style loading, and recovery
-/// stages that do not run through sparse convs yet are refused before any work.
+/// DP prunes within the budget, the pruned weights load, and statistics repair runs through
+/// the sparse convs.
 #[test]
 fn second_prunes_end_to_end_on_kitti() {
     let out = tempdir("second");
@@ -567,20 +567,36 @@ fn second_prunes_end_to_end_on_kitti() {
     d[4] = s(&out.join("pruned.safetensors"));
     ok(&run(&d));
 
+    // Statistics repair walks the sparse convs too; pruned weights stay exactly zero.
+    let stats = out.join("stats");
     let mut r = args(&["prune"]);
     r.extend(model);
     r.extend(scans);
     r.extend(args(&[
+        "--probes",
+        "1",
         "--flops-keep",
         "0.5",
         "--recover",
         "stats",
-        "--out",
     ]));
-    r.push(s(&out.join("stats")));
-    let e = err(&run(&r));
-    assert!(e.contains("sparse 3-D convs"), "{e}");
-    assert!(!out.join("stats").exists());
+    r.extend(args(&["--out", &s(&stats)]));
+    ok(&run(&r));
+    let recovered = Weights::open(&stats.join("pruned.safetensors")).expect("recovered");
+    let masks = Weights::open(&stats.join("masks.safetensors")).expect("masks");
+    for key in masks.keys() {
+        let (_, _, m) = masks.raw(&key).unwrap();
+        let p = recovered.tensor_any_shape(&key).unwrap();
+        for (&m, &p) in m.iter().zip(&p.data) {
+            assert!(m == 1 || p == 0.0, "{key}: a pruned weight came back");
+        }
+    }
+    let bn = "backbone_3d.conv2.1.1.running_var";
+    assert_ne!(
+        recovered.tensor_any_shape(bn).unwrap().data,
+        w.tensor_any_shape(bn).unwrap().data,
+        "{bn}: the sparse convs' statistics are repaired"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -409,3 +409,77 @@ fn cli_prune_recovers_and_recover_takes_masks_made_elsewhere() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("one of the inputs"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Statistics repair walks a voxel model's sparse 3-D backbone too (SECOND, pruned by
+/// magnitude, on both real KITTI frames): every sparse conv's BatchNorm then holds the mean
+/// and variance over active sites of its pre-normalisation output in a plain forward pass of
+/// the repaired network.
+#[test]
+fn statistics_repair_runs_through_sparse_convs() {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let dense = Detector::load(
+        Some(&shared.join("reference/cfgs/kitti_models/second.yaml")),
+        &shared.join("reference/second_kitti_000008/weights.safetensors"),
+    )
+    .expect("SECOND");
+    let kitti = shared.join("data/kitti/training");
+    let calib: Vec<CalibScan> = ["000000", "000008"]
+        .iter()
+        .map(|id| {
+            let fov = pruneview::detect::FovFilter {
+                calib: kitti.join(format!("calib/{id}.txt")),
+                image: "375x1242".parse().unwrap(),
+            };
+            let s = prepare_scan(
+                &kitti.join(format!("velodyne/{id}.bin")),
+                None,
+                Some(&fov),
+                &dense.config.data.used_features,
+            )
+            .expect("scan");
+            CalibScan {
+                id: id.to_string(),
+                points: s.points,
+            }
+        })
+        .collect();
+    let m: Vec<Option<Vec<u8>>> = dense
+        .units()
+        .iter()
+        .map(|u| Some(rank::mask(&rank::magnitude_order(&u.weight.data), 0.3)))
+        .collect();
+    let mut det = recover::masked(&dense, &m).expect("masked");
+    let changes = stats::repair_statistics(&mut det, &calib, 0, &Control::quiet()).expect("repair");
+    let n_sparse = det.encoder.units().len();
+    assert_eq!(n_sparse, 12);
+    assert!(changes.len() >= n_sparse);
+    let taped: Vec<_> = calib
+        .iter()
+        .map(|s| det.forward_taped(&s.points).unwrap())
+        .collect();
+    for l in [0, 4, 11] {
+        let unit = det.units()[l].clone();
+        let bn = unit.bn.as_ref().expect("every sparse conv has a BatchNorm");
+        let linear = unit.linear_part().unwrap();
+        let c = unit.out_channels();
+        let mut moments = stats::ChannelMoments::new(c);
+        for t in &taped {
+            let (x, rb) = t.sparse_unit_input(l).expect("recorded");
+            let z = linear.forward_sparse(x, rb).unwrap();
+            moments.add(
+                unit.kind,
+                &pruneview::nn::Tensor::from_vec(&[z.len() / c, c], z),
+            );
+        }
+        let (mean, var) = moments.mean_var().unwrap();
+        for ch in 0..c {
+            let tol = 1e-4 * (1.0 + var[ch].sqrt());
+            assert!((bn.bn.mean[ch] - mean[ch]).abs() <= tol, "{l}/{ch}: mean");
+            assert!(
+                (bn.bn.var[ch] - var[ch]).abs() <= 1e-4 * (1.0 + var[ch]),
+                "{l}/{ch}: var"
+            );
+        }
+    }
+    zeros_kept(&det, &m);
+}

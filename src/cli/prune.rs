@@ -800,7 +800,6 @@ pub fn prune(a: PruneCmd) -> Result<()> {
         .settings(a.curves.distortion, lambdas, a.curves.seed)?;
     let cancel = cancel_flag();
     let det = a.model.load()?;
-    recover::check_supported(&det, settings.stages)?;
     let (files, scans) = a.calib.load(&det)?;
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));

@@ -185,7 +185,6 @@ pub fn recover_cmd(a: RecoverCmd) -> Result<()> {
     let settings = a
         .recover
         .settings(a.distortion, Lambdas::default(), a.seed)?;
-    recover::check_supported(&det, settings.stages)?;
     let (files, scans) = a.calib.load(&det)?;
     inputs.extend(files.iter().map(PathBuf::as_path));
     check_outputs(&[&a.out], &inputs)?;

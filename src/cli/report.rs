@@ -76,9 +76,6 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         .collect::<Result<_, _>>()?;
     let cancel = cancel_flag();
     let det = a.model.load()?;
-    for &stages in &a.recover {
-        pruneview::prune::recover::check_supported(&det, stages)?;
-    }
     let (files, scans) = a.calib.load(&det)?;
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));

@@ -153,10 +153,6 @@ struct Tape {
     head: HeadTape,
 }
 
-/// Why layer-wise recovery refuses voxel models for now.
-pub const NO_SPARSE_SWEEP: &str = "statistics repair and reconstruction do not run \
-     through sparse 3-D convs yet; prune voxel models with --recover none (or distill)";
-
 /// A forward pass recorded for [`Detector::backward`].
 #[derive(Debug)]
 pub struct TapedForward {
@@ -165,6 +161,12 @@ pub struct TapedForward {
 }
 
 impl TapedForward {
+    /// A voxel model's sparse conv `k` (in [`Encoder::units`] order): its input features and
+    /// the rulebook it ran with.
+    pub fn sparse_unit_input(&self, k: usize) -> Option<(&[f32], &crate::nn::sparse::Rulebook)> {
+        self.tape.sparse.unit_input(k)
+    }
+
     /// The input of every unit of `det` (the detector that recorded this pass), in
     /// [`Detector::units`] order: `rows x in` for PFN layers, `[C, H, W]` maps otherwise.
     /// What layer-wise recovery fits each unit to.
@@ -176,7 +178,9 @@ impl TapedForward {
         if let Encoder::Voxels { .. } = det.encoder {
             return Err(DetectorError::Build {
                 path: det.config.source.display().to_string(),
-                message: NO_SPARSE_SWEEP.into(),
+                message: "the tape keeps no dense inputs for sparse convs; walk the units \
+                          with a Sweep instead"
+                    .into(),
             });
         }
         let mut v: Vec<&Tensor> = self.tape.pfn.inputs().iter().collect();
@@ -511,7 +515,11 @@ impl Detector {
     }
 
     /// Static voxelization of the in-range points (`transform_points_to_voxels`).
-    fn voxelize(&self, points: &[f32], times: &mut StageTimes) -> Result<Voxels, DetectorError> {
+    pub(super) fn voxelize(
+        &self,
+        points: &[f32],
+        times: &mut StageTimes,
+    ) -> Result<Voxels, DetectorError> {
         let f = self.num_point_features();
         let data = &self.config.data;
         let build_err = |message: String| DetectorError::Build {

@@ -439,6 +439,26 @@ pub struct SparseTape {
     steps: Vec<StepRecord>,
 }
 
+impl SparseTape {
+    /// Unit `k`'s input features and rulebook (in [`SparseBackbone::units`] order).
+    pub fn unit_input(&self, k: usize) -> Option<(&[f32], &Rulebook)> {
+        let mut i = 0;
+        for s in &self.steps {
+            let units: &[&UnitRecord] = match s {
+                StepRecord::Conv(r) => &[r],
+                StepRecord::Res { a, b, .. } => &[a, b],
+            };
+            for r in units {
+                if i == k {
+                    return Some((&r.x, &r.rb));
+                }
+                i += 1;
+            }
+        }
+        None
+    }
+}
+
 #[derive(Debug)]
 enum StepRecord {
     Conv(UnitRecord),
@@ -456,6 +476,56 @@ struct UnitRecord {
     x: Vec<f32>,
     y: Vec<f32>,
     rb: Arc<Rulebook>,
+}
+
+/// Where a unit sits among the backbone's steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitRole {
+    /// A conv + BN + ReLU step.
+    Conv,
+    /// The first conv of a residual block (its input is the block's identity).
+    ResFirst,
+    /// The second conv of a residual block: the identity is added after it, then a ReLU.
+    ResSecond,
+}
+
+impl SparseBackbone {
+    /// Each unit's role, in [`Self::units`] order.
+    pub fn unit_roles(&self) -> Vec<UnitRole> {
+        let mut v = Vec::new();
+        for s in self.stages.iter().flatten() {
+            match s {
+                Step::Conv(_) => v.push(UnitRole::Conv),
+                Step::Res(_) => v.extend([UnitRole::ResFirst, UnitRole::ResSecond]),
+            }
+        }
+        v
+    }
+}
+
+/// The rulebook sparse unit `u` runs with on `sites`: `subm` when it is a submanifold conv
+/// and `subm` was built for these sites (spconv's `indice_key` reuse), else a new one (kept
+/// in `subm` for the submanifold convs after it).
+pub fn rulebook_for(
+    u: &Unit,
+    sites: &Sites,
+    subm: &mut Option<Arc<Rulebook>>,
+) -> Result<Arc<Rulebook>, NnError> {
+    match u.kind {
+        UnitKind::SparseConv(SparseRule::Submanifold) => {
+            if let Some(rb) = subm.as_ref().filter(|rb| rb.out == *sites) {
+                return Ok(Arc::clone(rb));
+            }
+            let rb = Arc::new(Rulebook::submanifold(sites, [3; 3])?);
+            *subm = Some(Arc::clone(&rb));
+            Ok(rb)
+        }
+        UnitKind::SparseConv(SparseRule::Strided(g)) => Ok(Arc::new(Rulebook::strided(sites, g)?)),
+        _ => Err(NnError::Invalid {
+            op: "sparse backbone",
+            msg: format!("{} is not a sparse conv", u.weight_name()),
+        }),
+    }
 }
 
 /// What [`SparseBackbone::forward`] returns.
@@ -503,21 +573,7 @@ impl Run {
         record: bool,
     ) -> Result<(SparseMap, Option<UnitRecord>), NnError> {
         let t = std::time::Instant::now();
-        let UnitKind::SparseConv(rule) = u.kind else {
-            return Err(NnError::Invalid {
-                op: "sparse backbone",
-                msg: format!("{} is not a sparse conv", u.weight_name()),
-            });
-        };
-        let rb = match rule {
-            SparseRule::Submanifold => {
-                if self.subm.as_ref().is_none_or(|rb| rb.out != map.sites) {
-                    self.subm = Some(Arc::new(Rulebook::submanifold(&map.sites, [3; 3])?));
-                }
-                Arc::clone(self.subm.as_ref().expect("built above"))
-            }
-            SparseRule::Strided(g) => Arc::new(Rulebook::strided(&map.sites, g)?),
-        };
+        let rb = rulebook_for(u, &map.sites, &mut self.subm)?;
         let y = u.forward_sparse(&map.features, &rb)?;
         self.units.push(SparseUnitRun {
             pairs: rb.pair_count(),

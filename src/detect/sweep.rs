@@ -10,12 +10,17 @@
 //! blocks, its deblocks, the head.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::nn::Tensor;
+use crate::nn::sparse::{Rulebook, Sites};
 
 use super::backbone::concat_channels;
-use super::detector::{Detector, DetectorError, StageTimes};
+use super::detector::{Detector, DetectorError, Encoder, StageTimes};
 use super::heads::DenseHead;
+use super::sparse_backbone::{
+    SparseMap, UnitRole, height_compression, mean_vfe, rulebook_for, voxel_sites,
+};
 use super::vfe::PfnTape;
 
 /// One scan's forward pass, paused before unit [`Sweep::unit`].
@@ -32,6 +37,16 @@ enum At {
     /// and its padded rows are large).
     Pfn {
         layer: usize,
+    },
+    /// Before sparse conv `unit` of a voxel model's 3-D backbone: its input features `x`
+    /// (`n x Cin`), the rulebook it runs with (its output sites), the submanifold rulebook
+    /// the next ones may reuse, and (before a residual block's second conv) the block's input.
+    Sparse {
+        unit: usize,
+        x: Tensor,
+        rb: Arc<Rulebook>,
+        subm: Option<Arc<Rulebook>>,
+        identity: Option<Vec<f32>>,
     },
     /// Before unit `k` of backbone block `block`, whose input is `x`; `outs` holds the
     /// outputs of the blocks before it.
@@ -63,16 +78,23 @@ impl<'a> Sweep<'a> {
     /// A pass of `det` over `points` (`N x num_point_features`), before its first unit.
     pub fn start(det: &Detector, points: &'a [f32]) -> Result<Self, DetectorError> {
         det.check_points(points)?;
-        if let super::detector::Encoder::Voxels { .. } = det.encoder {
-            return Err(DetectorError::Build {
-                path: det.config.source.display().to_string(),
-                message: super::detector::NO_SPARSE_SWEEP.into(),
-            });
-        }
-        let at = if det.encoder.units().is_empty() {
-            Self::after_vfe(det, points)?
-        } else {
-            At::Pfn { layer: 0 }
+        let at = match &det.encoder {
+            Encoder::Voxels { backbone, .. } => {
+                let voxels = det.voxelize(points, &mut StageTimes::default())?;
+                let sites = voxel_sites(&voxels, backbone.sparse_shape)?;
+                let x = mean_vfe(&voxels);
+                let c = voxels.num_features;
+                Self::sparse_unit(
+                    det,
+                    0,
+                    Tensor::from_vec(&[sites.len(), c], x),
+                    sites,
+                    None,
+                    None,
+                )?
+            }
+            Encoder::Pillars(_) if det.encoder.units().is_empty() => Self::after_vfe(det, points)?,
+            Encoder::Pillars(_) => At::Pfn { layer: 0 },
         };
         Ok(Sweep {
             points,
@@ -90,8 +112,17 @@ impl<'a> Sweep<'a> {
         matches!(self.at, At::Done)
     }
 
-    /// The next unit's input under `det`'s current parameters: `rows x in` for a PFN layer,
-    /// `[C, H, W]` otherwise. `None` once done.
+    /// The rulebook the next unit runs with (sparse convs only).
+    pub fn rulebook(&self) -> Option<&Rulebook> {
+        match &self.at {
+            At::Sparse { rb, .. } => Some(rb),
+            _ => None,
+        }
+    }
+
+    /// The next unit's input under `det`'s current parameters: `rows x in` for a PFN layer
+    /// or a sparse conv (its active sites' features; see [`Self::rulebook`]), `[C, H, W]`
+    /// otherwise. `None` once done.
     pub fn input(&self, det: &Detector) -> Result<Option<Cow<'_, Tensor>>, DetectorError> {
         Ok(match &self.at {
             At::Pfn { layer } => {
@@ -104,7 +135,9 @@ impl<'a> Sweep<'a> {
                 )?;
                 tape.take_input(*layer).map(Cow::Owned)
             }
-            At::Block { x, .. } | At::Head { x, .. } => Some(Cow::Borrowed(x)),
+            At::Block { x, .. } | At::Head { x, .. } | At::Sparse { x, .. } => {
+                Some(Cow::Borrowed(x))
+            }
             At::Deblock { i, outs, cat, .. } => cat.as_ref().or(outs.get(*i)).map(Cow::Borrowed),
             At::Done => None,
         })
@@ -118,6 +151,48 @@ impl<'a> Sweep<'a> {
                 At::Pfn { layer: layer + 1 }
             }
             At::Pfn { .. } => Self::after_vfe(det, self.points)?,
+            At::Sparse {
+                unit,
+                x,
+                rb,
+                subm,
+                identity,
+            } => {
+                let units = det.encoder.units();
+                let u = units[unit];
+                let mut y = u.forward_sparse(&x.data, &rb)?;
+                let Encoder::Voxels { backbone, .. } = &det.encoder else {
+                    return Err(DetectorError::Build {
+                        path: det.config.source.display().to_string(),
+                        message: "a sparse sweep on a pillar model".into(),
+                    });
+                };
+                let role = backbone.unit_roles()[unit];
+                let identity = match role {
+                    UnitRole::Conv => None,
+                    UnitRole::ResFirst => Some(x.data),
+                    UnitRole::ResSecond => {
+                        for (v, i) in y.iter_mut().zip(identity.unwrap_or_default()) {
+                            *v += i;
+                        }
+                        crate::nn::relu_inplace(&mut y);
+                        None
+                    }
+                };
+                let out_sites = rb.out.clone();
+                let c = u.out_channels();
+                let y = Tensor::from_vec(&[out_sites.len(), c], y);
+                if unit + 1 < units.len() {
+                    Self::sparse_unit(det, unit + 1, y, out_sites, subm, identity)?
+                } else {
+                    let encoded = SparseMap {
+                        sites: out_sites,
+                        channels: c,
+                        features: y.data,
+                    };
+                    Self::blocks_from(det, 0, height_compression(&encoded), Vec::new())
+                }
+            }
             At::Block {
                 block,
                 k,
@@ -174,6 +249,27 @@ impl<'a> Sweep<'a> {
         };
         self.unit += 1;
         Ok(())
+    }
+
+    /// Before sparse unit `unit`, whose input is `x` at `sites`: builds (or reuses) its
+    /// rulebook.
+    fn sparse_unit(
+        det: &Detector,
+        unit: usize,
+        x: Tensor,
+        sites: Sites,
+        mut subm: Option<Arc<Rulebook>>,
+        identity: Option<Vec<f32>>,
+    ) -> Result<At, DetectorError> {
+        let u = det.encoder.units()[unit];
+        let rb = rulebook_for(u, &sites, &mut subm)?;
+        Ok(At::Sparse {
+            unit,
+            x,
+            rb,
+            subm,
+            identity,
+        })
     }
 
     /// The BEV map from the points, before the first backbone unit.

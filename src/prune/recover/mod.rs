@@ -199,22 +199,6 @@ pub fn unit_masks(
     Ok(out)
 }
 
-/// Refuses, before any work, stages that cannot run on `det` yet: statistics repair and
-/// reconstruction walk the network unit by unit, which does not cover sparse 3-D convs.
-pub fn check_supported(det: &Detector, stages: Stages) -> Result<(), ProbeError> {
-    if matches!(det.encoder, crate::detect::Encoder::Voxels { .. })
-        && (stages.stats || stages.reconstruct)
-    {
-        return Err(ProbeError::Settings(format!(
-            "{} is a voxel model: --recover {}: {}",
-            det.config.source.display(),
-            stages.name(),
-            crate::detect::detector::NO_SPARSE_SWEEP
-        )));
-    }
-    Ok(())
-}
-
 /// Runs the chosen recovery stages on `dense` pruned by `masks`, on the calibration `scans`;
 /// returns the recovered detector (masked weights exactly zero) and the report.
 pub fn recover(
@@ -227,7 +211,6 @@ pub fn recover(
     if scans.is_empty() {
         return Err(ProbeError::NoScans);
     }
-    check_supported(dense, cfg.stages)?;
     let mut pruned = masked(dense, masks)?;
     let n_units = dense.units().len();
     // Units before the first pruned one see the dense inputs: nothing to repair there.

@@ -274,6 +274,13 @@ pub fn reconstruct(
         let layout = match Layout::of(&unit) {
             Ok(layout) => layout,
             Err(why) => {
+                // Not refitted, but its statistics follow its refitted upstream all the same.
+                if cfg.repair_statistics && unit.bn.is_some() {
+                    let moments = stats::output_moments(pruned, l, sweeps, scans)?;
+                    if let Some((mean, var)) = moments.mean_var() {
+                        stats::set_statistics(pruned.units_mut()[l], mean, var)?;
+                    }
+                }
                 out.push(skipped(&unit, why));
                 return Ok(());
             }

@@ -41,7 +41,7 @@ impl ChannelMoments {
             return;
         }
         match kind {
-            UnitKind::Linear => {
+            UnitKind::Linear | UnitKind::SparseConv(_) => {
                 for row in z.data.chunks_exact(c) {
                     for (i, &v) in row.iter().enumerate() {
                         self.sum[i] += v as f64;
@@ -162,8 +162,15 @@ pub(crate) fn output_moments(
     let unit = det.units()[l];
     let linear = unit.linear_part().map_err(settings)?;
     let c = unit.out_channels();
-    let per_scan = walk::map_inputs(det, sweeps, scans, |x| {
-        let z = linear.forward_input(x).map_err(settings)?;
+    let per_scan = walk::map_inputs(det, sweeps, scans, |x, rb| {
+        let z = match rb {
+            // Active output sites x Cout: BatchNorm1d over the sites, as spconv's blocks.
+            Some(rb) => {
+                let z = linear.forward_sparse(&x.data, rb).map_err(settings)?;
+                Tensor::from_vec(&[rb.out.len(), c], z)
+            }
+            None => linear.forward_input(x).map_err(settings)?,
+        };
         let mut m = ChannelMoments::new(c);
         m.add(unit.kind, &z);
         Ok(m)

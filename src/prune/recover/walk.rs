@@ -43,12 +43,13 @@ pub(crate) fn refit_in_order(
     Ok(())
 }
 
-/// Unit `l`'s input on every scan, in scan order (a scan whose pass has ended gives an error).
+/// `f` of unit `l`'s input on every scan, in scan order (a scan whose pass has ended gives an
+/// error), with the rulebook it runs with when it is a sparse conv.
 pub(crate) fn map_inputs<T: Send>(
     det: &Detector,
     sweeps: &[Sweep],
     scans: &[CalibScan],
-    f: impl Fn(&crate::nn::Tensor) -> Result<T, ProbeError> + Sync,
+    f: impl Fn(&crate::nn::Tensor, Option<&crate::nn::sparse::Rulebook>) -> Result<T, ProbeError> + Sync,
 ) -> Result<Vec<T>, ProbeError> {
     let out: Vec<Result<T, ProbeError>> = sweeps
         .par_iter()
@@ -57,7 +58,7 @@ pub(crate) fn map_inputs<T: Send>(
             let x = s.input(det).map_err(model_error(scan))?.ok_or_else(|| {
                 ProbeError::Settings(format!("scan {}: the forward pass has ended", scan.id))
             })?;
-            f(&x)
+            f(&x, s.rulebook())
         })
         .collect();
     out.into_iter().collect()
