@@ -495,19 +495,15 @@ fn second_prunes_end_to_end_on_kitti() {
         "--image-size",
         "375x1242",
     ]);
-    let mut a = args(&["prune"]);
-    a.extend(model.clone());
-    a.extend(scans.clone());
-    a.extend(args(&[
-        "--probes",
-        "1",
-        "--flops-keep",
-        "0.5",
-        "--recover",
-        "none",
-    ]));
-    a.extend(args(&["--out", &s(&out)]));
-    ok(&run(&a));
+    let prune = |recover: &str, dir: &Path| {
+        let mut a = args(&["prune"]);
+        a.extend(model.clone());
+        a.extend(scans.clone());
+        a.extend(args(&["--probes", "1", "--flops-keep", "0.5"]));
+        a.extend(args(&["--recover", recover, "--out", &s(dir)]));
+        ok(&run(&a));
+    };
+    prune("none", &out);
 
     let curves = Curves::load(&out.join("curves.json")).expect("curves.json");
     let sparse: Vec<_> = curves
@@ -554,34 +550,25 @@ fn second_prunes_end_to_end_on_kitti() {
             assert_eq!(p, if m == 0 { 0.0 } else { d }, "{key}");
         }
     }
-    let mut d = args(&["detect"]);
-    d.extend(model.clone());
-    d.extend(args(&[
+    // The masks-only pruned file carries no config: it is the checkpoint's keys and metadata.
+    let d = args(&[
+        "detect",
+        "--config",
+        &s(&pp("cfgs/kitti_models/second.yaml")),
+        "--weights",
+        &s(&out.join("pruned.safetensors")),
         "--scan",
         &s(&kitti("velodyne/000008.bin")),
         "--fov-calib",
         &s(&kitti("calib/000008.txt")),
         "--image-size",
         "375x1242",
-    ]));
-    d[4] = s(&out.join("pruned.safetensors"));
+    ]);
     ok(&run(&d));
 
     // Statistics repair walks the sparse convs too; pruned weights stay exactly zero.
     let stats = out.join("stats");
-    let mut r = args(&["prune"]);
-    r.extend(model);
-    r.extend(scans);
-    r.extend(args(&[
-        "--probes",
-        "1",
-        "--flops-keep",
-        "0.5",
-        "--recover",
-        "stats",
-    ]));
-    r.extend(args(&["--out", &s(&stats)]));
-    ok(&run(&r));
+    prune("stats", &stats);
     let recovered = Weights::open(&stats.join("pruned.safetensors")).expect("recovered");
     let masks = Weights::open(&stats.join("masks.safetensors")).expect("masks");
     for key in masks.keys() {
