@@ -6,8 +6,8 @@
 //! one forward pass per unit and scan. A [`Sweep`] per scan keeps what the rest of the
 //! pass needs (the current map, finished block outputs for the deblocks, the head input),
 //! so walking all units costs one forward pass per scan. Units are visited in
-//! [`Detector::units`] order, which is an execution order: PFN layers, the backbone's
-//! blocks, its deblocks, the head.
+//! [`Detector::units`] order, which is an execution order: PFN layers (or a voxel model's
+//! sparse convs, with their rulebooks), the backbone's blocks, its deblocks, the head.
 
 use std::borrow::Cow;
 use std::sync::Arc;
