@@ -468,9 +468,18 @@ impl Unit {
             nn::vjp::relu_vjp_inplace(&mut dy.data, &y.data);
         }
         let prepared = self.prepared_backward()?;
-        let g = match &prepared.conv {
-            Some(conv) => conv.apply(x, &dy, need_dx)?,
-            None => nn::vjp::linear_vjp(x, &prepared.folded, &dy, need_dx)?,
+        let g = match (&prepared.conv, self.kind) {
+            (Some(conv), _) => conv.apply(x, &dy, need_dx)?,
+            (None, UnitKind::Linear) => nn::vjp::linear_vjp(x, &prepared.folded, &dy, need_dx)?,
+            (None, _) => {
+                return Err(NnError::Invalid {
+                    op: "unit backward",
+                    msg: format!(
+                        "{} runs through a rulebook: use backward_sparse",
+                        self.weight_name()
+                    ),
+                });
+            }
         };
         Ok((g.dx, self.unfold_grads(g.dw, g.db)?))
     }
