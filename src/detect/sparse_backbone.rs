@@ -349,10 +349,7 @@ impl SparseBackbone {
                         let identity = map.features.clone();
                         let (mid, rec_a) = run.apply(a, map, record)?;
                         let (mut out, rec_b) = run.apply(b, mid, record)?;
-                        for (y, x) in out.features.iter_mut().zip(&identity) {
-                            *y += x;
-                        }
-                        relu_inplace(&mut out.features);
+                        close_residual(&mut out.features, &identity);
                         if let (Some(t), Some(a), Some(b)) = (tape.as_deref_mut(), rec_a, rec_b) {
                             t.steps.push(StepRecord::Res {
                                 a,
@@ -501,6 +498,15 @@ impl SparseBackbone {
         }
         v
     }
+}
+
+/// The end of a `SparseBasicBlock`: `relu(y + identity)`, in place (`y` is its second
+/// conv's output after BatchNorm, `identity` the block's input).
+pub fn close_residual(y: &mut [f32], identity: &[f32]) {
+    for (v, i) in y.iter_mut().zip(identity) {
+        *v += i;
+    }
+    relu_inplace(y);
 }
 
 /// The rulebook sparse unit `u` runs with on `sites`: `subm` when it is a submanifold conv

@@ -19,7 +19,7 @@ use super::backbone::concat_channels;
 use super::detector::{Detector, DetectorError, Encoder, StageTimes};
 use super::heads::DenseHead;
 use super::sparse_backbone::{
-    SparseMap, UnitRole, height_compression, mean_vfe, rulebook_for, voxel_sites,
+    SparseMap, UnitRole, close_residual, height_compression, mean_vfe, rulebook_for, voxel_sites,
 };
 use super::vfe::PfnTape;
 
@@ -172,10 +172,7 @@ impl<'a> Sweep<'a> {
                     UnitRole::Conv => None,
                     UnitRole::ResFirst => Some(x.data),
                     UnitRole::ResSecond => {
-                        for (v, i) in y.iter_mut().zip(identity.unwrap_or_default()) {
-                            *v += i;
-                        }
-                        crate::nn::relu_inplace(&mut y);
+                        close_residual(&mut y, &identity.unwrap_or_default());
                         None
                     }
                 };
