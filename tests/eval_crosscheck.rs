@@ -90,3 +90,79 @@ fn noisy_many_fp_matches_reference() {
 fn occluded_perturbed_matches_reference() {
     check_case("occluded_perturbed");
 }
+
+/// `eval --results DIR --labels DIR --official` prints `get_official_eval_result`'s text:
+/// the same lines as the reference's (`official.txt`, written by
+/// `tools/kitti_official_text.py`), every value within 0.01 (labels are parsed as float32
+/// here, float64 there), aos included.
+#[test]
+fn official_text_matches_the_reference_layout_and_values() {
+    for case in ["mixed_small_noise", "noisy_many_fp", "occluded_perturbed"] {
+        let dir = case_dir(case);
+        let expected = std::fs::read_to_string(dir.join("official.txt")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pruneview"))
+            .args(["eval", "--results"])
+            .arg(dir.join("results"))
+            .arg("--labels")
+            .arg(dir.join("label_2"))
+            .arg("--official")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = String::from_utf8(out.stdout).unwrap();
+        let (ours, theirs): (Vec<&str>, Vec<&str>) =
+            (ours.lines().collect(), expected.lines().collect());
+        assert_eq!(
+            ours.len(),
+            theirs.len(),
+            "{case}: line count\n{}",
+            ours.join("\n")
+        );
+        assert!(
+            theirs.iter().any(|l| l.starts_with("aos  AP:")),
+            "{case}: no aos lines"
+        );
+        for (a, b) in ours.iter().zip(&theirs) {
+            let split = |l: &str| -> (String, Vec<f64>) {
+                let (head, values) = l.split_once("AP:").unwrap_or((l, ""));
+                let v = values
+                    .split(", ")
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                (head.to_string(), v)
+            };
+            let ((ha, va), (hb, vb)) = (split(a), split(b));
+            assert_eq!(ha, hb, "{case}: `{a}` vs `{b}`");
+            assert_eq!(va.len(), vb.len(), "{case}: `{a}` vs `{b}`");
+            for (x, y) in va.iter().zip(&vb) {
+                assert!((x - y).abs() <= 0.01, "{case}: `{a}` vs `{b}`");
+            }
+        }
+    }
+}
+
+/// A result folder is a folder of this split's frames: one without any of them is refused,
+/// and a frame without a file counts as a frame without detections.
+#[test]
+fn result_folders_with_no_frames_are_refused_and_missing_files_are_empty() {
+    let dir = case_dir("mixed_small_noise");
+    let ids = frame_ids(dir.join("label_2")).unwrap();
+    let e = load_frames(dir.join("label_2"), dir.join("label_2/none"), &ids).unwrap_err();
+    assert!(e.to_string().contains("holds none of the frames"), "{e}");
+    let scratch = std::env::temp_dir().join(format!("pruneview-results-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::copy(
+        dir.join("results").join(format!("{}.txt", ids[0])),
+        scratch.join(format!("{}.txt", ids[0])),
+    )
+    .unwrap();
+    let (gt, dt) = load_frames(dir.join("label_2"), &scratch, &ids).unwrap();
+    assert_eq!(gt.len(), ids.len());
+    assert!(!dt[0].is_empty() && dt[1..].iter().all(Vec::is_empty));
+    std::fs::remove_dir_all(&scratch).unwrap();
+}

@@ -82,6 +82,8 @@ fn allocation(layers: &[(&str, f64)]) -> Allocation {
                 sparsity,
             })
             .collect(),
+        layer_cap: None,
+        constraints: Vec::new(),
     }
 }
 

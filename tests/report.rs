@@ -97,6 +97,7 @@ fn run_with(
             methods: vec![Method::Dp, Method::Uniform, Method::Erk],
             lambdas: Default::default(),
             bins: 1024,
+            layer_cap: pruneview::prune::alloc::DEFAULT_LAYER_CAP,
             recoveries,
             recover: Default::default(),
         },

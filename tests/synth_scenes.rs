@@ -85,7 +85,7 @@ fn cli_entry_reports_progress_and_cancels() {
     let cancel = AtomicBool::new(false);
     let on_step =
         |done: usize, total: usize, _: &str| calls.lock().expect("lock").push((done, total));
-    let n = synth_to_dir(&d, 2, 1, &Control::new(&cancel, &on_step)).expect("synth");
+    let n = synth_to_dir(&d, 2, 1, false, &Control::new(&cancel, &on_step)).expect("synth");
     assert_eq!(n, 2);
     assert_eq!(*calls.lock().expect("lock"), vec![(1, 2), (2, 2)]);
     let cancelled = AtomicBool::new(true);
@@ -93,10 +93,21 @@ fn cli_entry_reports_progress_and_cancels() {
         &tmp("cli2"),
         5,
         1,
+        false,
         &Control::quiet().with_cancel(&cancelled),
     )
     .expect("synth");
     assert_eq!(n, 0);
+    // A folder that holds a dataset is refused unless overwriting is asked for.
+    let label = d.join("label_2/000000.txt");
+    let before = std::fs::read(&label).expect("label");
+    let e = synth_to_dir(&d, 2, 9, false, &Control::quiet()).unwrap_err();
+    assert!(e.to_string().contains("already holds a dataset"), "{e}");
+    assert_eq!(std::fs::read(&label).expect("label"), before);
+    assert_eq!(
+        synth_to_dir(&d, 2, 9, true, &Control::quiet()).expect("synth"),
+        2
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

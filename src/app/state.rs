@@ -157,6 +157,8 @@ pub struct Current {
     pub kind: BudgetKind,
     pub dp: Result<Solution, String>,
     pub compare: Option<(Method, Result<Solution, String>)>,
+    /// What the budget panel warns of for the DP allocation (layers cut, flat curves).
+    pub warnings: Vec<String>,
 }
 
 /// The whole app state (without egui or GPU handles, so tests can drive it).
@@ -609,10 +611,12 @@ impl State {
         {
             return;
         }
+        let dp = p.solve(Method::Dp, keep);
         self.current = Some(Current {
             keep,
             kind: p.kind,
-            dp: p.solve(Method::Dp, keep),
+            warnings: dp.as_ref().map_or(Vec::new(), |s| p.problem.warnings(s)),
+            dp,
             compare: compare.map(|m| (m, p.solve(m, keep))),
         });
     }

@@ -581,6 +581,11 @@ impl PruneviewApp {
             1.0 / self.state.settings.keep.max(1e-6),
             KindName(self.state.settings.budget_kind)
         ));
+        if let Some(c) = &self.state.current {
+            for w in &c.warnings {
+                ui.colored_label(egui::Color32::from_rgb(255, 170, 60), format!("⚠ {w}"));
+            }
+        }
         ui.horizontal(|ui| {
             ui.label("compare with");
             let current = self.state.settings.compare.clone();

@@ -301,13 +301,16 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn detect(a: DetectArgs) -> Result<()> {
+    let mut inputs = a.model.inputs();
+    inputs.push(&a.scan);
+    if let Some(path) = &a.dump {
+        pruneview::session::export::check_outputs(&[path], &inputs)?;
+    }
     let det = a.model.load()?;
     let scan = a.scan_args.prepare(&det, &a.scan)?;
     let out = det.forward(&scan.points)?;
     let dets = det.decode(&out.raw);
     if let Some(path) = &a.dump {
-        let mut inputs = a.model.inputs();
-        inputs.push(&a.scan);
         dump(path, &out, &dets, &inputs)?;
     }
     let names = &det.config.class_names;

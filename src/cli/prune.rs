@@ -12,7 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use pruneview::detect::{Detector, RawOutputs};
-use pruneview::io::{OutTensor, write_atomic, write_safetensors};
+use pruneview::io::{OutTensor, StagedDir, write_atomic, write_safetensors};
 use pruneview::model::Weights;
 use pruneview::progress::Control;
 use pruneview::prune::alloc::{Constraint, Method};
@@ -50,6 +50,10 @@ pub struct GradArgs {
 }
 
 pub fn grad(a: GradArgs) -> Result<()> {
+    let mut inputs = a.model.inputs();
+    inputs.push(&a.scan);
+    inputs.push(&a.probe);
+    pruneview::session::export::check_outputs(&[&a.dump], &inputs)?;
     let det = a.model.load()?;
     let scan = a.scan_args.prepare(&det, &a.scan)?;
     let probes = Weights::open(&a.probe)?;
@@ -67,9 +71,6 @@ pub fn grad(a: GradArgs) -> Result<()> {
         .iter()
         .map(|(n, t)| OutTensor::f32(format!("grad.{n}"), &t.shape, &t.data))
         .collect();
-    let mut inputs = a.model.inputs();
-    inputs.push(&a.scan);
-    inputs.push(&a.probe);
     let meta = HashMap::from([("producer".to_string(), "pruneview grad".to_string())]);
     write_safetensors(&a.dump, &tensors, Some(meta), &inputs)?;
     eprintln!("{}: {} gradients", a.dump.display(), tensors.len());
@@ -180,6 +181,16 @@ fn parse_group_weight(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("`{s}`: a group weight is a finite number >= 0")),
+    }
+}
+
+/// A layer cap is a sparsity.
+pub(super) fn parse_layer_cap(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}`: a layer cap is a sparsity in [0, 1] (1 turns it off)"
+        )),
     }
 }
 
@@ -428,11 +439,11 @@ pub(super) fn write_curves(
             .zip(diag)
             .map(|(u, d)| OutTensor::f32(u.weight_name(), &u.weight.shape, d))
             .collect();
-        write_safetensors(&side, &tensors, None, inputs)?;
-        eprintln!(
-            "{}: Gauss-Newton diagonal for the saliency ranking",
-            side.display()
-        );
+        let meta = HashMap::from([(
+            pruneview::session::export::SALIENCY_KIND_KEY.to_string(),
+            pruneview::session::export::SALIENCY_KIND.to_string(),
+        )]);
+        write_safetensors(&side, &tensors, Some(meta), inputs)?;
     }
     Ok(())
 }
@@ -463,6 +474,12 @@ pub fn curves(a: CurvesCmd) -> Result<()> {
         a.out.display(),
         predicted.curves.layers.len()
     );
+    if predicted.gn_diagonal.is_some() {
+        eprintln!(
+            "{}: Gauss-Newton diagonal for the saliency ranking",
+            side.display()
+        );
+    }
     Ok(())
 }
 
@@ -480,6 +497,8 @@ pub struct MergeArgs {
 }
 
 pub fn merge(a: MergeArgs) -> Result<()> {
+    let inputs: Vec<&Path> = a.shards.iter().map(PathBuf::as_path).collect();
+    pruneview::session::export::check_outputs(&[&a.out], &inputs)?;
     let shards: Vec<Curves> = a
         .shards
         .iter()
@@ -487,7 +506,6 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         .collect::<Result<_, _>>()?;
     let names: Vec<String> = a.shards.iter().map(|p| p.display().to_string()).collect();
     let merged = Curves::merge(&shards, &names)?;
-    let inputs: Vec<&Path> = a.shards.iter().map(PathBuf::as_path).collect();
     write_atomic(&a.out, merged.to_json().as_bytes(), &inputs)?;
     eprintln!(
         "{}: {} scans from {} shards",
@@ -531,6 +549,10 @@ pub struct SolveArgs {
     /// Per-layer maximum sparsity, `NAME=S` (repeatable).
     #[arg(long, value_name = "NAME=S")]
     pub max_sparsity: Vec<String>,
+    /// The DP prunes a layer past this sparsity only when the budget cannot be met otherwise
+    /// (recovery cannot revive a layer pruned almost away); 1 turns it off. Baselines ignore it.
+    #[arg(long, value_name = "S", default_value_t = pruneview::prune::alloc::DEFAULT_LAYER_CAP, value_parser = parse_layer_cap)]
+    pub layer_cap: f64,
     /// Which curves the allocation trades: the predicted ones, or the measured curves of
     /// `curves --measured all` (with `--measured-after-stats`: recovery-aware).
     #[arg(long, value_enum, default_value = "predicted")]
@@ -625,16 +647,20 @@ fn solve_and_print(
             &measured
         }
     };
-    let alloc = solve_allocation(
+    let (alloc, warnings) = solve_allocation(
         curves,
         weights,
         args.method,
         args.budget()?,
         args.lambdas.get(),
         &args.constraints()?,
+        args.layer_cap,
         args.bins,
     )?;
     print_allocation(&alloc)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(alloc)
 }
 
@@ -657,11 +683,12 @@ fn print_allocation(a: &Allocation) -> Result<()> {
 }
 
 pub fn solve(a: SolveCmd) -> Result<()> {
+    let mut inputs = vec![a.curves.as_path()];
+    inputs.extend(a.weights.as_deref());
+    pruneview::session::export::check_outputs(&[&a.out], &inputs)?;
     let curves = Curves::load(&a.curves)?;
     let weights = a.weights.as_deref().map(Weights::open).transpose()?;
     let alloc = solve_and_print(&curves, &a.solve, weights.as_ref())?;
-    let mut inputs = vec![a.curves.as_path()];
-    inputs.extend(a.weights.as_deref());
     write_atomic(&a.out, alloc.to_json().as_bytes(), &inputs)?;
     Ok(())
 }
@@ -728,6 +755,12 @@ fn masks_of(
 /// Writes `files` and says what each one is.
 fn write_files(from: &ExportInputs, files: &ExportFiles) -> Result<()> {
     pruneview::session::export::write(from, files, &Control::quiet())?;
+    describe_files(from, files);
+    Ok(())
+}
+
+/// Says what each written file holds.
+fn describe_files(from: &ExportInputs, files: &ExportFiles) {
     let pruned = match from.recovered {
         Some(_) => "recovered pruned weights (zeros in dense tensors: not faster by themselves)",
         None => "pruned weights (zeros in dense tensors: not faster by themselves)",
@@ -744,7 +777,6 @@ fn write_files(from: &ExportInputs, files: &ExportFiles) -> Result<()> {
             eprintln!("{}: {what}", p.display());
         }
     }
-    Ok(())
 }
 
 pub fn export_cmd(a: ExportCmd) -> Result<()> {
@@ -804,14 +836,16 @@ pub fn prune(a: PruneCmd) -> Result<()> {
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));
     inputs.extend(a.curves.norm_from.as_deref());
-    let curves_path = a.out.join(export::CURVES_FILE);
+    let shown = ExportFiles::all_in(&a.out);
+    pruneview::session::export::check_outputs(&shown.paths(), &inputs)?;
+    // Everything is written into a staging folder and moved into place at the end, so a
+    // failed or cancelled run leaves `--out` as it was, and a concurrent run is refused.
+    let staged = StagedDir::begin(&a.out)?;
+    let curves_path = staged.path(export::CURVES_FILE);
     let outputs = ExportFiles {
         curves: None,
-        ..ExportFiles::all_in(&a.out)
+        ..ExportFiles::all_in(staged.dir())
     };
-    let mut all_outputs = outputs.paths();
-    all_outputs.push(&curves_path);
-    pruneview::session::export::check_outputs(&all_outputs, &inputs)?;
     let predicted = compute_curves(&det, &a.model.weights, &scans, &a.curves, lambdas, &cancel)?;
     let weights = Weights::open(&a.model.weights)?;
     let alloc = solve_and_print(&predicted.curves, &a.solve, Some(&weights))?;
@@ -820,8 +854,6 @@ pub fn prune(a: PruneCmd) -> Result<()> {
         .as_ref()
         .map(|_| saliency_path(&curves_path));
     // The saliency orders are read back from the side file, so it is written first.
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
     write_curves(&curves_path, &predicted, &det, &inputs)?;
     let (masks, sha) = masks_of(&weights, &alloc, saliency.as_deref())?;
     let recovered = if settings.stages.is_none() {
@@ -846,7 +878,12 @@ pub fn prune(a: PruneCmd) -> Result<()> {
             .map(|(det, masks, report)| Recovered { det, masks, report }),
         inputs: &inputs,
     };
-    write_files(&from, &outputs)?;
+    pruneview::session::export::write(&from, &outputs, &Control::quiet())?;
+    if cancel.load(Ordering::SeqCst) {
+        bail!("cancelled: nothing written to {}", a.out.display());
+    }
+    staged.commit()?;
+    describe_files(&from, &shown);
     let what = match &recovered {
         Some((_, _, r)) => format!("recovered ({})", r.stages),
         None => "masks only".into(),

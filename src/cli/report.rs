@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use pruneview::eval::EvalSet;
-use pruneview::io::write_atomic;
+use pruneview::io::{StagedDir, write_atomic};
 use pruneview::prune::alloc::Method;
 use pruneview::prune::{Curves, Ranking, export, rank};
 use pruneview::report::{self, ReportInputs, ReportSettings};
@@ -56,6 +56,9 @@ pub struct ReportCmd {
     /// Budget bins of the DP.
     #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS, value_parser = super::prune::parse_bins)]
     pub bins: usize,
+    /// The DP's layer cap (see `solve --layer-cap`).
+    #[arg(long, value_name = "S", default_value_t = pruneview::prune::alloc::DEFAULT_LAYER_CAP, value_parser = super::prune::parse_layer_cap)]
+    pub layer_cap: f64,
     /// Also evaluate every pruned model recovered with these stages (see `prune
     /// --recover`; repeat for several, e.g. `--recover stats --recover all`). The mask-only
     /// models are always evaluated.
@@ -80,6 +83,12 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
     let mut inputs = a.model.inputs();
     inputs.extend(files.iter().map(PathBuf::as_path));
     inputs.extend(a.curves_file.as_deref());
+    let names = ["report.md", "report.json", "ap_vs_flops.png", "curves.json"];
+    let outputs: Vec<PathBuf> = names.iter().map(|n| a.out.join(n)).collect();
+    check_outputs(
+        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &inputs,
+    )?;
 
     // Curves: read, or computed here (and written beside the report).
     let (curves, orders, computed) = match &a.curves_file {
@@ -145,6 +154,7 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         methods,
         lambdas: a.lambdas.get(),
         bins: a.bins,
+        layer_cap: a.layer_cap,
         recoveries,
         recover: a.tuning.settings(
             Stages::ALL,
@@ -169,12 +179,11 @@ pub fn report_cmd(a: ReportCmd) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
+    let staged = StagedDir::begin(&a.out)?;
     if let Some(p) = &computed {
-        write_curves(&a.out.join("curves.json"), p, &det, &inputs)?;
+        write_curves(&staged.path("curves.json"), p, &det, &inputs)?;
     }
-    write_report(&rep, &a.out, &inputs)
+    write_report(&rep, staged, &a.out, &inputs)
 }
 
 #[derive(Args, Debug)]
@@ -203,17 +212,26 @@ pub fn merge_reports_cmd(a: MergeReportsCmd) -> Result<()> {
         .map(|p| Ok((p.display().to_string(), report::PruningReport::load(p)?)))
         .collect::<Result<Vec<_>, report::MergeError>>()?;
     let rep = report::PruningReport::merge(&parts)?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create the folder", a.out.display()))?;
-    write_report(&rep, &a.out, &inputs)
+    write_report(&rep, StagedDir::begin(&a.out)?, &a.out, &inputs)
 }
 
-/// `report.md`, `report.json` and `ap_vs_flops.png` into `out`, and the tables on stdout.
-fn write_report(rep: &report::PruningReport, out: &Path, inputs: &[&Path]) -> Result<()> {
+/// `report.md`, `report.json` and `ap_vs_flops.png` into `out` (staged, so the folder gets
+/// all of them or none), and the tables on stdout.
+fn write_report(
+    rep: &report::PruningReport,
+    staged: StagedDir,
+    out: &Path,
+    inputs: &[&Path],
+) -> Result<()> {
     let md = format!("# Pruning without fine-tuning\n\n{}", rep.to_markdown());
-    write_atomic(&out.join("report.md"), md.as_bytes(), inputs)?;
-    write_atomic(&out.join("report.json"), rep.to_json().as_bytes(), inputs)?;
-    write_plot(rep, &out.join("ap_vs_flops.png"))?;
+    write_atomic(&staged.path("report.md"), md.as_bytes(), inputs)?;
+    write_atomic(
+        &staged.path("report.json"),
+        rep.to_json().as_bytes(),
+        inputs,
+    )?;
+    write_plot(rep, &staged.path("ap_vs_flops.png"))?;
+    staged.commit()?;
     outln!("{}", rep.to_markdown())?;
     eprintln!("{}: report.md, report.json, ap_vs_flops.png", out.display());
     Ok(())

@@ -124,6 +124,9 @@ pub struct FrameView<'a> {
     pub clean: &'a CleanFrame,
     pub dt_scores: &'a [f64],
     pub dt_bboxes: &'a [[f32; 4]],
+    /// Observation angles, for the orientation similarity of true positives (AOS).
+    pub dt_alphas: &'a [f32],
+    pub gt_alphas: &'a [f32],
 }
 
 /// TP / FP / FN counts of one frame at one score threshold, and (threshold pass) the scores
@@ -134,6 +137,9 @@ pub struct Statistics {
     pub fp: usize,
     pub fn_: usize,
     pub tp_scores: Vec<f64>,
+    /// Sum over true positives of the orientation similarity `(1 + cos(gt alpha - dt
+    /// alpha)) / 2` (what AOS divides by `tp + fp`).
+    pub similarity: f64,
 }
 
 /// `compute_statistics_jit`. With `compute_fp == false` (the threshold pass) detections are
@@ -204,6 +210,8 @@ pub fn compute_statistics(
             Some(j) => {
                 st.tp += 1;
                 st.tp_scores.push(frame.dt_scores[j]);
+                let delta = f64::from(frame.gt_alphas[i]) - f64::from(frame.dt_alphas[j]);
+                st.similarity += (1.0 + delta.cos()) / 2.0;
                 assigned[j] = true;
             }
         }
@@ -282,6 +290,9 @@ pub struct Curve {
     pub thresholds: Vec<f64>,
     pub precision: Vec<f64>,
     pub recall: Vec<f64>,
+    /// Orientation similarity over `tp + fp` at the same samples (AOS; meaningful for the
+    /// image-box metric, the only one the official code computes it for).
+    pub orientation: Vec<f64>,
 }
 
 /// Runs both passes over `frames`.
@@ -294,29 +305,32 @@ pub fn precision_curve(frames: &[FrameView<'_>], metric: Metric, min_overlap: f6
     let thresholds = sample_thresholds(&scores, num_valid_gt);
     let mut precision = vec![0.0f64; SAMPLE_POINTS];
     let mut recall = vec![0.0f64; SAMPLE_POINTS];
+    let mut orientation = vec![0.0f64; SAMPLE_POINTS];
     for (t, &thresh) in thresholds.iter().enumerate() {
-        let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+        let (mut tp, mut fp, mut fn_, mut similarity) = (0usize, 0usize, 0usize, 0.0f64);
         for f in frames {
             let s = compute_statistics(f, metric, min_overlap, thresh, true);
             tp += s.tp;
             fp += s.fp;
             fn_ += s.fn_;
+            similarity += s.similarity;
         }
         recall[t] = tp as f64 / (tp + fn_) as f64;
         precision[t] = tp as f64 / (tp + fp) as f64;
+        orientation[t] = similarity / (tp + fp) as f64;
     }
+    let tail_max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, nan_max);
     for t in 0..thresholds.len() {
-        precision[t] = precision[t..]
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, nan_max);
-        recall[t] = recall[t..].iter().copied().fold(f64::NEG_INFINITY, nan_max);
+        precision[t] = tail_max(&precision[t..]);
+        recall[t] = tail_max(&recall[t..]);
+        orientation[t] = tail_max(&orientation[t..]);
     }
     Curve {
         num_valid_gt,
         thresholds,
         precision,
         recall,
+        orientation,
     }
 }
 

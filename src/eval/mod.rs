@@ -62,6 +62,11 @@ pub enum EvalError {
     UnknownClass { name: String },
     #[error("no frames to evaluate in {}: no *.txt files", dir.display())]
     NoFrames { dir: PathBuf },
+    #[error(
+        "{}: holds none of the frames' result files (the first would be {first}.txt); check the folder and the split",
+        dir.display()
+    )]
+    NoResults { dir: PathBuf, first: String },
     #[error("cannot list {}: {source}", dir.display())]
     ListDir {
         dir: PathBuf,
@@ -294,6 +299,12 @@ pub struct ApResult {
     pub precision: Vec<f64>,
     /// Recall at the 41 samples (max over the tail, as the official code keeps it).
     pub recall: Vec<f64>,
+    /// AOS|R11 and AOS|R40 in percent: image-box results only, and only when the detections
+    /// carry observation angles (the first detection's alpha is not -10, the official rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aos_r11: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aos_r40: Option<f64>,
 }
 
 impl ApResult {
@@ -476,6 +487,19 @@ pub fn evaluate_with(
         .iter()
         .map(|f| f.iter().map(|d| d.bbox).collect())
         .collect();
+    let alphas = |frames: &[Vec<KittiObject>]| -> Vec<Vec<f32>> {
+        frames
+            .iter()
+            .map(|f| f.iter().map(|o| o.alpha).collect())
+            .collect()
+    };
+    let (dt_alphas, gt_alphas) = (alphas(dt), alphas(gt));
+    // As `get_official_eval_result`: AOS when the first frame with detections has a real
+    // alpha (-10 marks "not estimated").
+    let compute_aos = dt
+        .iter()
+        .find(|f| !f.is_empty())
+        .is_some_and(|f| f[0].alpha != -10.0);
     let mut results = Vec::new();
     // Overlaps depend only on the metric; roles only on class and difficulty.
     let overlaps: Vec<(Metric, Vec<Vec<f64>>)> = opts
@@ -509,10 +533,13 @@ pub fn evaluate_with(
                         clean: &cleans[di][i],
                         dt_scores: &scores[i],
                         dt_bboxes: &bboxes[i],
+                        dt_alphas: &dt_alphas[i],
+                        gt_alphas: &gt_alphas[i],
                     })
                     .collect();
                 let curve = precision_curve(&views, *metric, min_overlap);
                 debug_assert_eq!(curve.precision.len(), SAMPLE_POINTS);
+                let aos = compute_aos && *metric == Metric::Bbox;
                 results.push(ApResult {
                     class,
                     difficulty,
@@ -522,6 +549,8 @@ pub fn evaluate_with(
                     ap_r11: ap_r11(&curve.precision),
                     ap_r40: ap_r40(&curve.precision),
                     thresholds: curve.thresholds,
+                    aos_r11: aos.then(|| ap_r11(&curve.orientation)),
+                    aos_r40: aos.then(|| ap_r40(&curve.orientation)),
                     precision: curve.precision,
                     recall: curve.recall,
                 });
@@ -534,6 +563,68 @@ pub fn evaluate_with(
         iou_set: opts.iou_set,
         results,
     })
+}
+
+/// The text `get_official_eval_result` prints (OpenPCDet's KITTI evaluator), for `classes`:
+/// per class, for the strict then the loose overlaps, an `AP@` block (R11) and an `AP_R40@`
+/// block, each with bbox / bev / 3d lines (easy, moderate, hard; 4 decimals) and an aos line
+/// (2 decimals) when the detections carry angles. Checks elsewhere parse this layout.
+pub fn official_result(
+    gt: &[Vec<KittiObject>],
+    dt: &[Vec<KittiObject>],
+    classes: &[KittiClass],
+) -> Result<String, EvalError> {
+    let run = |iou_set| {
+        evaluate_with(
+            gt,
+            dt,
+            &EvalOptions {
+                classes: classes.to_vec(),
+                metrics: Metric::ALL.to_vec(),
+                iou_set,
+            },
+        )
+    };
+    let sets = [run(IouSet::Strict)?, run(IouSet::Loose)?];
+    let mut s = String::new();
+    for &class in classes {
+        for report in &sets {
+            let result = |m: Metric, d: Difficulty| report.get(class, m, d);
+            let overlaps: Vec<String> = [Metric::Bbox, Metric::Bev, Metric::ThreeD]
+                .iter()
+                .map(|&m| format!("{:.2}", class.min_overlap(m, report.iou_set)))
+                .collect();
+            for (label, points) in [("AP", RecallPoints::R11), ("AP_R40", RecallPoints::R40)] {
+                let _ = writeln!(s, "{} {label}@{}:", class.name(), overlaps.join(", "));
+                let line = |value: &dyn Fn(Difficulty) -> Option<f64>, decimals: usize| {
+                    Difficulty::ALL
+                        .iter()
+                        .map(|&d| format!("{:.*}", decimals, value(d).unwrap_or(0.0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                for (name, metric) in [
+                    ("bbox", Metric::Bbox),
+                    ("bev ", Metric::Bev),
+                    ("3d  ", Metric::ThreeD),
+                ] {
+                    let v = line(&|d| result(metric, d).map(|r| r.ap(points)), 4);
+                    let _ = writeln!(s, "{name} AP:{v}");
+                }
+                let aos = |d| {
+                    let r = result(Metric::Bbox, d)?;
+                    match points {
+                        RecallPoints::R11 => r.aos_r11,
+                        RecallPoints::R40 => r.aos_r40,
+                    }
+                };
+                if Difficulty::ALL.iter().any(|&d| aos(d).is_some()) {
+                    let _ = writeln!(s, "aos  AP:{}", line(&aos, 2));
+                }
+            }
+        }
+    }
+    Ok(s)
 }
 
 /// The frame ids of a `label_2`-style directory: the stems of its `*.txt` files, sorted.
@@ -562,8 +653,9 @@ pub fn frame_ids(dir: impl AsRef<Path>) -> Result<Vec<String>, EvalError> {
 }
 
 /// Loads `{label_dir}/{id}.txt` and `{result_dir}/{id}.txt` for every id: ground truth and
-/// detections, ready for [`evaluate`]. A missing result file is an error (OpenPCDet writes one
-/// per frame, empty when nothing was detected).
+/// detections, ready for [`evaluate`]. A missing result file is a frame without detections
+/// (as OpenPCDet reads it), but a result folder with none of the frames is an error: it is
+/// the wrong folder or split.
 pub fn load_frames(
     label_dir: impl AsRef<Path>,
     result_dir: impl AsRef<Path>,
@@ -572,9 +664,22 @@ pub fn load_frames(
     let (label_dir, result_dir) = (label_dir.as_ref(), result_dir.as_ref());
     let mut gt = Vec::with_capacity(ids.len());
     let mut dt = Vec::with_capacity(ids.len());
+    let mut found = 0;
     for id in ids {
         gt.push(load_labels(label_dir.join(format!("{id}.txt")))?);
-        dt.push(load_labels(result_dir.join(format!("{id}.txt")))?);
+        let result = result_dir.join(format!("{id}.txt"));
+        if result.exists() {
+            found += 1;
+            dt.push(load_labels(result)?);
+        } else {
+            dt.push(Vec::new());
+        }
+    }
+    if found == 0 && !ids.is_empty() {
+        return Err(EvalError::NoResults {
+            dir: result_dir.to_path_buf(),
+            first: ids[0].clone(),
+        });
     }
     Ok((gt, dt))
 }

@@ -25,13 +25,20 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
-use super::allocation::{ALLOCATION_FORMAT, Allocation, Budget, BudgetKind, LayerSparsity};
+use super::allocation::{
+    ALLOCATION_FORMAT, Allocation, Budget, BudgetKind, LayerConstraint, LayerSparsity,
+};
 use super::curves::{Curves, ModelInfo};
 use super::{Lambdas, Ranking, pruned_count};
 
 /// Default number of bins on the budget axis: fine enough that rounding costs up loses at
 /// most `L / 4096` of the budget (2% for 80 layers), small enough to build in milliseconds.
 pub const DEFAULT_BINS: usize = 4096;
+
+/// The DP's default soft cap on layer sparsity ([`Problem::layer_cap`]): chosen on validation
+/// scenes (docs/pruning-report.md, "Recovery-aware allocation"), where without it the DP at 4x
+/// pruned a backbone block to 97-100% and recovery could not bring it back.
+pub const DEFAULT_LAYER_CAP: f64 = 0.9;
 
 /// The argmin table holds `u16` option indices, so a layer may offer at most this many levels.
 const MAX_OPTIONS: usize = u16::MAX as usize + 1;
@@ -73,6 +80,8 @@ pub enum AllocError {
     Empty,
     #[error("budget keep {0} is not a fraction in [0, 1]")]
     BadBudget(f64),
+    #[error("the layer cap {0} is not a sparsity in [0, 1] (1 disables it)")]
+    BadLayerCap(f64),
     #[error(
         "a {kind} budget keeping {keep:.4} is infeasible: {why} keep at least {least:.4}; raise the budget or relax the constraints"
     )]
@@ -226,6 +235,13 @@ impl Constraint {
 pub struct Problem {
     pub layers: Vec<LayerInput>,
     pub constraints: Vec<Constraint>,
+    /// The DP's soft cap on each layer's sparsity: a level above it is chosen only when the
+    /// budget cannot be met otherwise, and then with the least total excess over the cap
+    /// (spread, rather than one layer cut to 100%). Recovery cannot
+    /// revive a layer pruned (almost) away, and the additive model cannot see that a chain of
+    /// individually cheap near-empty layers cuts a branch off. 1 disables it; the baselines
+    /// ignore it (they are the published methods).
+    pub layer_cap: f64,
 }
 
 impl Problem {
@@ -235,11 +251,22 @@ impl Problem {
         Problem {
             layers,
             constraints,
+            layer_cap: 1.0,
         }
     }
 
-    /// The problem of a curves file: predicted curves combined with `lambdas`, and the
-    /// constraints given by layer name (layers not named are unconstrained).
+    /// The same problem with the DP's soft cap set to `cap` (see [`Problem::layer_cap`]).
+    pub fn with_layer_cap(mut self, cap: f64) -> Result<Problem, AllocError> {
+        if !(0.0..=1.0).contains(&cap) {
+            return Err(AllocError::BadLayerCap(cap));
+        }
+        self.layer_cap = cap;
+        Ok(self)
+    }
+
+    /// The problem of a curves file: predicted curves combined with `lambdas`, the
+    /// constraints given by layer name (layers not named are unconstrained) and the default
+    /// layer cap.
     pub fn from_curves(
         curves: &Curves,
         lambdas: Lambdas,
@@ -273,6 +300,7 @@ impl Problem {
         let p = Problem {
             layers,
             constraints,
+            layer_cap: DEFAULT_LAYER_CAP,
         };
         p.validate()?;
         Ok(p)
@@ -290,6 +318,9 @@ impl Problem {
     pub fn validate(&self) -> Result<(), AllocError> {
         if self.layers.is_empty() {
             return Err(AllocError::Empty);
+        }
+        if !(0.0..=1.0).contains(&self.layer_cap) {
+            return Err(AllocError::BadLayerCap(self.layer_cap));
         }
         if self.constraints.len() != self.layers.len() {
             return Err(AllocError::Invalid {
@@ -378,6 +409,37 @@ impl Problem {
             })
             .sum();
         kept / total
+    }
+
+    /// What a user should know about `solution` before trusting it: layers pruned entirely
+    /// (the network is cut there), and curves that cannot tell layers apart.
+    pub fn warnings(&self, solution: &Solution) -> Vec<String> {
+        let mut w = Vec::new();
+        let cut: Vec<&str> = self
+            .layers
+            .iter()
+            .zip(&solution.sparsity)
+            .filter(|&(l, &s)| l.params > 0 && pruned_count(s, l.params) == l.params)
+            .map(|(l, _)| l.name.as_str())
+            .collect();
+        if !cut.is_empty() {
+            w.push(format!(
+                "{} layer(s) pruned entirely ({}): the network is cut there, nothing passes \
+                 through them; raise the budget or cap them (a max-sparsity constraint; `--layer-cap` in the CLI)",
+                cut.len(),
+                cut.join(", ")
+            ));
+        }
+        let flat = |l: &LayerInput| l.distortion.windows(2).all(|w| w[0] == w[1]);
+        if self.layers.iter().all(flat) {
+            w.push(
+                "every layer's curve is flat with these group weights (the same distortion at \
+                 every sparsity): nothing tells the levels apart, so this allocation is \
+                 arbitrary; check the curves and the lambdas"
+                    .into(),
+            );
+        }
+        w
     }
 
     /// The [`Solution`] of per-layer sparsities: what it keeps, exactly, and its predicted
@@ -528,6 +590,18 @@ impl Solution {
                     sparsity: s,
                 })
                 .collect(),
+            layer_cap: (method == Method::Dp && problem.layer_cap < 1.0)
+                .then_some(problem.layer_cap),
+            constraints: problem
+                .layers
+                .iter()
+                .zip(&problem.constraints)
+                .filter(|(_, c)| **c != Constraint::default())
+                .map(|(l, &c)| LayerConstraint {
+                    name: l.name.clone(),
+                    constraint: c,
+                })
+                .collect(),
         }
     }
 }
@@ -573,7 +647,8 @@ pub struct Frontier {
     row_start: Vec<usize>,
     row_cap: Vec<usize>,
     arg: Vec<u16>,
-    /// `G_L(b)` for b in `0..=cap_L`.
+    /// `G_L(b)` for b in `0..=cap_L`: the DP's objective (distortion plus the layer cap's
+    /// penalties), infinite where infeasible.
     best: Vec<f64>,
     /// Least bin with a feasible solution.
     min_bin: usize,
@@ -599,14 +674,34 @@ impl Frontier {
         let costs = problem.costs(kind);
         let total = problem.total_cost(kind)?;
 
+        // The DP minimises an objective: the distortion plus, for a level above the layer
+        // cap, its excess sparsity times a weight so large that 1e-4 of excess outweighs any
+        // difference in total distortion: the least total excess wins, distortion decides
+        // among equals.
+        let spread: f64 = problem
+            .layers
+            .iter()
+            .map(|l| l.distortion.iter().fold(0.0f64, |m, d| m.max(d.abs())))
+            .sum();
+        let per_excess = (1.0 + 2.0 * spread) * 1e4;
+        let objective = |s: f64, d: f64| {
+            let excess = s - problem.layer_cap;
+            if excess > LEVEL_EPS {
+                d + per_excess * excess
+            } else {
+                d
+            }
+        };
+
         // Options per layer: allowed levels with their bin costs, Pareto-filtered (an option
-        // that costs at least as much as another and distorts at least as much never wins).
+        // that costs at least as much as another and scores at least as badly never wins).
         let mut opt_start = Vec::with_capacity(n_layers + 1);
         let (mut opt_cost, mut opt_sparsity, mut opt_distortion) = (vec![], vec![], vec![]);
+        let mut opt_objective = vec![];
         let mut max_cost = Vec::with_capacity(n_layers);
         let mut min_cost_sum = 0usize;
         for ((l, c), &cost) in problem.layers.iter().zip(&problem.constraints).zip(&costs) {
-            let mut opts: Vec<(u32, f64, f64)> = l
+            let mut opts: Vec<(u32, f64, f64, f64)> = l
                 .levels
                 .iter()
                 .zip(&l.distortion)
@@ -614,8 +709,9 @@ impl Frontier {
                 .map(|(&s, &d)| {
                     (
                         bin_cost(kept_fraction(s, l.params), cost, total, bins),
-                        d,
+                        objective(s, d),
                         s,
+                        d,
                     )
                 })
                 .collect();
@@ -633,11 +729,12 @@ impl Frontier {
                     .then(a.2.total_cmp(&b.2))
             });
             opt_start.push(opt_cost.len());
-            let mut best_d = f64::INFINITY;
-            for (c, d, s) in opts {
-                if d < best_d {
-                    best_d = d;
+            let mut best = f64::INFINITY;
+            for (c, o, s, d) in opts {
+                if o < best {
+                    best = o;
                     opt_cost.push(c);
+                    opt_objective.push(o);
                     opt_distortion.push(d);
                     opt_sparsity.push(s);
                 }
@@ -673,7 +770,7 @@ impl Frontier {
         let mut argf = vec![0.0f64; width];
         for (i, &l) in order.iter().enumerate() {
             let r = opt_start[l]..opt_start[l + 1];
-            let (oc, od) = (&opt_cost[r.clone()], &opt_distortion[r]);
+            let (oc, od) = (&opt_cost[r.clone()], &opt_objective[r]);
             let row = row_cap[i] + 1;
             dp_row(&prev, &mut next[..row], &mut argf[..row], oc, od);
             // Past the cap nothing changes: extend G_l flat so the next row can read it.
@@ -747,7 +844,7 @@ impl Frontier {
         // cost can exceed B by up to L bins; below 1 the bins bound the exact cost.
         // Beyond the last cap (every layer at its costliest option) nothing changes.
         let top = self.best.len() - 1;
-        let mut b = if keep >= 1.0 {
+        let b = if keep >= 1.0 {
             top
         } else {
             budget_bin(keep, self.bins).min(top)
@@ -761,16 +858,7 @@ impl Frontier {
                       sparsity), with costs rounded up to this frontier's bins,",
             });
         }
-        let mut sparsity = vec![0.0; self.order.len()];
-        let mut predicted = 0.0;
-        for i in (0..self.order.len()).rev() {
-            let l = self.order[i];
-            b = b.min(self.row_cap[i]);
-            let o = self.opt_start[l] + self.arg[self.row_start[i] + b] as usize;
-            sparsity[l] = self.opt_sparsity[o];
-            predicted += self.opt_distortion[o];
-            b -= self.opt_cost[o] as usize;
-        }
+        let (sparsity, predicted) = self.backtrack(b);
         let (mut flops, mut params, mut flops_dense, mut params_dense) = (0.0, 0usize, 0.0, 0);
         for ((&s, &n), &f) in sparsity.iter().zip(&self.params).zip(&self.flops) {
             flops += kept_fraction(s, n) * f;
@@ -787,22 +875,33 @@ impl Frontier {
         })
     }
 
-    /// `(keep, least predicted distortion)` for every feasible bin, nonincreasing in
-    /// distortion, for plotting. The last point is at keep 1.
+    /// Per-layer sparsities (problem order) and predicted distortion of the DP's answer
+    /// for budget bin `b` (feasible).
+    fn backtrack(&self, mut b: usize) -> (Vec<f64>, f64) {
+        let mut sparsity = vec![0.0; self.order.len()];
+        let mut predicted = 0.0;
+        for i in (0..self.order.len()).rev() {
+            let l = self.order[i];
+            b = b.min(self.row_cap[i]);
+            let o = self.opt_start[l] + self.arg[self.row_start[i] + b] as usize;
+            sparsity[l] = self.opt_sparsity[o];
+            predicted += self.opt_distortion[o];
+            b -= self.opt_cost[o] as usize;
+        }
+        (sparsity, predicted)
+    }
+
+    /// `(keep, predicted distortion of the DP's answer)` for every feasible bin, for plotting
+    /// (nonincreasing without a layer cap). The last point is at keep 1.
     pub fn points(&self) -> Vec<(f64, f64)> {
         let bins = self.bins;
+        let top = self.best.len() - 1;
         let mut pts: Vec<(f64, f64)> = (self.min_bin..bins)
-            .map(|b| {
-                (
-                    b as f64 / bins as f64,
-                    self.best[b.min(self.best.len() - 1)],
-                )
-            })
+            .filter(|&b| self.best[b.min(top)].is_finite())
+            .map(|b| (b as f64 / bins as f64, self.backtrack(b.min(top)).1))
             .collect();
-        if let Some(&last) = self.best.last()
-            && last.is_finite()
-        {
-            pts.push((1.0, last));
+        if self.best[top].is_finite() {
+            pts.push((1.0, self.backtrack(top).1));
         }
         pts
     }
@@ -1383,6 +1482,101 @@ mod tests {
         assert!(checked > 100, "only {checked} instances had allowed levels");
     }
 
+    /// With a layer cap the DP first minimises the total sparsity above it, then distortion
+    /// (brute force over every combination, the same bins); its predicted distortion is the
+    /// curves' own, without the penalty, and any budget feasible without the cap stays so.
+    #[test]
+    fn layer_cap_is_exceeded_only_as_the_budget_needs() {
+        let mut rng = Rng(11);
+        let mut exceeded = 0;
+        for case in 0..80 {
+            let cap = [0.3, 0.5, 0.7][case % 3];
+            let p = small_problem(&mut rng, false).with_layer_cap(cap).unwrap();
+            let kind = BudgetKind::Flops;
+            let bins = 128;
+            let f = Frontier::build(&p, kind, bins).unwrap();
+            let uncapped = Frontier::build(
+                &Problem {
+                    layer_cap: 1.0,
+                    ..p.clone()
+                },
+                kind,
+                bins,
+            )
+            .unwrap();
+            let costs = p.costs(kind);
+            let total: f64 = costs.iter().sum();
+            let bin_of = |pick: &[usize]| -> usize {
+                pick.iter()
+                    .zip(&p.layers)
+                    .zip(&costs)
+                    .map(|((&k, l), &c)| {
+                        bin_cost(kept_fraction(l.levels[k], l.params), c, total, bins) as usize
+                    })
+                    .sum()
+            };
+            let excess = |s: f64| (s - cap).max(0.0);
+            // The same problem with each level's excess as its distortion.
+            let mut by_excess = p.clone();
+            for l in &mut by_excess.layers {
+                l.distortion = l.levels.iter().map(|&s| excess(s)).collect();
+            }
+            let over = |pick: &[usize]| -> f64 {
+                pick.iter()
+                    .zip(&p.layers)
+                    .map(|(&k, l)| excess(l.levels[k]))
+                    .sum()
+            };
+            for step in 1..40 {
+                let keep = step as f64 / 40.0;
+                let b = budget_bin(keep, bins);
+                let Ok(sol) = f.query(keep) else {
+                    assert!(uncapped.query(keep).is_err(), "case {case} keep {keep}");
+                    continue;
+                };
+                let ours: f64 = sol.sparsity.iter().map(|&s| excess(s)).sum();
+                exceeded += usize::from(ours > 0.0);
+                let least = brute_force(&by_excess, |pick| bin_of(pick) <= b).unwrap();
+                assert!(
+                    (ours - least).abs() < 1e-9,
+                    "case {case} keep {keep}: {ours} {least}"
+                );
+                let d = brute_force(&p, |pick| bin_of(pick) <= b && over(pick) <= least + 1e-9)
+                    .unwrap();
+                assert!(
+                    close(sol.predicted, d),
+                    "case {case} keep {keep}: dp {} brute force {d}",
+                    sol.predicted
+                );
+            }
+            for (keep, d) in f.points() {
+                let q = f.query(keep).unwrap();
+                assert!(close(d, q.predicted), "case {case}: point at {keep}");
+            }
+        }
+        assert!(exceeded > 0, "no budget needed a layer past its cap");
+    }
+
+    #[test]
+    fn warns_of_cut_layers_and_flat_curves() {
+        let mut rng = Rng(5);
+        let mut p = small_problem(&mut rng, false).with_layer_cap(1.0).unwrap();
+        let mut s = vec![0.0; p.layers.len()];
+        assert!(p.warnings(&p.solution(s.clone())).is_empty());
+        s[1] = 1.0;
+        let w = p.warnings(&p.solution(s.clone()));
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("pruned entirely") && w[0].contains(&p.layers[1].name),
+            "{w:?}"
+        );
+        for l in &mut p.layers {
+            l.distortion.iter_mut().for_each(|d| *d = 0.5);
+        }
+        let w = p.warnings(&p.solution(vec![0.0; p.layers.len()]));
+        assert!(w.len() == 1 && w[0].contains("flat"), "{w:?}");
+    }
+
     #[test]
     fn dispatched_kernel_matches_the_portable_one() {
         let mut rng = Rng(17);
@@ -1818,6 +2012,36 @@ mod tests {
         assert_eq!(a.sparsity_of("a.weight"), Some(0.5));
         assert_eq!(a.predicted_distortion, 3.0);
         assert_eq!(a.budget, budget);
+        // The record says which cap and constraints the DP obeyed.
+        assert_eq!(a.layer_cap, Some(DEFAULT_LAYER_CAP));
+        assert!(a.constraints.is_empty());
+        let lock_b = HashMap::from([(
+            "b.weight".to_string(),
+            Constraint {
+                locked: true,
+                ..Constraint::default()
+            },
+        )]);
+        let q = Problem::from_curves(&c, Lambdas::default(), &lock_b)
+            .unwrap()
+            .with_layer_cap(1.0)
+            .unwrap();
+        let s = solve(Method::Dp, &q, None, budget, DEFAULT_BINS).unwrap();
+        let a = s.to_allocation(
+            &q,
+            Method::Dp,
+            budget,
+            c.model.clone(),
+            Ranking::Magnitude,
+            Lambdas::default(),
+        );
+        assert_eq!(a.layer_cap, None);
+        assert_eq!(a.constraints.len(), 1);
+        assert_eq!(a.constraints[0].name, "b.weight");
+        assert!(a.constraints[0].constraint.locked);
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.contains("\"locked\":true"), "{json}");
+        assert_eq!(serde_json::from_str::<Allocation>(&json).unwrap(), a);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::alloc::Constraint;
 use super::curves::ModelInfo;
 use super::{Lambdas, Ranking};
 
@@ -42,6 +43,21 @@ pub struct Allocation {
     /// Sum over layers of the predicted per-layer distortion (additivity).
     pub predicted_distortion: f64,
     pub layers: Vec<LayerSparsity>,
+    /// The DP's soft cap on layer sparsity ([`crate::prune::alloc::Problem::layer_cap`]),
+    /// when one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_cap: Option<f64>,
+    /// The user's per-layer constraints; layers not listed were unconstrained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<LayerConstraint>,
+}
+
+/// One layer's constraint, as `allocation.json` records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerConstraint {
+    pub name: String,
+    #[serde(flatten)]
+    pub constraint: Constraint,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

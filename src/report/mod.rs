@@ -98,6 +98,9 @@ pub struct Row {
     /// Distortion of the pruned model measured on the calibration scans.
     pub measured_distortion: f64,
     pub accuracy: Accuracy,
+    /// The DP's layer cap ([`Problem::layer_cap`]) when one applied (dp rows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_cap: Option<f64>,
 }
 
 fn no_recovery() -> String {
@@ -146,6 +149,8 @@ pub struct ReportSettings {
     pub methods: Vec<Method>,
     pub lambdas: Lambdas,
     pub bins: usize,
+    /// The DP's layer cap ([`Problem::layer_cap`]).
+    pub layer_cap: f64,
     /// Recoveries to apply to every pruned model (`Stages::NONE`: masks only).
     pub recoveries: Vec<Stages>,
     /// How recovery runs (its stages are taken from `recoveries`).
@@ -186,7 +191,8 @@ pub fn run(
         .iter()
         .map(|&u| det.units()[u].weight.data.as_slice())
         .collect();
-    let frontier = alloc::Frontier::build(&problem, BudgetKind::Flops, settings.bins)?;
+    let dp_problem = problem.clone().with_layer_cap(settings.layer_cap)?;
+    let frontier = alloc::Frontier::build(&dp_problem, BudgetKind::Flops, settings.bins)?;
     let reference = DenseReference::compute(
         det,
         scans,
@@ -268,6 +274,8 @@ pub fn run(
                     predicted_distortion: solution.predicted,
                     measured_distortion: settings.lambdas.combine(c, l),
                     accuracy,
+                    layer_cap: (method == Method::Dp && settings.layer_cap < 1.0)
+                        .then_some(settings.layer_cap),
                 });
             }
         }
@@ -490,6 +498,18 @@ impl PruningReport {
             self.distortion,
             self.ranking
         );
+        let mut caps: Vec<f64> = self.rows.iter().filter_map(|r| r.layer_cap).collect();
+        caps.sort_by(f64::total_cmp);
+        caps.dedup();
+        if !caps.is_empty() {
+            let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "The DP prunes no layer past a sparsity of {} unless the budget needs it \
+                 (`--layer-cap`).\n",
+                caps.join(" or ")
+            );
+        }
         let _ = writeln!(
             s,
             "Mean over classes of moderate AP_BEV (R40); dense: **{:.2}**.{}\n",
@@ -608,6 +628,7 @@ mod tests {
             predicted_distortion: 0.1,
             measured_distortion: 0.2,
             accuracy: accuracy(bev),
+            layer_cap: None,
         }
     }
 

@@ -63,17 +63,19 @@ impl ExportFiles {
     }
 }
 
-/// Refuses two outputs at one path and an output that is one of the inputs (compared after
-/// resolving links and `..`, so another spelling of a path is caught too).
+/// Refuses, before any work, two outputs at one path, an output that is one of the inputs
+/// (compared after resolving links and `..`, so another spelling of a path is caught too,
+/// also of files that do not exist yet) and an output that cannot be written.
 pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let resolved = |p: &Path| crate::io::resolved(p);
     for (i, p) in outputs.iter().enumerate() {
-        if outputs[..i].iter().any(|q| canon(q) == canon(p)) {
+        if outputs[..i].iter().any(|q| resolved(q) == resolved(p)) {
             return Err(format!("{}: given for two outputs", p.display()).into());
         }
-        if inputs.iter().any(|q| canon(q) == canon(p)) {
+        if inputs.iter().any(|q| resolved(q) == resolved(p)) {
             return Err(format!("{}: the output is one of the inputs", p.display()).into());
         }
+        crate::io::check_writable(p).map_err(fail)?;
     }
     Ok(())
 }
@@ -86,6 +88,11 @@ pub struct Recovered<'a> {
     pub report: &'a RecoveryReport,
 }
 
+/// Metadata key and value that mark a Gauss-Newton diagonal side file (`curves --ranking
+/// saliency`), so that a weights file passed as one is refused rather than used as scores.
+pub const SALIENCY_KIND_KEY: &str = "pruneview.kind";
+pub const SALIENCY_KIND: &str = "gauss-newton-diagonal";
+
 /// Saliency orders from a Gauss-Newton diagonal file.
 fn saliency_orders(
     path: &Path,
@@ -93,6 +100,14 @@ fn saliency_orders(
     alloc: &Allocation,
 ) -> Result<HashMap<String, Vec<u32>>> {
     let diag = Weights::open(path).map_err(fail)?;
+    if diag.metadata().get(SALIENCY_KIND_KEY).map(String::as_str) != Some(SALIENCY_KIND) {
+        return Err(format!(
+            "{}: not a Gauss-Newton diagonal file (the `.saliency.safetensors` that `curves \
+             --ranking saliency` writes next to its curves)",
+            path.display()
+        )
+        .into());
+    }
     alloc
         .layers
         .iter()
@@ -122,6 +137,13 @@ pub fn allocation_masks(
     });
     let given;
     let orders = match alloc.ranking {
+        Ranking::Magnitude if saliency.is_some() => {
+            return Err(
+                "the allocation ranks weights by magnitude, so --saliency would not be used; \
+                 drop it, or solve on curves computed with --ranking saliency"
+                    .into(),
+            );
+        }
         Ranking::Magnitude => Orders::Magnitude,
         Ranking::Saliency => {
             let path = saliency.ok_or(
@@ -165,17 +187,33 @@ pub fn write(from: &ExportInputs, files: &ExportFiles, ctl: &Control) -> Result<
         return Err("a curves file was asked for but there are no curves".into());
     }
     let total = files.paths().len();
+    // Files of one folder (what `prune` and the app write) appear together or not at all.
+    let folder = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut folders: Vec<PathBuf> = files.paths().into_iter().map(folder).collect();
+    folders.dedup();
+    let staged = match folders.as_slice() {
+        [one] => Some(crate::io::StagedDir::begin(one).map_err(fail)?),
+        _ => None,
+    };
     let mut written: Vec<PathBuf> = Vec::new();
     let (alloc, inputs) = (from.alloc, from.inputs);
     let mut out = |p: &Option<PathBuf>, what: &str, f: &dyn Fn(&Path) -> Result<()>| {
         let Some(p) = p else { return Ok(()) };
         ctl.check()?;
         ctl.step(written.len(), total, what);
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
-        }
-        f(p)?;
+        let at = match (&staged, p.file_name()) {
+            (Some(s), Some(name)) => s.dir().join(name),
+            _ => {
+                let dir = folder(p);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
+                p.clone()
+            }
+        };
+        f(&at)?;
         written.push(p.clone());
         Ok::<(), super::Error>(())
     };
@@ -203,6 +241,10 @@ pub fn write(from: &ExportInputs, files: &ExportFiles, ctl: &Control) -> Result<
         let curves = from.curves.ok_or("no curves")?;
         write_atomic(p, curves.to_json().as_bytes(), inputs).map_err(fail)
     })?;
+    if let Some(s) = staged {
+        ctl.check()?;
+        s.commit().map_err(fail)?;
+    }
     ctl.step(total, total, "done");
     Ok(written)
 }

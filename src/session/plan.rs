@@ -30,7 +30,10 @@ pub fn layer_weights(curves: &Curves, weights: &Weights) -> Result<Vec<Vec<f32>>
         .collect()
 }
 
-/// One allocation of `method` at `budget` (the baselines that rank weights need `weights`).
+/// One allocation of `method` at `budget` (the baselines that rank weights need `weights`;
+/// the DP obeys `layer_cap`, see [`Problem::layer_cap`]), and what the user should be warned
+/// of ([`Problem::warnings`]).
+#[allow(clippy::too_many_arguments)]
 pub fn solve_allocation(
     curves: &Curves,
     weights: Option<&Weights>,
@@ -38,9 +41,12 @@ pub fn solve_allocation(
     budget: Budget,
     lambdas: Lambdas,
     constraints: &HashMap<String, Constraint>,
+    layer_cap: f64,
     bins: usize,
-) -> Result<Allocation> {
-    let problem = Problem::from_curves(curves, lambdas, constraints).map_err(fail)?;
+) -> Result<(Allocation, Vec<String>)> {
+    let problem = Problem::from_curves(curves, lambdas, constraints)
+        .and_then(|p| p.with_layer_cap(layer_cap))
+        .map_err(fail)?;
     let layer_weights = match weights {
         Some(w) => Some(layer_weights(curves, w)?),
         None if method.needs_weights() => {
@@ -52,14 +58,15 @@ pub fn solve_allocation(
         .as_ref()
         .map(|v| v.iter().map(Vec::as_slice).collect());
     let sol = alloc::solve(method, &problem, refs.as_deref(), budget, bins).map_err(fail)?;
-    Ok(sol.to_allocation(
+    let record = sol.to_allocation(
         &problem,
         method,
         budget,
         curves.model.clone(),
         curves.calibration.ranking,
         lambdas,
-    ))
+    );
+    Ok((record, problem.warnings(&sol)))
 }
 
 /// Everything the app's budget slider queries on every frame: the DP frontier and the

@@ -63,6 +63,11 @@ pub enum SynthError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{}: already holds a dataset ({files} files in velodyne/, label_2/ and calib/); choose an empty folder or pass --overwrite",
+        path.display()
+    )]
+    Exists { path: PathBuf, files: usize },
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]
@@ -126,12 +131,28 @@ pub fn write_kitti(dir: impl AsRef<Path>, range: Range<u64>, seed: u64) -> Resul
 
 /// For the CLI (`pruneview synth --out DIR --count N --seed S`): writes frames 0..count.
 /// Progress counts frames; a cancelled run stops after the current frame. Returns the number of frames written.
+/// Refuses a folder that already holds a dataset (files in `velodyne/`, `label_2/` or
+/// `calib/`) unless `overwrite`, so that labelled data is never replaced by accident.
 pub fn synth_to_dir(
     out: &Path,
     count: usize,
     seed: u64,
+    overwrite: bool,
     ctl: &Control,
 ) -> Result<usize, SynthError> {
+    if !overwrite {
+        let files: usize = ["velodyne", "label_2", "calib"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(out.join(sub)).ok())
+            .map(|d| d.count())
+            .sum();
+        if files > 0 {
+            return Err(SynthError::Exists {
+                path: out.to_path_buf(),
+                files,
+            });
+        }
+    }
     synth_frames(out, 0..count as u64, seed, &Lidar::hdl64e(), ctl)
 }
 
