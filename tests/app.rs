@@ -119,6 +119,12 @@ fn demo_loads_budget_moves_allocation_and_exports() {
     let masks = Weights::open(&dir.join("masks.safetensors")).unwrap();
     assert_eq!(masks.keys().len(), after.sparsity.len());
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+
+    // At 2% kept layers must go entirely: the budget panel says so.
+    h.state_mut().state.settings.keep = 0.02;
+    h.state_mut().state.budget_changed();
+    h.run_steps(3);
+    h.get_by_label_contains("pruned entirely");
 }
 
 #[test]
@@ -168,6 +174,44 @@ fn bad_files_show_errors_and_the_app_keeps_running() {
     assert_eq!(s.model.as_ref().unwrap().weights_path, req.weights);
     assert_eq!(s.scans.len(), 1);
     assert_eq!(s.settings.open.as_ref().unwrap().weights, req.weights);
+
+    // Configs get the CLI's checks: a voxel cap that would allocate without bound and a
+    // base config outside the cfgs/ folder are named; the open model stays.
+    let yaml = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/demo_pointpillar.yaml"),
+    )
+    .unwrap();
+    let models = dir.join("cfgs/kitti_models");
+    std::fs::create_dir_all(&models).unwrap();
+    for (name, from, to, says) in [
+        (
+            "huge.yaml",
+            "MAX_POINTS_PER_VOXEL: 32",
+            "MAX_POINTS_PER_VOXEL: 1000000000",
+            "1000000000",
+        ),
+        (
+            "outside.yaml",
+            "CLASS_NAMES:",
+            "_BASE_CONFIG_: /etc/passwd\nCLASS_NAMES:",
+            "relative to the folder",
+        ),
+    ] {
+        let path = models.join(name);
+        std::fs::write(&path, yaml.replacen(from, to, 1)).unwrap();
+        h.state_mut().state.dropped(vec![path]);
+        step_until(&mut h, LONG, "the error", |a| a.state.jobs.is_idle()).unwrap();
+        h.run_steps(2);
+        let e = errors(&h);
+        assert!(
+            e.iter().any(|m| m.contains(name) && m.contains(says)),
+            "{name}: {e:?}"
+        );
+        assert_eq!(
+            h.state().state.model.as_ref().unwrap().weights_path,
+            req.weights
+        );
+    }
 
     // A file that is nothing the app knows.
     h.state_mut().state.dropped(vec![dir.join("notes.txt")]);

@@ -625,3 +625,45 @@ fn grad_dumps_every_gradient_of_second() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Measured curves on a subset of the calibration scans (`--measured-scans`), after
+/// statistics repair: the recovery-aware curves that `solve --on measured` allocates on.
+#[test]
+fn measured_curves_on_a_subset_of_the_scans() {
+    let dir = tempdir("measured-subset");
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let out = dir.join("c.json");
+    let o = run(&args(&[
+        "curves",
+        "--weights",
+        &s(&demo.join("demo_pointpillar.safetensors")),
+        "--scans",
+        &s(&demo.join("scans/synthetic/velodyne")),
+        "--max-scans",
+        "2",
+        "--probes",
+        "1",
+        "--measured",
+        "backbone_2d.blocks.0.1.weight",
+        "--measured-levels",
+        "0.5,1",
+        "--measured-after-stats",
+        "--measured-scans",
+        "1",
+        "--out",
+        &s(&out),
+    ]));
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("measured curves on 1 of the 2 scans"), "{e}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let layer = c["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "backbone_2d.blocks.0.1.weight")
+        .unwrap();
+    assert!(layer["measured"].is_object(), "{layer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

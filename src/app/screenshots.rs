@@ -124,6 +124,15 @@ pub fn render_all(out: &Path, scans: usize, log: &dyn Fn(&str)) -> Result<Vec<Pa
     };
     save(&mut h, "overview.png")?;
 
+    // The frontier with the measured AP of the dense and the pruned model.
+    log("evaluating...");
+    h.state_mut().state.evaluate();
+    step_until(&mut h, long, "the evaluation", |a| {
+        !a.state.eval_points.is_empty()
+    })?;
+    h.run_steps(3);
+    save(&mut h, "evaluated.png")?;
+
     let last = h.state().state.scans.len() - 1;
     h.state_mut().state.selected_scan = last;
     h.state_mut().state.settings.projection = Projection::BirdsEye;

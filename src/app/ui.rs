@@ -583,7 +583,10 @@ impl PruneviewApp {
         ));
         if let Some(c) = &self.state.current {
             for w in &c.warnings {
-                ui.colored_label(egui::Color32::from_rgb(255, 170, 60), format!("⚠ {w}"));
+                ui.colored_label(
+                    egui::Color32::from_rgb(255, 170, 60),
+                    format!("warning: {w}"),
+                );
             }
         }
         ui.horizontal(|ui| {

@@ -164,6 +164,10 @@ pub struct CurveArgs {
     /// `--recover stats` leaves it): recovery-aware curves, for `solve --on measured`.
     #[arg(long, requires = "measured")]
     pub measured_after_stats: bool,
+    /// Measure on the first N calibration scans only (default: all). Measured curves cost one
+    /// pass per layer and level; 16 scans are enough for the allocation (docs/pruning-report.md).
+    #[arg(long, value_name = "N", requires = "measured", value_parser = clap::value_parser!(u64).range(1..))]
+    pub measured_scans: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -367,7 +371,11 @@ pub(super) fn compute_curves(
                 lambdas,
                 repair_statistics: args.measured_after_stats,
             };
-            measure(det, scans, curves, orders, &settings, ctl)
+            let n = args
+                .measured_scans
+                .map_or(scans.len(), |n| (n as usize).min(scans.len()));
+            eprintln!("measured curves on {n} of the {} scans", scans.len());
+            measure(det, &scans[..n], curves, orders, &settings, ctl)
         })?;
         if let Some(f) = &curves.fidelity {
             print_fidelity(f)?;

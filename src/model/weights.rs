@@ -16,7 +16,7 @@ use crate::nn::Tensor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("{path}: cannot read weights: {source}")]
+    #[error("{path}: cannot read this safetensors file: {source}")]
     Io {
         path: PathBuf,
         #[source]

@@ -1357,6 +1357,19 @@ mod tests {
         kept / total
     }
 
+    /// The DP's bin cost of one level per layer (`pick[l]` indexes layer l's levels).
+    fn picked_bins(p: &Problem, kind: BudgetKind, bins: usize, pick: &[usize]) -> usize {
+        let costs = p.costs(kind);
+        let total: f64 = costs.iter().sum();
+        pick.iter()
+            .zip(&p.layers)
+            .zip(&costs)
+            .map(|((&k, l), &c)| {
+                bin_cost(kept_fraction(l.levels[k], l.params), c, total, bins) as usize
+            })
+            .sum()
+    }
+
     /// Least distortion over every combination of allowed levels that `fits`.
     fn brute_force(p: &Problem, fits: impl Fn(&[usize]) -> bool) -> Option<f64> {
         let allowed: Vec<Vec<usize>> = p
@@ -1422,17 +1435,7 @@ mod tests {
                 Err(e) => panic!("case {case}: {e}"),
             };
             checked += 1;
-            let costs = p.costs(kind);
-            let total: f64 = costs.iter().sum();
-            let bin_of = |pick: &[usize]| -> usize {
-                pick.iter()
-                    .zip(&p.layers)
-                    .zip(&costs)
-                    .map(|((&k, l), &c)| {
-                        bin_cost(kept_fraction(l.levels[k], l.params), c, total, bins) as usize
-                    })
-                    .sum()
-            };
+            let bin_of = |pick: &[usize]| picked_bins(&p, kind, bins, pick);
             let nl = p.layers.len() as f64;
             for step in 0..=40 {
                 let keep = step as f64 / 40.0;
@@ -1504,17 +1507,7 @@ mod tests {
                 bins,
             )
             .unwrap();
-            let costs = p.costs(kind);
-            let total: f64 = costs.iter().sum();
-            let bin_of = |pick: &[usize]| -> usize {
-                pick.iter()
-                    .zip(&p.layers)
-                    .zip(&costs)
-                    .map(|((&k, l), &c)| {
-                        bin_cost(kept_fraction(l.levels[k], l.params), c, total, bins) as usize
-                    })
-                    .sum()
-            };
+            let bin_of = |pick: &[usize]| picked_bins(&p, kind, bins, pick);
             let excess = |s: f64| (s - cap).max(0.0);
             // The same problem with each level's excess as its distortion.
             let mut by_excess = p.clone();

@@ -73,7 +73,12 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
             return Err(format!("{}: given for two outputs", p.display()).into());
         }
         if inputs.iter().any(|q| resolved(q) == resolved(p)) {
-            return Err(format!("{}: the output is one of the inputs", p.display()).into());
+            return Err(format!(
+                "{}: the output is one of the inputs; refusing to overwrite an input file, \
+                 choose another output path",
+                p.display()
+            )
+            .into());
         }
         crate::io::check_writable(p).map_err(fail)?;
     }
