@@ -86,7 +86,7 @@ impl Default for Settings {
             show_dense: true,
             show_pruned: true,
             export: ExportChoice {
-                dir: PathBuf::from("pruneview-export"),
+                dir: default_export_dir(),
                 masks: true,
                 pruned: true,
                 allocation: true,
@@ -833,4 +833,16 @@ impl PrunedTarget {
     fn shows(&self, p: &PrunedDetections) -> bool {
         p.scan_id == self.scan_id && p.sparsity == self.sparsity && p.recovery == self.recovery
     }
+}
+
+/// Where exports go unless the user picks a folder: an absolute path (`~/pruneview-export`),
+/// so that the folder shown in the dialog is where the files land, whatever the working
+/// directory the app was started from.
+fn default_export_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default()
+        .join("pruneview-export")
 }

@@ -13,9 +13,9 @@ pub struct OpenArgs {
     /// OpenPCDet model YAML (optional when the weights carry their config).
     #[arg(long, value_name = "C.yaml")]
     pub config: Option<PathBuf>,
-    /// Weights (safetensors with OpenPCDet `state_dict` names).
-    #[arg(long, value_name = "W.safetensors")]
-    pub model: PathBuf,
+    /// Weights (safetensors with OpenPCDet `state_dict` names); `--model` is accepted too.
+    #[arg(long, value_name = "W.safetensors", alias = "model")]
+    pub weights: PathBuf,
     /// Calibration scans: files or folders (a KITTI root or its velodyne/ folder).
     #[arg(long, value_name = "DIR_OR_FILES", num_args = 1..)]
     pub scans: Vec<PathBuf>,
@@ -34,7 +34,7 @@ pub struct ScreenshotsArgs {
 pub fn open(a: OpenArgs) -> Result<()> {
     open_app(Some(OpenRequest {
         config: a.config,
-        weights: a.model,
+        weights: a.weights,
         scans: a.scans,
     }))
 }
