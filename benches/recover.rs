@@ -140,8 +140,17 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let mut work = pruned.clone();
             let cfg = ReconstructSettings::default();
-            reconstruct::reconstruct(&mut work, &dense, &masks, &scans, None, first, &cfg, &ctl)
-                .unwrap()
+            reconstruct::reconstruct(
+                &mut work,
+                &dense,
+                &masks,
+                &scans,
+                None,
+                first..usize::MAX,
+                &cfg,
+                &ctl,
+            )
+            .unwrap()
         })
     });
     g.finish();

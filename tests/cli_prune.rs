@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
+use pruneview::model::weights::to_file_layout;
 use pruneview::prune::{Allocation, Curves};
 
 fn shared() -> PathBuf {
@@ -481,33 +483,8 @@ fn ctrl_c_stops_curves_and_writes_nothing() {
 #[test]
 fn second_prunes_end_to_end_on_kitti() {
     let out = tempdir("second");
-    let model = args(&[
-        "--config",
-        &s(&pp("cfgs/kitti_models/second.yaml")),
-        "--weights",
-        &s(&pp("second_kitti_000008/weights.safetensors")),
-    ]);
-    let scans = args(&[
-        "--scans",
-        &s(&kitti("velodyne")),
-        "--fov-calib",
-        &s(&kitti("calib")),
-        "--image-size",
-        "375x1242",
-    ]);
-    let mut a = args(&["prune"]);
-    a.extend(model);
-    a.extend(scans);
-    a.extend(args(&[
-        "--probes",
-        "1",
-        "--flops-keep",
-        "0.5",
-        "--recover",
-        "stats",
-    ]));
-    a.extend(args(&["--out", &s(&out)]));
-    ok(&run(&a));
+    let weights = pp("second_kitti_000008/weights.safetensors");
+    ok(&run(&prune_second(&weights, &out)));
 
     let curves = Curves::load(&out.join("curves.json")).expect("curves.json");
     let sparse: Vec<_> = curves
@@ -574,7 +551,108 @@ fn second_prunes_end_to_end_on_kitti() {
         "--image-size",
         "375x1242",
     ])));
+
+    // The same model in spconv 1.x's layout (the model zoo's checkpoints) prunes the same
+    // weights: its masks and recovered weights are written in that layout.
+    let v1_dir = tempdir("second-v1");
+    let v1 = v1_dir.join("second_v1.safetensors");
+    write_in_spconv1_layout(&w, &v1);
+    let out_v1 = v1_dir.join("out");
+    ok(&run(&prune_second(&v1, &out_v1)));
+    let alloc_v1 = Allocation::load(&out_v1.join("allocation.json")).unwrap();
+    let sparsity = |a: &Allocation| a.layers.iter().map(|l| l.sparsity).collect::<Vec<_>>();
+    assert_eq!(sparsity(&alloc_v1), sparsity(&alloc));
+    let masks_v1 = Weights::open(&out_v1.join("masks.safetensors")).unwrap();
+    let pruned_v1 = Weights::open(&out_v1.join("pruned.safetensors")).unwrap();
+    for key in masks.keys() {
+        let (_, native, m) = masks.raw(&key).unwrap();
+        let (_, file, m_v1) = masks_v1.raw(&key).unwrap();
+        assert_eq!(file, &*file_shape(native), "{key}");
+        assert_eq!(
+            m_v1,
+            &*to_file_layout(m, native, file),
+            "{key}: the same weights pruned"
+        );
+        let p = pruned.tensor_any_shape(&key).unwrap();
+        let p_v1 = pruned_v1.tensor_any_shape(&key).unwrap();
+        assert_eq!(p_v1.shape, file, "{key}: written in the file's layout");
+        assert_eq!(p_v1.data, to_file_layout(&p.data, native, file), "{key}");
+    }
+    // Read back for a detector (`eval --masks`, `recover`), both mask files are the same.
+    let load = |w: &Path| {
+        pruneview::detect::Detector::load(Some(&pp("cfgs/kitti_models/second.yaml")), w).unwrap()
+    };
+    let read = pruneview::prune::export::read_masks;
+    assert_eq!(
+        read(&out_v1.join("masks.safetensors"), &load(&v1)).unwrap(),
+        read(&out.join("masks.safetensors"), &load(&weights)).unwrap()
+    );
+    ok(&run(&args(&[
+        "detect",
+        "--weights",
+        &s(&out_v1.join("pruned.safetensors")),
+        "--scan",
+        &s(&kitti("velodyne/000008.bin")),
+    ])));
     let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&v1_dir);
+}
+
+/// `prune` of SECOND (weights `weights`) on both KITTI frames at 50% FLOPs with statistics
+/// repair, into `out`.
+fn prune_second(weights: &Path, out: &Path) -> Vec<String> {
+    args(&[
+        "prune",
+        "--config",
+        &s(&pp("cfgs/kitti_models/second.yaml")),
+        "--weights",
+        &s(weights),
+        "--scans",
+        &s(&kitti("velodyne")),
+        "--fov-calib",
+        &s(&kitti("calib")),
+        "--image-size",
+        "375x1242",
+        "--probes",
+        "1",
+        "--flops-keep",
+        "0.5",
+        "--recover",
+        "stats",
+        "--out",
+        &s(out),
+    ])
+}
+
+/// spconv 1.x's `[kz, ky, kx, Cin, Cout]` of a 5-D `[Cout, kz, ky, kx, Cin]` shape; other
+/// shapes as they are.
+fn file_shape(native: &[usize]) -> Vec<usize> {
+    match native {
+        &[cout, kz, ky, kx, cin] => vec![kz, ky, kx, cin, cout],
+        other => other.to_vec(),
+    }
+}
+
+/// `w` with every sparse-conv weight in spconv 1.x's layout, every other tensor as it is.
+fn write_in_spconv1_layout(w: &Weights, path: &Path) {
+    let tensors: Vec<OutTensor> = w
+        .keys()
+        .into_iter()
+        .map(|key| {
+            let (dtype, shape, bytes) = w.raw(&key).unwrap();
+            let size = bytes.len() / shape.iter().product::<usize>().max(1);
+            let elems: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
+            let file = file_shape(shape);
+            let bytes = to_file_layout(&elems, shape, &file).concat();
+            OutTensor {
+                name: key,
+                dtype,
+                shape: file,
+                bytes,
+            }
+        })
+        .collect();
+    write_safetensors(path, &tensors, None, &[]).unwrap();
 }
 
 /// `grad --probe --dump` on SECOND: a gradient for every parameter OpenPCDet's has, under the

@@ -124,7 +124,7 @@ fn reconstruction_lowers_each_layers_error_and_keeps_the_masks() {
         &m,
         &calib,
         None,
-        1,
+        1..usize::MAX,
         &ReconstructSettings::default(),
         &ctl,
     )
@@ -414,8 +414,9 @@ fn cli_prune_recovers_and_recover_takes_masks_made_elsewhere() {
 /// magnitude, on both real KITTI frames): every sparse conv's BatchNorm then holds the mean
 /// and variance over active sites of its pre-normalisation output in a plain forward pass of
 /// the repaired network.
-#[test]
-fn statistics_repair_runs_through_sparse_convs() {
+/// SECOND and both real KITTI frames (FOV filtered), its units pruned by magnitude to
+/// `sparsity`: the dense model, the calibration scans and the masks.
+fn second_on_kitti(sparsity: f64) -> (Detector, Vec<CalibScan>, Vec<Option<Vec<u8>>>) {
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
     let dense = Detector::load(
         Some(&shared.join("reference/cfgs/kitti_models/second.yaml")),
@@ -446,8 +447,14 @@ fn statistics_repair_runs_through_sparse_convs() {
     let m: Vec<Option<Vec<u8>>> = dense
         .units()
         .iter()
-        .map(|u| Some(rank::mask(&rank::magnitude_order(&u.weight.data), 0.3)))
+        .map(|u| Some(rank::mask(&rank::magnitude_order(&u.weight.data), sparsity)))
         .collect();
+    (dense, calib, m)
+}
+
+#[test]
+fn statistics_repair_runs_through_sparse_convs() {
+    let (dense, calib, m) = second_on_kitti(0.3);
     let mut det = recover::masked(&dense, &m).expect("masked");
     let changes = stats::repair_statistics(&mut det, &calib, 0, &Control::quiet()).expect("repair");
     let n_sparse = det.encoder.units().len();
@@ -481,5 +488,41 @@ fn statistics_repair_runs_through_sparse_convs() {
             );
         }
     }
+    zeros_kept(&det, &m);
+}
+
+/// Reconstruction refits SECOND's sparse 3-D convs (each output row a masked least squares
+/// over the gathered input sites of its rulebook): no layer's output error rises, the
+/// strided and deep ones fall clearly, and pruned weights stay exactly zero.
+#[test]
+fn reconstruction_refits_sparse_convs() {
+    let (dense, calib, m) = second_on_kitti(0.6);
+    let mut det = recover::masked(&dense, &m).expect("masked");
+    let n_sparse = det.encoder.units().len();
+    let layers = reconstruct::reconstruct(
+        &mut det,
+        &dense,
+        &m,
+        &calib,
+        None,
+        0..n_sparse,
+        &ReconstructSettings::default(),
+        &Control::quiet(),
+    )
+    .expect("fit");
+    assert_eq!(layers.len(), n_sparse);
+    for l in &layers {
+        assert!(l.skipped.is_none(), "{}: {:?}", l.unit, l.skipped);
+        assert!(
+            l.error_after <= l.error_before * (1.0 + 1e-9) + 1e-12,
+            "{}: {} -> {}",
+            l.unit,
+            l.error_before,
+            l.error_after
+        );
+    }
+    let last = layers.last().unwrap();
+    assert_eq!(last.unit, "backbone_3d.conv_out.0.weight");
+    assert!(last.error_after < 0.5 * last.error_before, "{last:?}");
     zeros_kept(&det, &m);
 }

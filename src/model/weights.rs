@@ -188,11 +188,10 @@ impl Weights {
         expected: [usize; 5],
     ) -> Result<Tensor, WeightsError> {
         let t = self.tensor_any_shape(key)?;
-        let [cout, kz, ky, kx, cin] = expected;
         if t.shape == expected {
             return Ok(t);
         }
-        if t.shape != [kz, ky, kx, cin, cout] {
+        if !is_spconv1_of(&t.shape, &expected) {
             return Err(WeightsError::Shape {
                 path: self.path.clone(),
                 key: key.to_string(),
@@ -200,16 +199,7 @@ impl Weights {
                 found: t.shape,
             });
         }
-        // [tap][ci][co] -> [co][tap][ci]
-        let taps = kz * ky * kx;
-        let mut data = vec![0f32; t.data.len()];
-        for tap in 0..taps {
-            for ci in 0..cin {
-                for co in 0..cout {
-                    data[(co * taps + tap) * cin + ci] = t.data[(tap * cin + ci) * cout + co];
-                }
-            }
-        }
+        let data = from_file_layout(&t.data, &expected, &t.shape);
         Ok(Tensor::from_vec(&expected, data))
     }
 
@@ -317,6 +307,71 @@ fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize)
     }
 }
 
+/// spconv 1.x's `[kz, ky, kx, Cin, Cout]` of a sparse-conv weight that spconv 2.3 (and the
+/// detector) holds as `[Cout, kz, ky, kx, Cin]`; `None` for a shape that is not 5-D.
+fn spconv1_shape(native: &[usize]) -> Option<[usize; 5]> {
+    let &[cout, kz, ky, kx, cin] = native else {
+        return None;
+    };
+    Some([kz, ky, kx, cin, cout])
+}
+
+/// Whether a file stores a weight the detector holds as `native` in spconv 1.x's layout (and
+/// not in the detector's own): its values, masks included, must then be reordered.
+pub fn is_spconv1_of(file_shape: &[usize], native: &[usize]) -> bool {
+    file_shape != native && spconv1_shape(native).is_some_and(|v1| file_shape == v1)
+}
+
+/// The values of a weight held by the detector as `native`, in the element order of a file
+/// that stores it as `file_shape` (spconv 1.x's `[tap][ci][co]`, or as they are).
+pub fn to_file_layout<T: Clone + Default>(
+    data: &[T],
+    native: &[usize],
+    file_shape: &[usize],
+) -> Vec<T> {
+    match <[usize; 5]>::try_from(native) {
+        Ok([cout, kz, ky, kx, cin]) if is_spconv1_of(file_shape, native) => {
+            let taps = kz * ky * kx;
+            let mut out = vec![T::default(); data.len()];
+            for tap in 0..taps {
+                for ci in 0..cin {
+                    for co in 0..cout {
+                        out[(tap * cin + ci) * cout + co] =
+                            data[(co * taps + tap) * cin + ci].clone();
+                    }
+                }
+            }
+            out
+        }
+        _ => data.to_vec(),
+    }
+}
+
+/// The inverse of [`to_file_layout`]: a file's values (shape `file_shape`) in the order of
+/// the detector's `native` shape (spconv 2.3's `[co][tap][ci]`).
+pub fn from_file_layout<T: Clone + Default>(
+    data: &[T],
+    native: &[usize],
+    file_shape: &[usize],
+) -> Vec<T> {
+    match <[usize; 5]>::try_from(native) {
+        Ok([cout, kz, ky, kx, cin]) if is_spconv1_of(file_shape, native) => {
+            let taps = kz * ky * kx;
+            let mut out = vec![T::default(); data.len()];
+            for tap in 0..taps {
+                for ci in 0..cin {
+                    for co in 0..cout {
+                        out[(co * taps + tap) * cin + ci] =
+                            data[(tap * cin + ci) * cout + co].clone();
+                    }
+                }
+            }
+            out
+        }
+        _ => data.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,15 +387,15 @@ mod tests {
         let w = Weights::open(&fixture).unwrap();
         let native = w.sparse_conv_weight(key, [32, 3, 3, 3, 16]).unwrap();
         assert!(native.data.iter().any(|&v| v != 0.0));
-        // [co][tap][ci] -> spconv 1.x [tap][ci][co]
-        let mut old = vec![0f32; native.data.len()];
-        for co in 0..32 {
-            for tap in 0..27 {
-                for ci in 0..16 {
-                    old[(tap * 16 + ci) * 32 + co] = native.data[(co * 27 + tap) * 16 + ci];
-                }
-            }
-        }
+        let v1 = [3, 3, 3, 16, 32];
+        let old = to_file_layout(&native.data, &native.shape, &v1);
+        assert_eq!(from_file_layout(&old, &native.shape, &v1), native.data);
+        assert_eq!(
+            to_file_layout(&native.data, &native.shape, &native.shape),
+            native.data
+        );
+        assert!(is_spconv1_of(&[3, 3, 3, 16, 32], &native.shape));
+        assert!(!is_spconv1_of(&native.shape, &native.shape));
         let dir = std::env::temp_dir().join(format!("pruneview-spconv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("v1.safetensors");

@@ -18,6 +18,7 @@ use super::conv::{Geom, channels_last, im2col_pixel_major};
 use super::gemm::{Finish, KC, gemm_panels, pack_into};
 use super::kernel::{Isa, MR};
 use super::scratch::SendPtr;
+use super::sparse::Rulebook;
 use super::{NnError, Tensor, shape_err};
 
 /// Accumulated second moments of `k`-long input columns `a_j` over `n` columns.
@@ -173,6 +174,48 @@ impl Gram {
                 *s += src[at(j)];
             }
         }
+    }
+
+    /// Adds a sparse conv's input columns: one per output site of `rb`, holding at
+    /// `t * cin + c` the feature `c` of the input site paired with it at kernel offset `t`
+    /// (0 where there is none), the order of a `[Cout, kz, ky, kx, Cin]` weight row. `x` is
+    /// the active sites' features, `n_in x cin`.
+    pub fn add_sparse(&mut self, x: &Tensor, rb: &Rulebook) -> Result<(), NnError> {
+        let k = self.k;
+        let taps: usize = rb.kernel.iter().product();
+        let cin = x.shape.get(1).copied().unwrap_or(0);
+        if x.shape.len() != 2 || x.shape[0] != rb.n_in || taps * cin != k {
+            return Err(shape_err(
+                "gram sparse",
+                "input",
+                format!("[{}, {}]", rb.n_in, k / taps.max(1)),
+                &x.shape,
+            ));
+        }
+        let n_out = rb.out.len();
+        let mut p = Partial::new(k);
+        let mut buf = vec![0f32; BAND.min(n_out.max(1)) * k];
+        for r0 in (0..n_out).step_by(BAND) {
+            let n = BAND.min(n_out - r0);
+            let band = &mut buf[..n * k];
+            band.fill(0.0);
+            for t in 0..taps {
+                // Pairs are sorted by output row: this band's are one run.
+                let pairs = rb.pairs(t);
+                let start = pairs.partition_point(|q| (q[1] as usize) < r0);
+                for &[i, o] in &pairs[start..] {
+                    let o = o as usize;
+                    if o >= r0 + n {
+                        break;
+                    }
+                    let (i, at) = (i as usize, (o - r0) * k + t * cin);
+                    band[at..at + cin].copy_from_slice(&x.data[i * cin..(i + 1) * cin]);
+                }
+            }
+            p.add(Block { data: band, k, n }, true);
+        }
+        self.absorb(p, None);
+        Ok(())
     }
 
     /// Adds a linear layer's input rows: `a` is `rows x k` (one column per row).
@@ -401,6 +444,52 @@ mod tests {
             }
         }
         cols
+    }
+
+    /// A sparse conv's columns against explicit ones: every output site of a strided
+    /// rulebook, each kernel offset's paired input features in weight-row order.
+    #[test]
+    fn sparse_columns_match_explicit_gathering() {
+        use crate::nn::sparse::{Rulebook, Sites, SparseGeometry};
+        let mut rng = Rng::new(3);
+        let shape = [5, 9, 8];
+        let mut coords = Vec::new();
+        for z in 0..5u32 {
+            for y in 0..9u32 {
+                for x in 0..8u32 {
+                    if rng.chance(0.3) {
+                        coords.push([z, y, x]);
+                    }
+                }
+            }
+        }
+        let sites = Sites::new(shape, coords).unwrap();
+        let geom = SparseGeometry {
+            kernel: [3, 3, 3],
+            stride: [2, 2, 2],
+            padding: [1, 1, 1],
+        };
+        let rb = Rulebook::strided(&sites, geom).unwrap();
+        let cin = 3;
+        let x = Tensor::from_vec(
+            &[sites.len(), cin],
+            rng.values(sites.len() * cin, -1.0, 1.0),
+        );
+        let k = 27 * cin;
+        let mut cols = vec![vec![0f32; k]; rb.out.len()];
+        for t in 0..27 {
+            for &[i, o] in rb.pairs(t) {
+                for c in 0..cin {
+                    cols[o as usize][t * cin + c] = x.data[i as usize * cin + c];
+                }
+            }
+        }
+        let mut g = Gram::new(k);
+        g.add_sparse(&x, &rb).unwrap();
+        assert_eq!(g.columns as usize, rb.out.len());
+        close(&g.aa, &naive_gram(&cols));
+        let wrong = Tensor::zeros(&[sites.len(), cin + 1]);
+        assert!(g.add_sparse(&wrong, &rb).is_err());
     }
 
     fn naive_gram(a: &[Vec<f32>]) -> Vec<f64> {

@@ -25,6 +25,7 @@
 //! same bytes, and every write is atomic and refuses to replace an input
 //! ([`crate::io::write_atomic`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ use super::rank;
 use crate::detect::Detector;
 use crate::io::{WriteError, write_atomic};
 use crate::model::config::CONFIG_METADATA_KEY;
-use crate::model::weights::to_f32;
+use crate::model::weights::{from_file_layout, is_spconv1_of, to_f32, to_file_layout};
 use crate::model::{Weights, WeightsError};
 use crate::nn::{NnError, Tensor};
 
@@ -420,7 +421,7 @@ pub fn write_masks(
             name: &m.name,
             dtype: Dtype::U8,
             shape: &m.shape,
-            bytes: std::borrow::Cow::Borrowed(&m.mask),
+            bytes: Cow::Borrowed(&m.mask),
         })
         .collect();
     let metadata = BTreeMap::from([
@@ -492,9 +493,9 @@ pub fn write_pruned(
                         chunk.fill(0);
                     }
                 }
-                std::borrow::Cow::Owned(b)
+                Cow::Owned(b)
             }
-            _ => std::borrow::Cow::Borrowed(bytes),
+            _ => Cow::Borrowed(bytes),
         };
         tensors.push(RawTensor {
             name: key,
@@ -606,7 +607,7 @@ pub fn read_masks(path: &Path, det: &Detector) -> Result<Vec<Option<Vec<u8>>>, E
             return Err(bad(&key, not_prunable_reason(det, &key)));
         };
         let want = units[i].weight.shape.as_slice();
-        if shape != want {
+        if shape != want && !is_spconv1_of(shape, want) {
             return Err(bad(
                 &key,
                 format!("has shape {shape:?}; the model's weight has shape {want:?}"),
@@ -618,7 +619,8 @@ pub fn read_masks(path: &Path, det: &Detector) -> Result<Vec<Option<Vec<u8>>>, E
                 format!("holds {v} at flat index {at}; mask values must be 0 (pruned) or 1 (kept)"),
             ));
         }
-        out[i] = Some(bytes.to_vec());
+        // Masks of a spconv 1.x weights file are in its layout; the detector holds 2.3's.
+        out[i] = Some(from_file_layout(bytes, want, shape));
     }
     if out.iter().all(Option::is_none) {
         return Err(ExportError::NoMasks {
@@ -683,9 +685,21 @@ pub fn apply_masks(det: &mut Detector, masks: &[Option<Vec<u8>>]) -> Result<usiz
 
 /// One parameter of a unit to write: its values, shape and (weights only) mask.
 struct Param<'a> {
-    values: &'a [f32],
+    values: Cow<'a, [f32]>,
     shape: Vec<usize>,
-    mask: Option<&'a [u8]>,
+    mask: Option<Cow<'a, [u8]>>,
+}
+
+impl Param<'_> {
+    /// The parameter in the element order of a file that stores it as `file_shape`.
+    fn in_file_layout(&mut self, file_shape: &[usize]) {
+        if is_spconv1_of(file_shape, &self.shape) {
+            self.values = Cow::Owned(to_file_layout(&self.values, &self.shape, file_shape));
+            self.mask =
+                (self.mask.take()).map(|m| Cow::Owned(to_file_layout(&m, &self.shape, file_shape)));
+            self.shape = file_shape.to_vec();
+        }
+    }
 }
 
 /// Every parameter of `det`'s units with its state-dict name, in the model's order:
@@ -696,16 +710,16 @@ fn unit_params<'a>(
     masks: &'a [Option<Vec<u8>>],
 ) -> Result<Vec<(String, Param<'a>)>, ExportError> {
     let vector = |v: &'a [f32]| Param {
-        values: v,
+        values: Cow::Borrowed(v),
         shape: vec![v.len()],
         mask: None,
     };
     let mut params = Vec::new();
     for (u, m) in det.units().into_iter().zip(masks) {
         let weight = Param {
-            values: &u.weight.data,
+            values: Cow::Borrowed(&u.weight.data),
             shape: u.weight.shape.clone(),
-            mask: m.as_deref(),
+            mask: m.as_deref().map(Cow::Borrowed),
         };
         params.push((u.weight_name(), weight));
         if let Some(b) = &u.bias {
@@ -752,7 +766,7 @@ fn encode_param(
             p.values[i]
         )));
     }
-    if let Some(m) = p.mask
+    if let Some(m) = p.mask.as_deref()
         && let Some(i) = p
             .values
             .iter()
@@ -764,7 +778,7 @@ fn encode_param(
             p.values[i]
         )));
     }
-    let kept = |i: usize| p.mask.is_none_or(|m| m[i] != 0);
+    let kept = |i: usize| p.mask.as_deref().is_none_or(|m| m[i] != 0);
     let out_of_range = |i: usize| {
         bad(format!(
             "{} at flat index {i} is out of the range of {dtype:?}",
@@ -824,11 +838,12 @@ pub fn write_recovered(
     inputs: &[&Path],
 ) -> Result<(), ExportError> {
     check_unit_masks(det, masks)?;
-    let params = unit_params(det, masks)?;
+    let mut params = unit_params(det, masks)?;
     let source = weights.path();
-    // Every parameter must be in the source, as a float tensor of the parameter's shape;
-    // checked in the model's order so the error is the first bad parameter.
-    for (key, p) in &params {
+    // Every parameter must be in the source, as a float tensor of the parameter's shape (or
+    // a sparse-conv weight in spconv 1.x's layout, written back in it); checked in the
+    // model's order so the error is the first bad parameter.
+    for (key, p) in &mut params {
         let Some((dtype, shape, _)) = weights.raw(key) else {
             return Err(ExportError::MissingParameter {
                 path: source.to_path_buf(),
@@ -842,6 +857,7 @@ pub fn write_recovered(
                 dtype: format!("{dtype:?}"),
             });
         }
+        p.in_file_layout(shape);
         if shape != p.shape.as_slice() {
             return Err(ExportError::BadParameter {
                 path: source.to_path_buf(),
@@ -872,8 +888,8 @@ pub fn write_recovered(
             dtype,
             shape,
             bytes: match enc {
-                Some(b) => std::borrow::Cow::Owned(b),
-                None => std::borrow::Cow::Borrowed(bytes),
+                Some(b) => Cow::Owned(b),
+                None => Cow::Borrowed(bytes),
             },
         });
     }
@@ -1083,13 +1099,13 @@ mod tests {
                 name: "z",
                 dtype: Dtype::F32,
                 shape: &[2],
-                bytes: std::borrow::Cow::Borrowed(&a),
+                bytes: Cow::Borrowed(&a),
             },
             RawTensor {
                 name: "a",
                 dtype: Dtype::U8,
                 shape: &[],
-                bytes: std::borrow::Cow::Borrowed(&a[..1]),
+                bytes: Cow::Borrowed(&a[..1]),
             },
         ];
         let meta = BTreeMap::from([("k".to_string(), "v".to_string())]);

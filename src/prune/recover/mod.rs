@@ -23,6 +23,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::detect::Detector;
+use crate::model::weights::from_file_layout;
 
 use super::curves::OutputNorm;
 use super::distortion::Weighting;
@@ -186,6 +187,7 @@ pub fn unit_masks(
             .ok_or_else(|| {
                 ProbeError::Settings(format!("{} is not a prunable layer of this model", l.name))
             })?;
+        let native = &units[i].weight.shape;
         if l.mask.len() != units[i].weight.numel() {
             return Err(ProbeError::Settings(format!(
                 "the mask of {} has {} entries, the weight {}",
@@ -194,7 +196,8 @@ pub fn unit_masks(
                 units[i].weight.numel()
             )));
         }
-        out[i] = Some(l.mask.clone());
+        // Masks follow the weights file's layout; the detector holds spconv 2.3's.
+        out[i] = Some(from_file_layout(&l.mask, native, &l.shape));
     }
     Ok(out)
 }
@@ -296,7 +299,7 @@ pub fn recover(
                 masks,
                 scans,
                 confidence.as_deref(),
-                first,
+                first..usize::MAX,
                 &rc,
                 &sub.control(),
             )?;

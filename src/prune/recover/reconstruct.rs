@@ -27,6 +27,7 @@ use crate::detect::Detector;
 use crate::detect::layers::{Unit, UnitKind};
 use crate::nn::Tensor;
 use crate::nn::gram::Gram;
+use crate::nn::sparse::Rulebook;
 use crate::progress::Control;
 use crate::prune::distortion::ConfidenceMap;
 use crate::prune::probe::{CalibScan, ProbeError};
@@ -148,7 +149,11 @@ impl Layout {
                 "a transposed conv with kernel {}x{} and stride {stride} (overlapping taps) is not reconstructed",
                 s[2], s[3]
             )),
-            UnitKind::SparseConv(_) => Err("sparse 3-D convs are not reconstructed yet".into()),
+            // `[Cout, kz, ky, kx, Cin]`: each output channel's row is contiguous.
+            UnitKind::SparseConv(_) => Ok(Layout::Rows {
+                cout: s[0],
+                k: s[1..].iter().product(),
+            }),
         }
     }
 
@@ -187,12 +192,13 @@ impl Layout {
     }
 }
 
-/// Adds unit `u`'s input columns on one scan (`a`: its input) to `g`, each counting its
-/// weight in `weights` (one per column) when given.
+/// Adds unit `u`'s input columns on one scan (`a`: its input; `rb`: a sparse conv's
+/// rulebook) to `g`, each counting its weight in `weights` (one per column) when given.
 fn add_columns(
     u: &Unit,
     g: &mut Gram,
     a: &Tensor,
+    rb: Option<&Rulebook>,
     weights: Option<&[f32]>,
 ) -> Result<(), ProbeError> {
     let k = u.weight.shape.get(2).copied().unwrap_or(1);
@@ -200,13 +206,13 @@ fn add_columns(
         UnitKind::Linear => g.add_rows(a),
         UnitKind::Conv { stride, padding } => g.add_conv(a, (k, k), stride, padding, weights),
         UnitKind::ConvTranspose { .. } => g.add_pixels(a, weights),
-        UnitKind::SparseConv(_) => Err(crate::nn::NnError::Invalid {
-            op: "reconstruction",
-            msg: format!(
-                "{}: sparse 3-D convs are not reconstructed yet",
-                u.weight_name()
-            ),
-        }),
+        UnitKind::SparseConv(_) => match rb {
+            Some(rb) => g.add_sparse(a, rb),
+            None => Err(crate::nn::NnError::Invalid {
+                op: "reconstruction",
+                msg: format!("{}: no rulebook for a sparse conv", u.weight_name()),
+            }),
+        },
     }
     .map_err(settings)
 }
@@ -242,7 +248,8 @@ fn column_weights(
     Some(map.column_weights(gh, gw, floor, dilate))
 }
 
-/// Refits every unit of `pruned` from `first` on (in network order) against `dense`;
+/// Refits the units `units` of `pruned` (in network order; the range is clamped to the
+/// network) against `dense`;
 /// `masks[i]` is unit i's weight mask (`None`: all kept). `pruned` must already hold the
 /// masked weights. Returns one record per unit.
 #[allow(clippy::too_many_arguments)] // each is one input of the fit; a struct would only rename them
@@ -252,7 +259,7 @@ pub fn reconstruct(
     masks: &[Option<Vec<u8>>],
     scans: &[CalibScan],
     confidence: Option<&[ConfidenceMap]>,
-    first: usize,
+    units: std::ops::Range<usize>,
     cfg: &ReconstructSettings,
     ctl: &Control,
 ) -> Result<Vec<LayerReconstruction>, ProbeError> {
@@ -265,8 +272,8 @@ pub fn reconstruct(
             "one confidence map per calibration scan is needed",
         ));
     }
-    let n_units = pruned.units().len();
-    let todo: Vec<usize> = (first..n_units).collect();
+    let units = units.start..units.end.min(pruned.units().len());
+    let todo: Vec<usize> = units.clone().collect();
     let mut out = Vec::new();
     walk::refit_in_order(pruned, scans, &todo, ctl, |pruned, l, sweeps| {
         let unit = pruned.units()[l].clone();
@@ -296,7 +303,7 @@ pub fn reconstruct(
                 .ok_or_else(|| settings(format!("scan {}: the forward pass has ended", scan.id)))?;
             let map = confidence.map(|c| &c[i]);
             let weights = column_weights(&unit, &x, map, cfg.columns);
-            add_columns(&unit, &mut gram, &x, weights.as_deref())?;
+            add_columns(&unit, &mut gram, &x, sweep.rulebook(), weights.as_deref())?;
         }
         let mask = masks.get(l).and_then(Option::as_ref);
         let Some(system) = System::new(&gram, with_bias, cfg.damp) else {
@@ -337,8 +344,8 @@ pub fn reconstruct(
             skipped: None,
         });
         (ctl.on_step)(
-            l + 1 - first,
-            n_units - first,
+            l + 1 - units.start,
+            units.len(),
             &format!("reconstructed {}", unit.weight_name()),
         );
         Ok(())
