@@ -1052,19 +1052,21 @@ mod tests {
         let path = Path::new("w.safetensors");
         let values = [1.0f32 / 3.0, -2.5, 0.0, 7.0];
         let mask = [1u8, 1, 0, 0];
-        let p = |mask| Param {
-            values: &values,
-            shape: vec![4],
-            mask,
-        };
+        fn p<'a>(values: &'a [f32], mask: Option<&'a [u8]>) -> Param<'a> {
+            Param {
+                values: Cow::Borrowed(values),
+                shape: vec![values.len()],
+                mask: mask.map(Cow::Borrowed),
+            }
+        }
         // A pruned position must hold 0: the 7.0 at index 3 is refused, naming it.
-        let err = encode_param(path, "k", Dtype::F32, &p(Some(&mask))).unwrap_err();
+        let err = encode_param(path, "k", Dtype::F32, &p(&values, Some(&mask))).unwrap_err();
         assert!(err.to_string().contains("7 at flat index 3"), "{err}");
         let ok = [1u8, 1, 0, 1];
-        let f32s = encode_param(path, "k", Dtype::F32, &p(Some(&ok))).unwrap();
+        let f32s = encode_param(path, "k", Dtype::F32, &p(&values, Some(&ok))).unwrap();
         assert_eq!(to_f32(Dtype::F32, &f32s).unwrap(), values);
         for dtype in [Dtype::F16, Dtype::BF16] {
-            let bytes = encode_param(path, "k", dtype, &p(Some(&ok))).unwrap();
+            let bytes = encode_param(path, "k", dtype, &p(&values, Some(&ok))).unwrap();
             let back = to_f32(dtype, &bytes).unwrap();
             let round = |v: f32| match dtype {
                 Dtype::F16 => half::f16::from_f32(v).to_f32(),
@@ -1080,14 +1082,14 @@ mod tests {
             "k",
             Dtype::F16,
             &Param {
-                values: &big,
+                values: Cow::Borrowed(&big[..]),
                 shape: vec![1],
                 mask: None,
             },
         )
         .unwrap_err();
         assert!(err.to_string().contains("out of the range of F16"), "{err}");
-        let err = encode_param(path, "k", Dtype::I64, &p(None)).unwrap_err();
+        let err = encode_param(path, "k", Dtype::I64, &p(&values, None)).unwrap_err();
         assert!(err.to_string().contains("I64"), "{err}");
     }
 
