@@ -10,7 +10,7 @@ if [ ! -d ../shared/reference ] || [ ! -d ../shared/data ]; then
     exit 1
 fi
 
-# tests/prune_export.rs checks the exported masks the way a PyTorch user would, with
+# tests/it/prune_export.rs checks the exported masks the way a PyTorch user would, with
 # tests/python/check_masks.py (numpy + safetensors only); it fails rather than skips without them.
 if ! python3 -c 'import numpy, safetensors' 2>/dev/null; then
     python3 -m pip install --quiet numpy safetensors

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate KITTI evaluation cross-check fixtures for `tests/eval_crosscheck.rs`.
+"""Generate KITTI evaluation cross-check fixtures for `tests/it/eval_crosscheck.rs`.
 
 The reference is the KITTI evaluator that OpenPCDet ships as
 `pcdet/datasets/kitti/kitti_object_eval_python` (traveller59's code, MIT). The same module, with

@@ -8,7 +8,7 @@
 //!
 //! Accuracy: the transforms use coefficients up to 8 (A) and 5 (B), so float32 rounding is a few
 //! times larger than a direct convolution's; relative to the output's scale it stays ~1e-6 for
-//! typical inputs (see `tests/nn_kernels.rs`). The weight transform is done in f64.
+//! typical inputs (see `tests/it/nn_kernels.rs`). The weight transform is done in f64.
 //!
 //! Work is split in bands of tile rows; each rayon job copies its band of padded input into
 //! scratch, transforms it, runs the 36 GEMMs and writes its output rows (bias and ReLU fused).

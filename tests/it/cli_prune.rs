@@ -293,7 +293,7 @@ fn curves_solve_export_and_prune() {
         "saliency",
         "--flops-keep",
         "0.3",
-        // Masks only: recovery is tested on the demo model (tests/recover.rs).
+        // Masks only: recovery is tested on the demo model (tests/it/recover.rs).
         "--recover",
         "none",
         "--out",
@@ -658,7 +658,7 @@ fn write_in_spconv1_layout(w: &Weights, path: &Path) {
 /// `grad --probe --dump` on SECOND: a gradient for every parameter OpenPCDet's has, under the
 /// same names. Only the head's bias gradients (which depend on the probe alone) can be
 /// compared with the fixture: its activations carry spconv's CPU races (see
-/// `tests/golden.rs`), and every other gradient depends on them.
+/// `tests/it/golden.rs`), and every other gradient depends on them.
 #[test]
 fn grad_dumps_every_gradient_of_second() {
     let dir = tempdir("grad-second");
