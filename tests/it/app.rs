@@ -376,3 +376,67 @@ fn recovery_control_repairs_the_shown_model_and_exports_the_recovered_one() {
     assert!(recovery.contains("\"stages\":\"all\""), "{recovery}");
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
 }
+
+/// A voxel model (SECOND, its sparse 3-D backbone) in the app on the two real KITTI frames:
+/// curves and the frontier for its sparse convs, the pruned detections after a budget change,
+/// and an export whose masks cover the sparse convs.
+#[test]
+fn voxel_model_prunes_and_exports_in_the_app() {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let kitti = shared.join("data/kitti/training/velodyne");
+    let req = pruneview::app::work::OpenRequest {
+        config: Some(shared.join("reference/cfgs/kitti_models/second.yaml")),
+        weights: shared.join("reference/second_kitti_000008/weights.safetensors"),
+        scans: vec![kitti.join("000000.bin"), kitti.join("000008.bin")],
+    };
+    let app = PruneviewApp::new(settings(), &egui::Context::default());
+    let mut h = harness(app, screenshots::render_state(), screenshots::WINDOW);
+    h.state_mut().state.open(req);
+    step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+    let s = &h.state().state;
+    assert_eq!(s.scans.len(), 2);
+    let curves = s.curves.clone().unwrap();
+    let sparse: Vec<_> = curves
+        .layers
+        .iter()
+        .filter(|l| l.name.starts_with("backbone_3d."))
+        .collect();
+    assert_eq!(sparse.len(), 12);
+    assert!(sparse.iter().all(|l| l.flops > 0.0));
+    let dp = s.current.clone().unwrap().dp.unwrap();
+    assert!(dp.flops_kept <= 0.5 + 1e-9);
+    assert!(
+        h.query_all_by_label_contains("backbone_3d.conv")
+            .next()
+            .is_some(),
+        "the layer table lists the sparse convs"
+    );
+
+    h.state_mut().state.settings.keep = 0.4;
+    h.state_mut().state.budget_changed();
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+
+    let dir = tmp("export-second");
+    h.state_mut().state.settings.export.dir = dir.clone();
+    h.get_by_label("Export...").click();
+    h.run_steps(2);
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "Export")
+        .click();
+    step_until(&mut h, LONG, "the export", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    let masks = Weights::open(&dir.join("masks.safetensors")).unwrap();
+    assert!(
+        masks
+            .keys()
+            .iter()
+            .any(|k| k.starts_with("backbone_3d.conv"))
+    );
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+    let _ = std::fs::remove_dir_all(&dir);
+}
