@@ -8,6 +8,7 @@ use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::{Harness, SnapshotOptions};
 
+use super::util::TempDir;
 use pruneview::app::PruneviewApp;
 use pruneview::app::screenshots::{self, demo_subset, harness, step_until};
 use pruneview::app::state::{Level, Settings};
@@ -23,13 +24,6 @@ fn settings() -> Settings {
         keep: 0.5,
         ..Settings::default()
     }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pruneview-app-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// The demo (4 synthetic scans + KITTI 000008) with curves and the frontier ready.
@@ -93,8 +87,8 @@ fn demo_loads_budget_moves_allocation_and_exports() {
     .unwrap();
 
     // Export through the dialog.
-    let dir = tmp("export");
-    h.state_mut().state.settings.export.dir = dir.clone();
+    let dir = TempDir::new("export");
+    h.state_mut().state.settings.export.dir = dir.to_path_buf();
     h.get_by_label("Export...").click();
     h.run_steps(2);
     h.get_by_label_contains("NOT faster by itself");
@@ -129,7 +123,7 @@ fn demo_loads_budget_moves_allocation_and_exports() {
 
 #[test]
 fn bad_files_show_errors_and_the_app_keeps_running() {
-    let dir = tmp("bad");
+    let dir = TempDir::new("bad");
     let app = PruneviewApp::new(
         Settings {
             auto_curves: false,
@@ -360,9 +354,9 @@ fn recovery_control_repairs_the_shown_model_and_exports_the_recovered_one() {
     );
     h.get_by_label_contains("recovered: shown");
 
-    let dir = tmp("recovered");
+    let dir = TempDir::new("recovered");
     let s = &mut h.state_mut().state;
-    s.settings.export.dir = dir.clone();
+    s.settings.export.dir = dir.to_path_buf();
     s.export();
     step_until(&mut h, LONG, "the export", |a| {
         a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
@@ -420,8 +414,8 @@ fn voxel_model_prunes_and_exports_in_the_app() {
     })
     .unwrap();
 
-    let dir = tmp("export-second");
-    h.state_mut().state.settings.export.dir = dir.clone();
+    let dir = TempDir::new("export-second");
+    h.state_mut().state.settings.export.dir = dir.to_path_buf();
     h.get_by_label("Export...").click();
     h.run_steps(2);
     h.get_by_role_and_label(egui::accesskit::Role::Button, "Export")
@@ -438,5 +432,4 @@ fn voxel_model_prunes_and_exports_in_the_app() {
             .any(|k| k.starts_with("backbone_3d.conv"))
     );
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
-    let _ = std::fs::remove_dir_all(&dir);
 }

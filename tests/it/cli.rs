@@ -4,12 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use super::util::{TempDir, kitti, pruneview, shared};
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
-
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
 
 fn pp_config() -> PathBuf {
     shared().join("reference/cfgs/kitti_models/pointpillar.yaml")
@@ -17,24 +14,6 @@ fn pp_config() -> PathBuf {
 
 fn pp_weights() -> PathBuf {
     shared().join("reference/pointpillar_kitti_000008/weights.safetensors")
-}
-
-fn kitti(rel: &str) -> PathBuf {
-    shared().join("data/kitti/training").join(rel)
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pruneview-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pruneview"))
-        .args(args)
-        .output()
-        .expect("run pruneview")
 }
 
 fn s(p: &Path) -> &str {
@@ -66,7 +45,7 @@ fn detect_kitti(extra: &[&str]) -> Output {
         "375x1242",
     ];
     args.extend_from_slice(extra);
-    run(&args)
+    pruneview(&args)
 }
 
 #[test]
@@ -90,7 +69,7 @@ fn detect_prints_kitti_lines_json_and_dumps_reference_layout() {
     assert_eq!(doc["pillars"], 3_941);
     assert_eq!(doc["detections"].as_array().unwrap().len(), lines.len());
 
-    let dir = tempdir("dump");
+    let dir = TempDir::new("dump");
     let dump = dir.join("out.safetensors");
     let out = detect_kitti(&["--dump", s(&dump)]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -115,13 +94,12 @@ fn detect_prints_kitti_lines_json_and_dumps_reference_layout() {
         ours.raw("pred_labels").unwrap().0,
         golden.raw("pred_labels").unwrap().0
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn help_has_examples() {
     for args in [&["--help"][..], &["detect", "--help"], &["bench", "--help"]] {
-        let out = run(args);
+        let out = pruneview(args);
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Example"), "{args:?}: {text}");
@@ -130,7 +108,7 @@ fn help_has_examples() {
 
 #[test]
 fn truncated_weights_name_the_file() {
-    let dir = tempdir("trunc");
+    let dir = TempDir::new("trunc");
     let bytes = std::fs::read(pp_weights()).unwrap();
     let bad = dir.join("truncated.safetensors");
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
@@ -141,12 +119,11 @@ fn truncated_weights_name_the_file() {
         err.contains("truncated.safetensors") && err.contains("truncated"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn detect_kitti_with_weights(w: &Path) -> Output {
     let (c, scan) = (pp_config(), kitti("velodyne/000008.bin"));
-    run(&[
+    pruneview(&[
         "detect",
         "--config",
         s(&c),
@@ -185,7 +162,7 @@ fn edited_weights(dir: &Path, name: &str, edit: impl Fn(&mut Vec<OutTensor>)) ->
 
 #[test]
 fn wrong_shape_and_missing_key_are_named() {
-    let dir = tempdir("shape");
+    let dir = TempDir::new("shape");
     let key = "backbone_2d.blocks.1.4.weight";
     let bad = edited_weights(&dir, "shape.safetensors", |t| {
         let x = t.iter_mut().find(|x| x.name == key).unwrap();
@@ -238,12 +215,11 @@ fn wrong_shape_and_missing_key_are_named() {
         "{}",
         stderr(&out)
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn f16_weights_load() {
-    let dir = tempdir("f16");
+    let dir = TempDir::new("f16");
     let half = edited_weights(&dir, "half.safetensors", |t| {
         for x in t.iter_mut().filter(|x| x.dtype == safetensors::Dtype::F32) {
             x.bytes = x
@@ -258,17 +234,16 @@ fn f16_weights_load() {
     });
     let out = detect_kitti_with_weights(&half);
     assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_scans_are_reported() {
-    let dir = tempdir("scans");
+    let dir = TempDir::new("scans");
     let (c, w) = (pp_config(), pp_weights());
     // Not a whole number of 16-byte records.
     let odd = dir.join("odd.bin");
     std::fs::write(&odd, vec![0u8; 30]).unwrap();
-    let out = run(&[
+    let out = pruneview(&[
         "detect",
         "--config",
         s(&c),
@@ -282,7 +257,7 @@ fn bad_scans_are_reported() {
     // Empty.
     let empty = dir.join("empty.bin");
     std::fs::write(&empty, b"").unwrap();
-    let out = run(&[
+    let out = pruneview(&[
         "detect",
         "--config",
         s(&c),
@@ -303,7 +278,7 @@ fn bad_scans_are_reported() {
     bytes[16..20].copy_from_slice(&f32::INFINITY.to_le_bytes());
     let nan = dir.join("nan.bin");
     std::fs::write(&nan, &bytes).unwrap();
-    let out = run(&[
+    let out = pruneview(&[
         "detect",
         "--config",
         s(&c),
@@ -318,12 +293,11 @@ fn bad_scans_are_reported() {
         "{}",
         stderr(&out)
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn unknown_head_in_yaml_is_named() {
-    let dir = tempdir("yaml");
+    let dir = TempDir::new("yaml");
     // Keep the OpenPCDet layout so _BASE_CONFIG_ still resolves.
     let cfgs = dir.join("cfgs");
     std::fs::create_dir_all(cfgs.join("kitti_models")).unwrap();
@@ -336,7 +310,7 @@ fn unknown_head_in_yaml_is_named() {
     let cfg = cfgs.join("kitti_models/odd_head.yaml");
     std::fs::write(&cfg, text).unwrap();
     let (w, scan) = (pp_weights(), kitti("velodyne/000008.bin"));
-    let out = run(&[
+    let out = pruneview(&[
         "detect",
         "--config",
         s(&cfg),
@@ -351,17 +325,16 @@ fn unknown_head_in_yaml_is_named() {
         err.contains("odd_head.yaml") && err.contains("PointHeadBox"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn dump_never_overwrites_an_input() {
-    let dir = tempdir("overwrite");
+    let dir = TempDir::new("overwrite");
     let scan = dir.join("scan.bin");
     std::fs::copy(kitti("velodyne/000008.bin"), &scan).unwrap();
     let before = std::fs::read(&scan).unwrap();
     let (c, w) = (pp_config(), pp_weights());
-    let out = run(&[
+    let out = pruneview(&[
         "detect",
         "--config",
         s(&c),
@@ -379,12 +352,11 @@ fn dump_never_overwrites_an_input() {
         stderr(&out)
     );
     assert_eq!(std::fs::read(&scan).unwrap(), before);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn config_embedded_in_safetensors_metadata_is_used() {
-    let dir = tempdir("embedded");
+    let dir = TempDir::new("embedded");
     let cfg = pruneview::model::config::load_config(Some(&pp_config()), None).unwrap();
     let tensors = reference_tensors();
     let meta = std::collections::HashMap::from([(
@@ -395,22 +367,21 @@ fn config_embedded_in_safetensors_metadata_is_used() {
     write_safetensors(&single, &tensors, Some(meta), &[]).unwrap();
     let scan = kitti("velodyne/000008.bin");
     let with_yaml = detect_kitti_with_weights(&pp_weights());
-    let embedded = run(&["detect", "--weights", s(&single), "--scan", s(&scan)]);
+    let embedded = pruneview(&["detect", "--weights", s(&single), "--scan", s(&scan)]);
     assert!(embedded.status.success(), "{}", stderr(&embedded));
     assert_eq!(embedded.stdout, with_yaml.stdout);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// On a machine without a display (a server, CI), opening the app fails at once with a
 /// message that points to the command line, instead of hanging or crashing.
 #[test]
 fn the_app_without_a_display_says_so() {
-    let home = tempdir("nodisplay");
+    let home = TempDir::new("nodisplay");
     let out = Command::new(env!("CARGO_BIN_EXE_pruneview"))
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", &home)
+        .env("HOME", &*home)
+        .env("XDG_DATA_HOME", &*home)
         .output()
         .expect("run pruneview");
     assert!(!out.status.success());
@@ -463,7 +434,7 @@ fn closed_or_full_stdout_is_handled() {
 #[cfg(unix)]
 #[test]
 fn sizes_from_configs_and_inputs_are_bounded() {
-    let dir = tempdir("bounds");
+    let dir = TempDir::new("bounds");
     let cfgs = dir.join("cfgs");
     std::fs::create_dir_all(cfgs.join("kitti_models")).unwrap();
     std::fs::create_dir_all(cfgs.join("dataset_configs")).unwrap();
@@ -472,7 +443,7 @@ fn sizes_from_configs_and_inputs_are_bounded() {
     let yaml = std::fs::read_to_string(pp_config()).unwrap();
     let (w, scan) = (pp_weights(), kitti("velodyne/000008.bin"));
     let detect = |config: &Path, weights: &Path, scan: &Path| {
-        run(&[
+        pruneview(&[
             "detect",
             "--config",
             s(config),
@@ -524,7 +495,7 @@ fn sizes_from_configs_and_inputs_are_bounded() {
     for (out, named) in [
         (detect(zero, &w, &scan), "/dev/zero"),
         (
-            run(&[
+            pruneview(&[
                 "detect",
                 "--config",
                 s(&pp_config()),
@@ -544,7 +515,7 @@ fn sizes_from_configs_and_inputs_are_bounded() {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(named), "{err}");
     }
-    let out = run(&[
+    let out = pruneview(&[
         "curves",
         "--weights",
         s(&w),
@@ -562,14 +533,13 @@ fn sizes_from_configs_and_inputs_are_bounded() {
         !out.status.success() && err.contains("10000000 levels"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `_BASE_CONFIG_` resolves as OpenPCDet's does (relative to the folder holding `cfgs/`):
 /// absolute and `..` paths, non-mapping bases and unknown model names are refused by name.
 #[test]
 fn base_configs_and_model_names_are_checked() {
-    let dir = tempdir("bases");
+    let dir = TempDir::new("bases");
     let models = dir.join("cfgs/kitti_models");
     std::fs::create_dir_all(&models).unwrap();
     std::fs::create_dir_all(dir.join("cfgs/dataset_configs")).unwrap();
@@ -613,7 +583,7 @@ fn base_configs_and_model_names_are_checked() {
     for (name, text, expect) in cases {
         let path = models.join(name);
         std::fs::write(&path, text).unwrap();
-        let out = run(&[
+        let out = pruneview(&[
             "detect",
             "--config",
             s(&path),
@@ -626,5 +596,4 @@ fn base_configs_and_model_names_are_checked() {
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(expect), "{name}: {err}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

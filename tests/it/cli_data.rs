@@ -3,22 +3,12 @@
 //! report of the bundled demo model on the bundled scans.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use super::util::{pruneview, shared};
 use pruneview::eval::EvalReport;
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
-
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pruneview"))
-        .args(args)
-        .output()
-        .expect("run pruneview")
-}
 
 fn ok(o: &Output) -> String {
     assert!(
@@ -35,7 +25,9 @@ fn synth_then_eval_dense_and_masked() {
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("synth");
     let d = data.to_string_lossy().into_owned();
-    ok(&run(&["synth", "--out", &d, "--count", "3", "--seed", "7"]));
+    ok(&pruneview(&[
+        "synth", "--out", &d, "--count", "3", "--seed", "7",
+    ]));
     for sub in ["velodyne", "label_2", "calib"] {
         assert_eq!(
             std::fs::read_dir(data.join(sub)).expect(sub).count(),
@@ -46,7 +38,7 @@ fn synth_then_eval_dense_and_masked() {
     let config = shared().join("reference/cfgs/kitti_models/pointpillar.yaml");
     let weights = shared().join("reference/pointpillar_kitti_000008/weights.safetensors");
     let (c, w) = (config.to_string_lossy(), weights.to_string_lossy());
-    let dense = ok(&run(&[
+    let dense = ok(&pruneview(&[
         "eval",
         "--config",
         &c,
@@ -77,7 +69,7 @@ fn synth_then_eval_dense_and_masked() {
         &[],
     )
     .expect("masks");
-    let o = run(&[
+    let o = pruneview(&[
         "eval",
         "--config",
         &c,
@@ -103,7 +95,7 @@ fn synth_fov_only_keeps_the_camera_view() {
         let o = out.to_string_lossy().into_owned();
         let mut args = vec!["synth", "--out", &o, "--count", "1", "--seed", "3"];
         args.extend(extra);
-        ok(&run(&args));
+        ok(&pruneview(&args));
     }
     let size = |d: &PathBuf| {
         std::fs::metadata(d.join("velodyne/000000.bin"))
@@ -169,14 +161,16 @@ fn report_writes_table_json_and_plot() {
     // A missing dataset is named, and nothing is written.
     let missing = dir.join("no-such-set");
     let a = args(&missing.to_string_lossy());
-    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = pruneview(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no-such-set"), "{err}");
     assert!(!out.exists());
 
     let a = args(&scans.to_string_lossy());
-    let md = ok(&run(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    let md = ok(&pruneview(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     assert!(md.contains("| 50% (2.00x) |"), "{md}");
     for f in ["report.md", "report.json", "ap_vs_flops.png", "curves.json"] {
         assert!(out.join(f).is_file(), "{f}");

@@ -5,39 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use super::util::{TempDir, kitti, pruneview, shared};
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
 use pruneview::model::weights::to_file_layout;
 use pruneview::prune::{Allocation, Curves};
 
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
 fn pp(rel: &str) -> PathBuf {
     shared().join("reference").join(rel)
 }
 
-fn kitti(rel: &str) -> PathBuf {
-    shared().join("data/kitti/training").join(rel)
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pruneview-cliprune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tempdir");
-    d
-}
-
 fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
-}
-
-fn run(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pruneview"))
-        .args(args)
-        .output()
-        .expect("run pruneview")
 }
 
 fn ok(o: &Output) -> String {
@@ -73,9 +52,9 @@ fn model_and_scans() -> Vec<String> {
 
 #[test]
 fn grad_dumps_openpcdet_gradients() {
-    let dir = tempdir("grad");
+    let dir = TempDir::new("grad");
     let out = dir.join("grads.safetensors");
-    let o = run(&args(&[
+    let o = pruneview(&args(&[
         "grad",
         "--config",
         &s(&pp("cfgs/kitti_models/pointpillar.yaml")),
@@ -113,7 +92,7 @@ fn grad_dumps_openpcdet_gradients() {
         assert!(d.sqrt() <= 1e-3 * n.sqrt(), "{name}");
     }
     // The probe must fit the model's outputs.
-    let o = run(&args(&[
+    let o = pruneview(&args(&[
         "grad",
         "--config",
         &s(&pp("cfgs/kitti_models/pointpillar.yaml")),
@@ -128,12 +107,11 @@ fn grad_dumps_openpcdet_gradients() {
     ]));
     let e = err(&o);
     assert!(e.contains("probe.cls_preds"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn curves_solve_export_and_prune() {
-    let dir = tempdir("pipeline");
+    let dir = TempDir::new("pipeline");
     let curves = dir.join("curves.json");
     let mut a = args(&["curves"]);
     a.extend(model_and_scans());
@@ -145,7 +123,7 @@ fn curves_solve_export_and_prune() {
         "--out",
         &s(&curves),
     ]));
-    ok(&run(&a));
+    ok(&pruneview(&a));
     let c = Curves::load(&curves).expect("curves");
     assert_eq!(c.layers.len(), 23);
     assert_eq!(c.calibration.scans, 2);
@@ -155,7 +133,7 @@ fn curves_solve_export_and_prune() {
     let weights = s(&pp("pointpillar_kitti_000008/weights.safetensors"));
     for method in ["dp", "uniform", "global", "lamp", "erk"] {
         let alloc = dir.join(format!("{method}.json"));
-        let stdout = ok(&run(&args(&[
+        let stdout = ok(&pruneview(&args(&[
             "solve",
             "--curves",
             &s(&curves),
@@ -176,7 +154,7 @@ fn curves_solve_export_and_prune() {
     }
     // Params budget and a locked layer.
     let locked = dir.join("locked.json");
-    ok(&run(&args(&[
+    ok(&pruneview(&args(&[
         "solve",
         "--curves",
         &s(&curves),
@@ -197,7 +175,7 @@ fn curves_solve_export_and_prune() {
         dir.join("p.safetensors"),
         dir.join("r.csv"),
     );
-    ok(&run(&args(&[
+    ok(&pruneview(&args(&[
         "export",
         "--weights",
         &weights,
@@ -248,13 +226,13 @@ fn curves_solve_export_and_prune() {
     ] {
         let mut a = args(&["solve", "--curves", &s(&curves), "--out", &s(&out)]);
         a.extend(args(&bad));
-        let e = err(&run(&a));
+        let e = err(&pruneview(&a));
         assert!(e.contains(expect), "{e}");
     }
     let truncated = dir.join("truncated.json");
     let text = std::fs::read_to_string(&curves).expect("read");
     std::fs::write(&truncated, &text[..text.len() / 2]).expect("write");
-    let e = err(&run(&args(&[
+    let e = err(&pruneview(&args(&[
         "solve",
         "--curves",
         &s(&truncated),
@@ -266,7 +244,7 @@ fn curves_solve_export_and_prune() {
     assert!(e.contains("truncated.json"), "{e}");
     assert!(!out.exists());
     // Refuses to overwrite an input.
-    let e = err(&run(&args(&[
+    let e = err(&pruneview(&args(&[
         "solve",
         "--curves",
         &s(&curves),
@@ -299,7 +277,7 @@ fn curves_solve_export_and_prune() {
         "--out",
         &s(&outdir),
     ]));
-    ok(&run(&a));
+    ok(&pruneview(&a));
     for f in [
         "curves.json",
         "curves.saliency.safetensors",
@@ -326,7 +304,7 @@ fn curves_solve_export_and_prune() {
             &s(&again),
         ]);
         a.extend(args(extra));
-        run(&a)
+        pruneview(&a)
     };
     let e = err(&export(&[]));
     assert!(e.contains("--saliency"), "{e}");
@@ -359,7 +337,7 @@ fn curves_solve_export_and_prune() {
         &s(&outdir),
     ]));
     // (Checked up front: a refusal at write time would say "refusing to overwrite".)
-    let e = err(&run(&a));
+    let e = err(&pruneview(&a));
     assert!(
         e.contains("curves.json") && e.contains("one of the inputs"),
         "{e}"
@@ -370,12 +348,11 @@ fn curves_solve_export_and_prune() {
     );
     let e = err(&export(&["--pruned", &s(&again)]));
     assert!(e.contains("two outputs"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn shards_computed_separately_merge() {
-    let dir = tempdir("merge");
+    let dir = TempDir::new("merge");
     let norm = dir.join("norm.json");
     let base = |extra: &[&str], out: &Path| {
         let mut a = args(&["curves"]);
@@ -383,7 +360,7 @@ fn shards_computed_separately_merge() {
         a.extend(args(&["--probes", "1", "--levels", "11"]));
         a.extend(args(extra));
         a.extend(args(&["--out", &s(out)]));
-        ok(&run(&a));
+        ok(&pruneview(&a));
     };
     base(&[], &norm);
     let n = s(&norm);
@@ -403,13 +380,13 @@ fn shards_computed_separately_merge() {
             "--out",
             &s(out),
         ]));
-        ok(&run(&a));
+        ok(&pruneview(&a));
     };
     let (a, b) = (dir.join("a.json"), dir.join("b.json"));
     shard("000000", &a);
     shard("000008", &b);
     let merged = dir.join("merged.json");
-    ok(&run(&args(&[
+    ok(&pruneview(&args(&[
         "merge",
         &s(&a),
         &s(&b),
@@ -425,7 +402,7 @@ fn shards_computed_separately_merge() {
         }
     }
     // The same shard twice is refused.
-    let e = err(&run(&args(&[
+    let e = err(&pruneview(&args(&[
         "merge",
         &s(&a),
         &s(&a),
@@ -438,19 +415,18 @@ fn shards_computed_separately_merge() {
     let mut c = args(&["curves"]);
     c.extend(model_and_scans());
     c.extend(args(&["--norm-from", &n, "--out", &n]));
-    let e = err(&run(&c));
+    let e = err(&pruneview(&c));
     assert!(
         e.contains("norm.json") && e.contains("one of the inputs"),
         "{e}"
     );
     assert_eq!(std::fs::read(&norm).expect("norm"), before);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_curves_and_writes_nothing() {
-    let dir = tempdir("ctrlc");
+    let dir = TempDir::new("ctrlc");
     let out = dir.join("curves.json");
     let mut a = args(&["curves"]);
     a.extend(model_and_scans());
@@ -473,7 +449,6 @@ fn ctrl_c_stops_curves_and_writes_nothing() {
     assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// SECOND (MeanVFE, the sparse 3-D backbone, anchor head) pruned end to end on both real
@@ -482,9 +457,9 @@ fn ctrl_c_stops_curves_and_writes_nothing() {
 /// the sparse convs.
 #[test]
 fn second_prunes_end_to_end_on_kitti() {
-    let out = tempdir("second");
+    let out = TempDir::new("second");
     let weights = pp("second_kitti_000008/weights.safetensors");
-    ok(&run(&prune_second(&weights, &out)));
+    ok(&pruneview(&prune_second(&weights, &out)));
 
     let curves = Curves::load(&out.join("curves.json")).expect("curves.json");
     let sparse: Vec<_> = curves
@@ -540,7 +515,7 @@ fn second_prunes_end_to_end_on_kitti() {
         "{bn}: the sparse convs' statistics are repaired"
     );
     // The recovered file embeds the config.
-    ok(&run(&args(&[
+    ok(&pruneview(&args(&[
         "detect",
         "--weights",
         &s(&out.join("pruned.safetensors")),
@@ -554,11 +529,11 @@ fn second_prunes_end_to_end_on_kitti() {
 
     // The same model in spconv 1.x's layout (the model zoo's checkpoints) prunes the same
     // weights: its masks and recovered weights are written in that layout.
-    let v1_dir = tempdir("second-v1");
+    let v1_dir = TempDir::new("second-v1");
     let v1 = v1_dir.join("second_v1.safetensors");
     write_in_spconv1_layout(&w, &v1);
     let out_v1 = v1_dir.join("out");
-    ok(&run(&prune_second(&v1, &out_v1)));
+    ok(&pruneview(&prune_second(&v1, &out_v1)));
     let alloc_v1 = Allocation::load(&out_v1.join("allocation.json")).unwrap();
     let sparsity = |a: &Allocation| a.layers.iter().map(|l| l.sparsity).collect::<Vec<_>>();
     assert_eq!(sparsity(&alloc_v1), sparsity(&alloc));
@@ -587,15 +562,13 @@ fn second_prunes_end_to_end_on_kitti() {
         read(&out_v1.join("masks.safetensors"), &load(&v1)).unwrap(),
         read(&out.join("masks.safetensors"), &load(&weights)).unwrap()
     );
-    ok(&run(&args(&[
+    ok(&pruneview(&args(&[
         "detect",
         "--weights",
         &s(&out_v1.join("pruned.safetensors")),
         "--scan",
         &s(&kitti("velodyne/000008.bin")),
     ])));
-    let _ = std::fs::remove_dir_all(&out);
-    let _ = std::fs::remove_dir_all(&v1_dir);
 }
 
 /// `prune` of SECOND (weights `weights`) on both KITTI frames at 50% FLOPs with statistics
@@ -661,10 +634,10 @@ fn write_in_spconv1_layout(w: &Weights, path: &Path) {
 /// `tests/it/golden.rs`), and every other gradient depends on them.
 #[test]
 fn grad_dumps_every_gradient_of_second() {
-    let dir = tempdir("grad-second");
+    let dir = TempDir::new("grad-second");
     let out = dir.join("grads.safetensors");
     let fixture = pp("second_kitti_000008/golden.safetensors");
-    ok(&run(&args(&[
+    ok(&pruneview(&args(&[
         "grad",
         "--config",
         &s(&pp("cfgs/kitti_models/second.yaml")),
@@ -701,17 +674,16 @@ fn grad_dumps_every_gradient_of_second() {
             assert!((x - y).abs() <= 1e-4 * scale, "{name}: {x} vs {y}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Measured curves on a subset of the calibration scans (`--measured-scans`), after
 /// statistics repair: the recovery-aware curves that `solve --on measured` allocates on.
 #[test]
 fn measured_curves_on_a_subset_of_the_scans() {
-    let dir = tempdir("measured-subset");
+    let dir = TempDir::new("measured-subset");
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
     let out = dir.join("c.json");
-    let o = run(&args(&[
+    let o = pruneview(&args(&[
         "curves",
         "--weights",
         &s(&demo.join("demo_pointpillar.safetensors")),
@@ -743,5 +715,4 @@ fn measured_curves_on_a_subset_of_the_scans() {
         .find(|l| l["name"] == "backbone_2d.blocks.0.1.weight")
         .unwrap();
     assert!(layer["measured"].is_object(), "{layer}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

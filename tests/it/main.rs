@@ -25,3 +25,4 @@ mod report;
 mod synth_geom;
 mod synth_scenes;
 mod synth_stats;
+mod util;

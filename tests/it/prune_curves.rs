@@ -2,10 +2,10 @@
 //! the probe identity behind them, agreement with measured curves, exact shard merges,
 //! determinism and cancellation.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
+use super::util::shared;
 use pruneview::detect::{Detector, FovFilter, RawOutputs, prepare_scan};
 use pruneview::nn::Tensor;
 use pruneview::progress::Control;
@@ -15,10 +15,6 @@ use pruneview::prune::probe::{
     CalibScan, CurveSettings, ProbeError, output_variances, predicted_curves,
 };
 use pruneview::prune::{Group, Lambdas, Weighting, rank};
-
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
 
 struct Setup {
     det: Detector,

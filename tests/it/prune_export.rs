@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::util::{TempDir, demo};
 use pruneview::detect::Detector;
 use pruneview::io::{OutTensor, WriteError, write_safetensors};
 use pruneview::model::Weights;
@@ -33,13 +34,6 @@ use pruneview::prune::{Allocation, Budget, BudgetKind, Curves, Lambdas, Ranking,
 fn pp_weights() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/reference/pointpillar_kitti_000008/weights.safetensors")
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pruneview-export-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Layers at the edges (0 and 1), ordinary levels, one whose `s * n` sits just under an
@@ -242,7 +236,7 @@ fn check_export(weights_path: &Path, e: &Exported) {
 
 #[test]
 fn f32_masks_follow_rank_and_pruned_file_changes_only_pruned_entries() {
-    let dir = tempdir("f32");
+    let dir = TempDir::new("f32");
     let e = export(&pp_weights(), &dir, "f32");
     check_export(&pp_weights(), &e);
     // Deterministic: the same inputs give the same bytes.
@@ -253,12 +247,11 @@ fn f32_masks_follow_rank_and_pruned_file_changes_only_pruned_entries() {
     ] {
         assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn f16_weights_are_pruned_in_f16_and_keep_their_metadata() {
-    let dir = tempdir("f16");
+    let dir = TempDir::new("f16");
     let half = f16_copy(&dir);
     let e = export(&half, &dir, "f16");
     check_export(&half, &e);
@@ -268,7 +261,6 @@ fn f16_weights_are_pruned_in_f16_and_keep_their_metadata() {
         safetensors::Dtype::F16
     );
     assert!(p.metadata()["pruneview.config"].contains("PointPillar"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -345,7 +337,7 @@ fn unknown_and_non_float_layers_are_named() {
 #[test]
 fn masks_that_do_not_match_the_allocation_are_refused() {
     let w = Weights::open(&pp_weights()).unwrap();
-    let dir = tempdir("mismatch");
+    let dir = TempDir::new("mismatch");
     let alloc = allocation(LAYERS);
     let mut masks = build_masks(&alloc, &w, Orders::Magnitude).unwrap();
     masks.pop();
@@ -355,12 +347,11 @@ fn masks_that_do_not_match_the_allocation_are_refused() {
         "{err}"
     );
     assert!(!dir.join("p.safetensors").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn refuses_to_overwrite_the_input_weights() {
-    let dir = tempdir("overwrite");
+    let dir = TempDir::new("overwrite");
     let copy = dir.join("weights.safetensors");
     std::fs::copy(pp_weights(), &copy).unwrap();
     let original = std::fs::read(&copy).unwrap();
@@ -386,7 +377,6 @@ fn refuses_to_overwrite_the_input_weights() {
     }
     drop(w);
     assert_eq!(std::fs::read(&copy).unwrap(), original);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -448,7 +438,7 @@ fn csv_reports_every_layer_with_curve_values() {
         assert_eq!(row[5].parse::<usize>().unwrap(), m.pruned);
     }
 
-    let dir = tempdir("csv");
+    let dir = TempDir::new("csv");
     let path = dir.join("report.csv");
     write_csv(&path, &alloc, &masks, Some(&curves), &[]).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
@@ -468,7 +458,6 @@ fn csv_reports_every_layer_with_curve_values() {
             .skip(1)
             .all(|l| l.split(',').nth(3) == Some(""))
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The interpreter for the NumPy check: `PRUNEVIEW_PYTHON`, else `python3`. It must have
@@ -497,7 +486,7 @@ fn python() -> String {
 fn numpy_user_reproduces_the_pruned_weights_from_the_masks() {
     let py = python();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_masks.py");
-    let dir = tempdir("python");
+    let dir = TempDir::new("python");
     let half = f16_copy(&dir);
     for (weights, tag) in [(pp_weights(), "f32"), (half, "f16")] {
         let e = export(&weights, &dir, tag);
@@ -527,15 +516,10 @@ fn numpy_user_reproduces_the_pruned_weights_from_the_masks() {
             "check_masks.py must fail on swapped files"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
 // Masks read back for a detector, and recovered weights, on the bundled demo model.
-
-fn demo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_pointpillar.safetensors")
-}
 
 /// Unit weights of the demo at the edges (0 and 1) and ordinary levels: a linear, convs, a
 /// transposed conv and a head conv.
@@ -577,7 +561,7 @@ fn raw_tensor(name: &str, dtype: safetensors::Dtype, shape: &[usize], bytes: Vec
 
 #[test]
 fn masks_read_back_per_unit_and_apply() {
-    let dir = tempdir("read-masks");
+    let dir = TempDir::new("read-masks");
     let path = dir.join("masks.safetensors");
     let written = write_demo_masks(&demo(), &path);
     let mut det = Detector::load(None, &demo()).unwrap();
@@ -641,13 +625,12 @@ fn masks_read_back_per_unit_and_apply() {
     // The wrong number of masks for the model is refused.
     let err = apply_masks(&mut dense, &m[1..]).unwrap_err();
     assert!(err.to_string().contains("masks were given"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn wrong_masks_files_are_refused_by_name() {
     use safetensors::Dtype::{BOOL, F16, I64, U8};
-    let dir = tempdir("bad-masks");
+    let dir = TempDir::new("bad-masks");
     let det = Detector::load(None, &demo()).unwrap();
     let key = "dense_head.conv_cls.weight";
     let shape = [18, 192, 1, 1];
@@ -777,7 +760,6 @@ fn wrong_masks_files_are_refused_by_name() {
         err.contains("zero.safetensors") && err.contains("0 bytes"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The demo (or a copy of it) loaded, with the demo-layer masks written beside it, read
@@ -879,7 +861,7 @@ fn recovery_metadata() -> BTreeMap<String, String> {
 
 #[test]
 fn recovered_f32_weights_round_trip_exactly() {
-    let dir = tempdir("recovered-f32");
+    let dir = TempDir::new("recovered-f32");
     let (mut det, masks) = masked_demo(&demo(), &dir.join("masks.safetensors"));
     perturb(&mut det);
     let out = dir.join("recovered.safetensors");
@@ -923,12 +905,11 @@ fn recovered_f32_weights_round_trip_exactly() {
     let again = dir.join("again.safetensors");
     write_recovered(&again, &source, &det, &masks, &meta, &[&demo()]).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn recovered_f16_weights_round_trip_to_f16_rounding() {
-    let dir = tempdir("recovered-f16");
+    let dir = TempDir::new("recovered-f16");
     let src = Weights::open(&demo()).unwrap();
     let half_path = f16_copy_of(
         &demo(),
@@ -965,12 +946,11 @@ fn recovered_f16_weights_round_trip_to_f16_rounding() {
     check_layout(&half_path, &out, &det);
     let h = header(&out);
     assert_eq!(h["backbone_2d.blocks.0.2.running_var"]["dtype"], "F16");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn recovered_writes_refuse_bad_inputs_and_never_overwrite() {
-    let dir = tempdir("recovered-bad");
+    let dir = TempDir::new("recovered-bad");
     let copy = dir.join("weights.safetensors");
     std::fs::copy(demo(), &copy).unwrap();
     let original = std::fs::read(&copy).unwrap();
@@ -1069,14 +1049,13 @@ fn recovered_writes_refuse_bad_inputs_and_never_overwrite() {
     let err = write_recovered(&out, &w, &det, &masks[1..], &meta, &[]).unwrap_err();
     assert!(err.to_string().contains("masks were given"), "{err}");
     assert!(!out.exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn numpy_user_checks_a_recovered_file() {
     let py = python();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_masks.py");
-    let dir = tempdir("python-recovered");
+    let dir = TempDir::new("python-recovered");
     let masks_path = dir.join("masks.safetensors");
     let (mut det, masks) = masked_demo(&demo(), &masks_path);
     perturb(&mut det);
@@ -1132,5 +1111,4 @@ fn numpy_user_checks_a_recovered_file() {
     let short_path = masks_file(&dir, "short.safetensors", short);
     let (ok, text) = run(&[&masks_path, &demo(), &short_path]);
     assert!(!ok && text.contains("keys differ"), "{text}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,9 +5,9 @@
 //! The CLI's `prune --recover` and `recover` write weights that `eval` loads.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
+use super::util::{TempDir, demo, pruneview};
 use pruneview::detect::Detector;
 use pruneview::detect::prepare_scan;
 use pruneview::pointcloud::scan::list_scans;
@@ -19,10 +19,6 @@ use pruneview::prune::recover::{
     stats,
 };
 use pruneview::prune::{Weighting, rank};
-
-fn demo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_pointpillar.safetensors")
-}
 
 fn scan_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/scans/synthetic/velodyne")
@@ -266,27 +262,13 @@ fn all_stages_in_order_with_a_report() {
     assert!("fast".parse::<Stages>().is_err());
 }
 
-fn pruneview(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pruneview"))
-        .args(args)
-        .output()
-        .expect("run pruneview")
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pruneview-recover-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tempdir");
-    d
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
 #[test]
 fn cli_prune_recovers_and_recover_takes_masks_made_elsewhere() {
-    let dir = tempdir("cli");
+    let dir = TempDir::new("cli");
     let out = dir.join("p50");
     let (w, scans) = (demo(), scan_dir());
     let o = pruneview(&[
@@ -407,7 +389,6 @@ fn cli_prune_recovers_and_recover_takes_masks_made_elsewhere() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("one of the inputs"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Statistics repair walks a voxel model's sparse 3-D backbone too (SECOND, pruned by
