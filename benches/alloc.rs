@@ -6,32 +6,21 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use pruneview::prune::BudgetKind;
 use pruneview::prune::alloc::{DEFAULT_BINS, Frontier, LayerInput, Problem};
+use pruneview::rng::Rng;
 use std::hint::black_box;
-
-/// SplitMix64, so every run benchmarks the same instance.
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// `balanced`: every layer costs the same (the hardest case for the DP: no layer is small
 /// enough for its options to collapse or its rows to end early); otherwise sizes are
 /// log-uniform over three decades of params and FLOPs per weight, like a real detector.
 fn problem(layers: usize, levels: usize, balanced: bool) -> Problem {
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let layers = (0..layers)
         .map(|i| {
             let (params, flops) = if balanced {
                 (100_000, 1e9)
             } else {
-                let p = 10f64.powf(3.0 + 3.0 * rng.unit()) as usize;
-                (p, p as f64 * 10f64.powf(2.0 + 3.0 * rng.unit()))
+                let p = 10f64.powf(3.0 + 3.0 * rng.f64()) as usize;
+                (p, p as f64 * 10f64.powf(2.0 + 3.0 * rng.f64()))
             };
             let lv: Vec<f64> = (0..levels)
                 .map(|k| k as f64 / (levels - 1) as f64)
@@ -40,7 +29,7 @@ fn problem(layers: usize, levels: usize, balanced: bool) -> Problem {
             let distortion = lv
                 .iter()
                 .map(|&s| {
-                    d += rng.unit() * s * s;
+                    d += rng.f64() * s * s;
                     d
                 })
                 .collect();

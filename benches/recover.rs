@@ -25,7 +25,7 @@ use pruneview::prune::measure::DenseReference;
 use pruneview::prune::probe::{self, CalibScan};
 use pruneview::prune::rank;
 use pruneview::prune::recover::{self, ReconstructSettings, reconstruct};
-use pruneview::synth::rng::Rng;
+use pruneview::rng::Rng;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

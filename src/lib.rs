@@ -14,5 +14,6 @@ pub mod pointcloud;
 pub mod progress;
 pub mod prune;
 pub mod report;
+pub mod rng;
 pub mod session;
 pub mod synth;

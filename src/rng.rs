@@ -1,5 +1,6 @@
-//! A tiny seeded PRNG (SplitMix64) and stateless hashing, so every scene and every ray's noise
-//! is reproducible from a seed, whatever the thread schedule.
+//! The one seeded PRNG of the crate, its tests and benchmarks (SplitMix64), and stateless
+//! hashing, so every synthetic scene, ray noise, distillation batch and test input is
+//! reproducible from a seed, whatever the thread schedule.
 
 /// SplitMix64 finaliser: a good 64-bit mixing function.
 pub fn mix64(mut z: u64) -> u64 {
@@ -42,6 +43,11 @@ impl Rng {
     /// Uniform in [0, 1).
     pub fn f(&mut self) -> f32 {
         unit(self.next_u64())
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in [lo, hi).

@@ -413,7 +413,7 @@ impl Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::rng::Rng;
+    use crate::rng::Rng;
 
     /// Explicit im2col columns of a conv, for checking.
     fn naive_cols(x: &Tensor, k: usize, s: usize, p: usize) -> Vec<Vec<f32>> {

@@ -580,7 +580,7 @@ type SiteMap = HashMap<u64, u32, BuildHasherDefault<SiteHasher>>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::rng::Rng;
+    use crate::rng::Rng;
 
     /// Random sites at density `p` of `shape`, in a shuffled order.
     fn random_sites(shape: [usize; 3], p: f32, seed: u64) -> Sites {

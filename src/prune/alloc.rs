@@ -1231,42 +1231,33 @@ fn sorted_scores(
 mod tests {
     use super::*;
 
-    /// SplitMix64: small, deterministic, good enough for test instances.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-        fn range(&mut self, lo: usize, hi: usize) -> usize {
-            lo + (self.next() % (hi - lo + 1) as u64) as usize
-        }
-        fn normal(&mut self) -> f64 {
-            let (u, v) = (self.unit().max(1e-300), self.unit());
-            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-        }
+    use crate::rng::Rng;
+
+    /// Uniform integer in `[lo, hi]`.
+    fn range(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+        rng.int(lo as i64, hi as i64) as usize
+    }
+
+    /// Standard normal (Box-Muller) with f64 precision.
+    fn normal(rng: &mut Rng) -> f64 {
+        let (u, v) = (rng.f64().max(1e-300), rng.f64());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 
     /// A layer with random sizes and a random increasing curve over `levels`.
     fn layer(rng: &mut Rng, i: usize, levels: Vec<f64>) -> LayerInput {
-        let (a, b) = (rng.range(2, 24), rng.range(2, 24));
+        let (a, b) = (range(rng, 2, 24), range(rng, 2, 24));
         let shape = vec![a, b, 3, 3];
         let params = shape.iter().product();
-        let flops = params as f64 * rng.range(1, 400) as f64 * 2.0;
-        let scale = 10f64.powf(rng.unit() * 4.0 - 2.0);
+        let flops = params as f64 * range(rng, 1, 400) as f64 * 2.0;
+        let scale = 10f64.powf(rng.f64() * 4.0 - 2.0);
         let mut d = 0.0;
         let distortion = levels
             .iter()
             .enumerate()
             .map(|(k, &s)| {
                 if k > 0 {
-                    d += scale * rng.unit() * s;
+                    d += scale * rng.f64() * s;
                 }
                 d
             })
@@ -1283,7 +1274,7 @@ mod tests {
 
     fn random_levels(rng: &mut Rng, k: usize) -> Vec<f64> {
         let mut v: Vec<f64> = (1..k)
-            .map(|_| (rng.unit() * 100.0).round() / 100.0)
+            .map(|_| (rng.f64() * 100.0).round() / 100.0)
             .collect();
         v.push(0.0);
         v.sort_by(f64::total_cmp);
@@ -1292,7 +1283,7 @@ mod tests {
     }
 
     fn random_constraint(rng: &mut Rng) -> Constraint {
-        match rng.range(0, 5) {
+        match range(rng, 0, 5) {
             0 => Constraint {
                 locked: true,
                 ..Default::default()
@@ -1312,10 +1303,10 @@ mod tests {
     }
 
     fn small_problem(rng: &mut Rng, constrained: bool) -> Problem {
-        let n = rng.range(3, 4);
+        let n = range(rng, 3, 4);
         let layers: Vec<LayerInput> = (0..n)
             .map(|i| {
-                let k = rng.range(4, 6);
+                let k = range(rng, 4, 6);
                 let lv = random_levels(rng, k);
                 layer(rng, i, lv)
             })
@@ -1333,9 +1324,9 @@ mod tests {
         p.layers
             .iter()
             .map(|l| {
-                let scale = 10f64.powf(rng.unit() * 2.0 - 1.0);
+                let scale = 10f64.powf(rng.f64() * 2.0 - 1.0);
                 (0..l.params)
-                    .map(|_| (rng.normal() * scale) as f32)
+                    .map(|_| (normal(rng) * scale) as f32)
                     .collect()
             })
             .collect()
@@ -1419,7 +1410,7 @@ mod tests {
 
     #[test]
     fn dp_equals_brute_force_on_small_instances() {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut checked = 0;
         for case in 0..150 {
             let p = small_problem(&mut rng, case % 2 == 1);
@@ -1490,7 +1481,7 @@ mod tests {
     /// curves' own, without the penalty, and any budget feasible without the cap stays so.
     #[test]
     fn layer_cap_is_exceeded_only_as_the_budget_needs() {
-        let mut rng = Rng(11);
+        let mut rng = Rng::new(11);
         let mut exceeded = 0;
         for case in 0..80 {
             let cap = [0.3, 0.5, 0.7][case % 3];
@@ -1552,7 +1543,7 @@ mod tests {
 
     #[test]
     fn warns_of_cut_layers_and_flat_curves() {
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         let mut p = small_problem(&mut rng, false).with_layer_cap(1.0).unwrap();
         let mut s = vec![0.0; p.layers.len()];
         assert!(p.warnings(&p.solution(s.clone())).is_empty());
@@ -1572,12 +1563,12 @@ mod tests {
 
     #[test]
     fn dispatched_kernel_matches_the_portable_one() {
-        let mut rng = Rng(17);
+        let mut rng = Rng::new(17);
         let prev: Vec<f64> = (0..700)
-            .map(|i| if i < 5 { f64::INFINITY } else { rng.unit() })
+            .map(|i| if i < 5 { f64::INFINITY } else { rng.f64() })
             .collect();
         let costs: Vec<u32> = vec![0, 3, 3, 40, 650, 800];
-        let dist: Vec<f64> = (0..costs.len()).map(|_| rng.unit()).collect();
+        let dist: Vec<f64> = (0..costs.len()).map(|_| rng.f64()).collect();
         for (start, len) in [(0, 700), (100, 37), (650, 50)] {
             let (mut n1, mut a1) = (vec![0.0; len], vec![0.0; len]);
             let (mut n2, mut a2) = (vec![0.0; len], vec![0.0; len]);
@@ -1616,7 +1607,7 @@ mod tests {
 
     #[test]
     fn frontier_is_monotone_and_points_match_queries() {
-        let mut rng = Rng(11);
+        let mut rng = Rng::new(11);
         for case in 0..10 {
             let layers = (0..20)
                 .map(|i| layer(&mut rng, i, (0..=20).map(|k| k as f64 / 20.0).collect()))
@@ -1650,7 +1641,7 @@ mod tests {
 
     #[test]
     fn no_method_exceeds_its_budget_and_constraints_hold() {
-        let mut rng = Rng(23);
+        let mut rng = Rng::new(23);
         for case in 0..12 {
             let layers: Vec<LayerInput> = (0..8)
                 .map(|i| layer(&mut rng, i, (0..=10).map(|k| k as f64 / 10.0).collect()))
@@ -1694,7 +1685,7 @@ mod tests {
 
     #[test]
     fn baselines_hit_the_budget() {
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         let layers: Vec<LayerInput> = (0..10)
             .map(|i| layer(&mut rng, i, (0..=10).map(|k| k as f64 / 10.0).collect()))
             .collect();
@@ -1722,7 +1713,7 @@ mod tests {
 
     #[test]
     fn uniform_prunes_one_minus_keep_everywhere() {
-        let mut rng = Rng(3);
+        let mut rng = Rng::new(3);
         let layers: Vec<LayerInput> = (0..6)
             .map(|i| layer(&mut rng, i, vec![0.0, 0.5, 1.0]))
             .collect();
@@ -1780,7 +1771,7 @@ mod tests {
 
     #[test]
     fn magnitude_methods_prune_small_weights_first() {
-        let mut rng = Rng(9);
+        let mut rng = Rng::new(9);
         let mk = |name: &str| LayerInput {
             name: name.into(),
             params: 2000,
@@ -1790,8 +1781,8 @@ mod tests {
             distortion: vec![0.0, 1.0],
         };
         let p = Problem::new(vec![mk("big"), mk("tiny")]);
-        let big: Vec<f32> = (0..2000).map(|_| rng.normal() as f32).collect();
-        let tiny: Vec<f32> = (0..2000).map(|_| 0.05 * rng.normal() as f32).collect();
+        let big: Vec<f32> = (0..2000).map(|_| normal(&mut rng) as f32).collect();
+        let tiny: Vec<f32> = (0..2000).map(|_| 0.05 * normal(&mut rng) as f32).collect();
         let budget = Budget {
             kind: BudgetKind::Params,
             keep: 0.6,
@@ -1805,13 +1796,13 @@ mod tests {
 
         // LAMP is scale-invariant per layer: it prunes more where weights are small relative
         // to the layer's own large ones (a heavy-tailed layer), not merely where they are small.
-        let flat: Vec<f32> = (0..2000).map(|_| 1.0 + 0.1 * rng.unit() as f32).collect();
+        let flat: Vec<f32> = (0..2000).map(|_| 1.0 + 0.1 * rng.f64() as f32).collect();
         let tailed: Vec<f32> = (0..2000)
             .map(|i| {
                 if i % 20 == 0 {
                     5.0
                 } else {
-                    0.05 * rng.normal() as f32
+                    0.05 * normal(&mut rng) as f32
                 }
             })
             .collect();

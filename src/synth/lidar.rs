@@ -10,8 +10,8 @@ use std::f32::consts::FRAC_PI_2;
 
 use rayon::prelude::*;
 
-use super::rng::{mix64, normal_from, unit};
 use super::scene::Scene;
+use crate::rng::{mix64, normal_from, unit};
 
 /// Sensor model. [`Lidar::hdl64e`] gives KITTI's.
 #[derive(Clone, Debug, PartialEq)]

@@ -18,7 +18,6 @@
 pub mod geom;
 pub mod labels;
 pub mod lidar;
-pub mod rng;
 pub mod scene;
 
 use std::ops::Range;

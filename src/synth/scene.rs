@@ -6,8 +6,8 @@
 use std::f32::consts::{FRAC_PI_2, PI};
 
 use super::geom::{Hit, Material, Primitive, Shape};
-use super::rng::{Rng, mix64};
 use crate::pointcloud::LidarBox;
+use crate::rng::{Rng, mix64};
 
 /// KITTI's Velodyne is mounted 1.73 m above the road.
 pub const SENSOR_HEIGHT: f32 = 1.73;

@@ -4,6 +4,7 @@ use pruneview::detect::iou::{BevBox, bev_iou};
 use pruneview::detect::nms::{
     NmsConfig, NmsError, nms_bev, nms_bev_boxes, nms_bev_ordered, order_by_score_desc,
 };
+use pruneview::rng::Rng;
 
 fn cfg(thresh: f32) -> NmsConfig {
     NmsConfig {
@@ -193,20 +194,6 @@ fn caller_given_order_decides_ties() {
     );
 }
 
-/// Deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
-    }
-}
-
 /// Textbook greedy NMS over the full IoU matrix, no shortcuts.
 fn brute_force(boxes: &[BevBox], scores: &[f32], cfg: &NmsConfig) -> Vec<usize> {
     let mut order: Vec<usize> = (0..boxes.len()).collect();
@@ -233,39 +220,39 @@ fn brute_force(boxes: &[BevBox], scores: &[f32], cfg: &NmsConfig) -> Vec<usize> 
 fn matches_brute_force_on_clustered_random_candidates() {
     // Detector-like candidates: clusters of jittered boxes around a few dozen objects,
     // plus scattered singletons, with some touching pairs at the 1e-2 margin.
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut boxes = Vec::new();
     for _ in 0..40 {
-        let (cx, cy) = (rng.uniform(0.0, 70.0), rng.uniform(-40.0, 40.0));
+        let (cx, cy) = (rng.range(0.0, 70.0), rng.range(-40.0, 40.0));
         let (dx, dy, h) = (
-            rng.uniform(0.6, 4.5),
-            rng.uniform(0.5, 2.0),
-            rng.uniform(-3.2, 3.2),
+            rng.range(0.6, 4.5),
+            rng.range(0.5, 2.0),
+            rng.range(-3.2, 3.2),
         );
         for _ in 0..20 {
             boxes.push(BevBox::new(
-                cx + rng.uniform(-1.0, 1.0),
-                cy + rng.uniform(-1.0, 1.0),
-                dx * rng.uniform(0.8, 1.2),
-                dy * rng.uniform(0.8, 1.2),
-                h + rng.uniform(-0.5, 0.5),
+                cx + rng.range(-1.0, 1.0),
+                cy + rng.range(-1.0, 1.0),
+                dx * rng.range(0.8, 1.2),
+                dy * rng.range(0.8, 1.2),
+                h + rng.range(-0.5, 0.5),
             ));
         }
     }
     for _ in 0..300 {
         boxes.push(BevBox::new(
-            rng.uniform(0.0, 70.0),
-            rng.uniform(-40.0, 40.0),
-            rng.uniform(0.5, 4.0),
-            rng.uniform(0.5, 2.0),
-            rng.uniform(-3.2, 3.2),
+            rng.range(0.0, 70.0),
+            rng.range(-40.0, 40.0),
+            rng.range(0.5, 4.0),
+            rng.range(0.5, 2.0),
+            rng.range(-3.2, 3.2),
         ));
     }
     let n0 = boxes.len();
     for i in 0..50 {
         let b = boxes[i * 7];
         boxes.push(BevBox::new(
-            b.x + b.dx + rng.uniform(0.0, 0.02),
+            b.x + b.dx + rng.range(0.0, 0.02),
             b.y,
             b.dx,
             b.dy,
@@ -274,7 +261,7 @@ fn matches_brute_force_on_clustered_random_candidates() {
         boxes[i * 7].heading = 0.0;
     }
     assert!(boxes.len() > n0);
-    let scores: Vec<f32> = (0..boxes.len()).map(|_| rng.uniform(0.1, 1.0)).collect();
+    let scores: Vec<f32> = (0..boxes.len()).map(|_| rng.range(0.1, 1.0)).collect();
     for c in [
         cfg(0.01),
         cfg(0.2),

@@ -22,6 +22,7 @@
 //! Tolerance per tensor, with `s = max(max|analytic|, 1e-3)`: every checked element must have
 //! `|fd - analytic| <= 2e-2 * s`, and `|fd - analytic|_2 / max(|analytic|_2, 1e-3) <= 1e-2`.
 
+use pruneview::rng::Rng;
 use std::path::{Path, PathBuf};
 
 use pruneview::detect::layers::{NamedBatchNorm, Unit, UnitGrads, UnitKind};
@@ -49,42 +50,29 @@ const NORM_TOL: f64 = 1e-2;
 /// Largest fraction of skipped elements per check.
 const MAX_SKIPPED: f64 = 0.05;
 
-/// splitmix64: deterministic test data without a dependency.
-struct Rng(u64);
+/// Test data from the crate's seeded generator.
+trait RandomData {
+    fn tensor(&mut self, shape: &[usize], lo: f32, hi: f32) -> Tensor;
+    fn batchnorm(&mut self, c: usize, eps: f32) -> BatchNorm;
+}
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
+impl RandomData for Rng {
     fn tensor(&mut self, shape: &[usize], lo: f32, hi: f32) -> Tensor {
-        let n = shape.iter().product();
-        Tensor::from_vec(shape, self.vec(n, lo, hi))
+        Tensor::from_vec(shape, self.values(shape.iter().product(), lo, hi))
     }
     /// A random BatchNorm: gamma of magnitude 0.5..1.5 with random signs, positive var.
     fn batchnorm(&mut self, c: usize, eps: f32) -> BatchNorm {
         let gamma = (0..c)
             .map(|_| {
-                let g = self.uniform(0.5, 1.5);
+                let g = self.range(0.5, 1.5);
                 if self.next_u64() & 3 == 0 { -g } else { g }
             })
             .collect();
         BatchNorm {
             gamma,
-            beta: self.vec(c, -0.5, 0.5),
-            mean: self.vec(c, -0.5, 0.5),
-            var: self.vec(c, 0.3, 2.0),
+            beta: self.values(c, -0.5, 0.5),
+            mean: self.values(c, -0.5, 0.5),
+            var: self.values(c, 0.3, 2.0),
             eps,
         }
     }
@@ -504,7 +492,7 @@ fn weight(rng: &mut Rng, shape: &[usize], fan_in: usize) -> Tensor {
 
 #[test]
 fn conv3x3_stride1_bn_relu() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let (cin, cout) = (4, 3);
     let w = weight(&mut rng, &[cout, cin, 3, 3], cin * 9);
     let bn = rng.batchnorm(cout, 1e-3);
@@ -515,7 +503,7 @@ fn conv3x3_stride1_bn_relu() {
 
 #[test]
 fn conv3x3_stride2_bn_relu() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let (cin, cout) = (3, 4);
     let w = weight(&mut rng, &[cout, cin, 3, 3], cin * 9);
     let bn = rng.batchnorm(cout, 1e-3);
@@ -527,10 +515,10 @@ fn conv3x3_stride2_bn_relu() {
 #[test]
 fn conv3x3_bias_no_bn_no_relu() {
     // Like a CenterPoint head's final conv.
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let (cin, cout) = (5, 2);
     let w = weight(&mut rng, &[cout, cin, 3, 3], cin * 9);
-    let b = rng.vec(cout, -0.5, 0.5);
+    let b = rng.values(cout, -0.5, 0.5);
     let u = make_unit(conv(1, 1), w, Some(b), None, false);
     let x = rng.tensor(&[cin, 6, 7], -1.0, 1.0);
     check_unit("conv 3x3 s1 p1 + bias", u, x, &mut rng);
@@ -538,10 +526,10 @@ fn conv3x3_bias_no_bn_no_relu() {
 
 #[test]
 fn conv1x1_bias() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let (cin, cout) = (4, 3);
     let w = weight(&mut rng, &[cout, cin, 1, 1], cin);
-    let b = rng.vec(cout, -0.5, 0.5);
+    let b = rng.values(cout, -0.5, 0.5);
     let u = make_unit(conv(1, 0), w, Some(b), None, false);
     let x = rng.tensor(&[cin, 6, 7], -1.0, 1.0);
     check_unit("conv 1x1 + bias", u, x, &mut rng);
@@ -550,10 +538,10 @@ fn conv1x1_bias() {
 #[test]
 fn conv3x3_bias_bn_relu() {
     // A conv bias before a BN: exercises the `(b - mean)` term of dgamma and dL/db = g * scale.
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let (cin, cout) = (3, 3);
     let w = weight(&mut rng, &[cout, cin, 3, 3], cin * 9);
-    let b = rng.vec(cout, -0.5, 0.5);
+    let b = rng.values(cout, -0.5, 0.5);
     let bn = rng.batchnorm(cout, 1e-5);
     let u = make_unit(conv(1, 1), w, Some(b), Some(bn), true);
     let x = rng.tensor(&[cin, 6, 7], -1.0, 1.0);
@@ -562,7 +550,7 @@ fn conv3x3_bias_bn_relu() {
 
 #[test]
 fn conv_transpose_k2_stride2_bn_relu() {
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let (cin, cout) = (4, 3);
     let w = weight(&mut rng, &[cin, cout, 2, 2], cin);
     let bn = rng.batchnorm(cout, 1e-3);
@@ -579,7 +567,7 @@ fn conv_transpose_k2_stride2_bn_relu() {
 
 #[test]
 fn conv_transpose_k1_stride1_bn_relu() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (cin, cout) = (5, 4);
     let w = weight(&mut rng, &[cin, cout, 1, 1], cin);
     let bn = rng.batchnorm(cout, 1e-3);
@@ -597,7 +585,7 @@ fn conv_transpose_k1_stride1_bn_relu() {
 #[test]
 fn linear_bn_relu_rows() {
     // A PFN layer: rows of point features, Linear without bias, BatchNorm1d (eps 1e-3), ReLU.
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let (cin, cout, rows) = (5, 4, 9);
     let w = weight(&mut rng, &[cout, cin], cin);
     let bn = rng.batchnorm(cout, 1e-3);
@@ -608,10 +596,10 @@ fn linear_bn_relu_rows() {
 
 #[test]
 fn linear_bias_only() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let (cin, cout, rows) = (3, 2, 9);
     let w = weight(&mut rng, &[cout, cin], cin);
-    let b = rng.vec(cout, -0.5, 0.5);
+    let b = rng.values(cout, -0.5, 0.5);
     let u = make_unit(UnitKind::Linear, w, Some(b), None, false);
     let x = rng.tensor(&[rows, cin], -1.0, 1.0);
     check_unit("linear + bias (rows)", u, x, &mut rng);
@@ -621,7 +609,7 @@ fn linear_bias_only() {
 /// are all rejected, while the true ones pass.
 #[test]
 fn comparison_rejects_wrong_gradients() {
-    let mut rng = Rng(10);
+    let mut rng = Rng::new(10);
     let (cin, cout) = (4, 3);
     let w = weight(&mut rng, &[cout, cin, 3, 3], cin * 9);
     let bn = rng.batchnorm(cout, 1e-3);
@@ -709,7 +697,7 @@ fn make_vfe(test: &str, kind: VfeKind, use_norm: bool, rng: &mut Rng) -> (Pillar
             tensors.push(OutTensor::f32(
                 format!("vfe.pfn_layers.{i}.linear.bias"),
                 &[cout],
-                &rng.vec(cout, -0.5, 0.5),
+                &rng.values(cout, -0.5, 0.5),
             ));
         }
     }
@@ -724,10 +712,10 @@ fn make_vfe(test: &str, kind: VfeKind, use_norm: bool, rng: &mut Rng) -> (Pillar
 /// A point inside BEV cell `(x, y)`: `x y z intensity`.
 fn point_in(rng: &mut Rng, cell: (usize, usize)) -> [f32; 4] {
     [
-        cell.0 as f32 + rng.uniform(0.05, 0.95),
-        cell.1 as f32 + rng.uniform(0.05, 0.95),
-        rng.uniform(-2.8, 0.8),
-        rng.uniform(0.0, 1.0),
+        cell.0 as f32 + rng.range(0.05, 0.95),
+        cell.1 as f32 + rng.range(0.05, 0.95),
+        rng.range(-2.8, 0.8),
+        rng.range(0.0, 1.0),
     ]
 }
 
@@ -745,7 +733,7 @@ fn check_vfe(
         forward(vfe, None),
         "taped and plain forward differ"
     );
-    let dp = rng.vec(pillars.len(), -1.0, 1.0);
+    let dp = rng.values(pillars.len(), -1.0, 1.0);
     let grads = vfe.backward(&tape, &dp).expect("vfe backward");
     assert_eq!(grads.len(), vfe.layers.len());
     let mut results = Vec::new();
@@ -779,7 +767,7 @@ fn check_vfe(
 
 #[test]
 fn pillar_vfe_padded_voxels_bn() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let (vfe, data) = make_vfe("pillar", VfeKind::Pillar, true, &mut rng);
     // Four pillars, 5 slots each, 5 / 1 / 3 / 2 points (zero-padded).
     let (max_points, nf) = (5, 4);
@@ -813,7 +801,7 @@ fn pillar_vfe_padded_voxels_bn() {
 
 #[test]
 fn dyn_pillar_vfe_points_bias() {
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let (vfe, _) = make_vfe("dynpillar", VfeKind::DynPillar, false, &mut rng);
     // 14 points over 4 pillars (in scrambled order), and one outside the grid.
     let cells = [(0, 0), (2, 1), (1, 3), (3, 3)];
@@ -861,7 +849,7 @@ fn check_voxel_model(folder: &str, config: &str, cols: usize, units: &[&str]) {
         .collect();
     assert_eq!(points.len() % cols, 0);
     let taped = det.forward_taped(&points).expect("forward");
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let probe = RawOutputs {
         tensors: taped
             .out
@@ -894,7 +882,10 @@ fn check_voxel_model(folder: &str, config: &str, cols: usize, units: &[&str]) {
         order.sort_by(|&a, &b| analytic[b].abs().total_cmp(&analytic[a].abs()));
         let w0 = det.units()[k].weight.clone();
         let scale = scale_of(analytic);
-        for &e in order.iter().take(1) {
+        // The largest-gradient weight whose loss is smooth around it: a ReLU kink within
+        // every step (one weight in thousands) is skipped for the next largest.
+        let mut checked = false;
+        for &e in order.iter().take(8) {
             let mut h = REL_STEP / 8.0 * w0.data[e].abs().max(STEP_FLOOR);
             let mut fd = None;
             for _ in 0..=MAX_HALVINGS {
@@ -913,7 +904,10 @@ fn check_voxel_model(folder: &str, config: &str, cols: usize, units: &[&str]) {
                 h /= 2.0;
             }
             det.units_mut()[k].set_weight(w0.clone()).unwrap();
-            let fd = fd.unwrap_or_else(|| panic!("{unit}[{e}]: a kink at every step"));
+            let Some(fd) = fd else {
+                eprintln!("{folder} {unit}.weight[{e}]: a kink at every step, skipped");
+                continue;
+            };
             let a = analytic[e] as f64;
             let line = format!(
                 "{folder} {unit}.weight[{e}]: finite difference {fd:e} (step {h:e}), analytic \
@@ -923,7 +917,13 @@ fn check_voxel_model(folder: &str, config: &str, cols: usize, units: &[&str]) {
             if (fd - a).abs() > NET_TOL * scale {
                 failures.push(line);
             }
+            checked = true;
+            break;
         }
+        assert!(
+            checked,
+            "{unit}: a kink at every step of its 8 largest gradients"
+        );
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

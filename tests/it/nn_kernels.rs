@@ -8,25 +8,20 @@ use pruneview::nn::{
     BatchNorm, Conv2d, Conv2dParams, ConvAlgo, ConvTranspose2d, Isa, Tensor, batchnorm_inplace,
     conv_transpose2d, conv2d, fold_batchnorm, linear, relu_inplace,
 };
+use pruneview::rng::Rng;
 
-/// splitmix64: deterministic test data without a dependency.
-struct Rng(u64);
+/// Test data in [-1, 1) from the crate's seeded generator.
+trait RandomData {
+    fn tensor(&mut self, shape: &[usize]) -> Tensor;
+    fn vec(&mut self, n: usize) -> Vec<f32>;
+}
 
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+impl RandomData for Rng {
     fn tensor(&mut self, shape: &[usize]) -> Tensor {
-        let n = shape.iter().product();
-        Tensor::from_vec(shape, (0..n).map(|_| self.next_f32()).collect())
+        Tensor::from_vec(shape, self.vec(shape.iter().product()))
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next_f32()).collect()
+        self.values(n, -1.0, 1.0)
     }
 }
 
@@ -179,7 +174,7 @@ fn algos_for(k: usize, s: usize) -> Vec<ConvAlgo> {
 
 #[test]
 fn conv2d_matches_reference_on_odd_shapes() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for &(cin, cout, h, w, k, s, p) in CONV_SHAPES {
         let x = rng.tensor(&[cin, h, w]);
         let wt = rng.tensor(&[cout, cin, k, k]);
@@ -227,7 +222,7 @@ fn conv2d_matches_reference_on_odd_shapes() {
 #[test]
 fn conv2d_large_maps_cross_band_boundaries() {
     // Shapes big enough for several bands per thread and partial Winograd tiles at both edges.
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for &(cin, cout, h, w, s) in &[
         (24, 40, 45, 70, 1),
         (16, 24, 66, 38, 2),
@@ -269,7 +264,7 @@ fn conv2d_large_maps_cross_band_boundaries() {
 
 #[test]
 fn conv2d_forward_into_reuses_output_and_conv2d_fn_agrees() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let x = rng.tensor(&[5, 12, 9]);
     let wt = rng.tensor(&[7, 5, 3, 3]);
     let layer = Conv2d::new(&wt, None, Conv2dParams::new(1, 1)).unwrap();
@@ -283,7 +278,7 @@ fn conv2d_forward_into_reuses_output_and_conv2d_fn_agrees() {
 
 #[test]
 fn conv2d_shape_errors_are_values() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let x = rng.tensor(&[5, 12, 9]);
     let wt = rng.tensor(&[7, 4, 3, 3]);
     assert!(
@@ -325,7 +320,7 @@ fn conv2d_shape_errors_are_values() {
 /// activations, He-scaled weights), relative to the output scale.
 #[test]
 fn winograd_accuracy_on_a_backbone_like_layer() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let (c, h, w) = (64, 24, 40);
     let mut x = rng.tensor(&[c, h, w]);
     relu_inplace(&mut x.data);
@@ -367,7 +362,7 @@ const CONVT_SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
 
 #[test]
 fn conv_transpose2d_matches_reference() {
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     for &(cin, cout, h, w, k, s, p) in CONVT_SHAPES {
         let x = rng.tensor(&[cin, h, w]);
         let wt = rng.tensor(&[cin, cout, k, k]);
@@ -438,7 +433,7 @@ fn conv_transpose2d_matches_reference() {
 
 #[test]
 fn linear_matches_reference_with_leading_dims() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for &(lead, inf, outf) in &[
         (&[5usize, 32][..], 10usize, 64usize),
         (&[37][..], 3, 5),
@@ -495,7 +490,7 @@ fn bn_ref(v: f64, bn: &BatchNorm, c: usize) -> f64 {
 
 #[test]
 fn batchnorm_folds_into_conv_convt_and_linear() {
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     // Conv2d: out channels on axis 0.
     let (cin, cout, h, w) = (5, 7, 9, 8);
     let x = rng.tensor(&[cin, h, w]);
@@ -571,7 +566,7 @@ fn batchnorm_folds_into_conv_convt_and_linear() {
 
 #[test]
 fn batchnorm_inplace_and_relu() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let bn = random_bn(&mut rng, 6);
     let mut x = rng.tensor(&[6, 5, 7]);
     let want: Vec<f64> = x
@@ -634,7 +629,7 @@ fn check_fd(
 
 #[test]
 fn conv2d_vjp_matches_finite_differences() {
-    let mut rng = Rng(10);
+    let mut rng = Rng::new(10);
     for &(cin, cout, h, w, k, s, p) in &[
         (3, 4, 7, 6, 3, 1, 1),
         (2, 5, 9, 8, 3, 2, 1),
@@ -692,7 +687,7 @@ fn conv2d_vjp_matches_finite_differences() {
 
 #[test]
 fn conv_transpose2d_vjp_matches_finite_differences() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for &(cin, cout, h, w, k, s, p) in &[
         (3, 4, 5, 4, 2, 2, 0),
         (2, 3, 4, 5, 4, 4, 0),
@@ -745,7 +740,7 @@ fn conv_transpose2d_vjp_matches_finite_differences() {
 
 #[test]
 fn linear_vjp_matches_finite_differences() {
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let (lead, inf, outf) = ([3usize, 7], 10usize, 6usize);
     let x = rng.tensor(&[lead[0], lead[1], inf]);
     let wt = rng.tensor(&[outf, inf]);
@@ -787,7 +782,7 @@ fn linear_vjp_matches_finite_differences() {
 fn vjps_on_larger_maps_match_the_adjoint_identity() {
     // <conv(x), v> == <x, dx> and == <W, dW> for a linear conv without bias (exact in f64;
     // here a check of the banded, multi-threaded paths on maps too big for finite differences).
-    let mut rng = Rng(13);
+    let mut rng = Rng::new(13);
     for &(cin, cout, h, w, k, s, p) in &[(16, 24, 40, 52, 3, 1, 1), (12, 20, 50, 34, 3, 2, 1)] {
         let x = rng.tensor(&[cin, h, w]);
         let wt = rng.tensor(&[cout, cin, k, k]);

@@ -19,7 +19,7 @@ use crate::progress::Control;
 use crate::prune::Lambdas;
 use crate::prune::measure::DenseReference;
 use crate::prune::probe::{CalibScan, ProbeError};
-use crate::synth::rng::Rng;
+use crate::rng::Rng;
 
 use super::stats::settings;
 

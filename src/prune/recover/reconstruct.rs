@@ -595,7 +595,7 @@ pub(crate) fn cholesky_solve(mut a: Vec<f64>, b: &[f64]) -> Option<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::rng::Rng;
+    use crate::rng::Rng;
 
     #[test]
     fn cholesky_solves_a_small_system() {
