@@ -1,19 +1,11 @@
 //! pruneview: prune trained LiDAR 3D object detectors after training, and see and steer it.
 //!
-//! Data flows one way: files -> model + scans -> engine -> head outputs -> curves -> frontier
-//! -> allocation -> masks -> exports / detections -> views. Each stage is a module with a small
-//! public surface (see DESIGN.md).
+//! The library is two crates: `pruneview-core` (headless: engine, pruning, recovery,
+//! evaluation, simulator) and `pruneview-app` (the desktop app, behind the default `gui`
+//! feature). This crate re-exports both under one name and holds the `pruneview` binary.
+//! Data flows one way (ARCHITECTURE.md): the app depends on the core, never the reverse.
 
-pub mod app;
-pub mod detect;
-pub mod eval;
-pub mod io;
-pub mod model;
-pub mod nn;
-pub mod pointcloud;
-pub mod progress;
-pub mod prune;
-pub mod report;
-pub mod rng;
-pub mod session;
-pub mod synth;
+pub use pruneview_core::*;
+
+#[cfg(feature = "gui")]
+pub use pruneview_app as app;

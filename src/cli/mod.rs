@@ -10,6 +10,7 @@ macro_rules! outln {
     }};
 }
 
+#[cfg(feature = "gui")]
 mod app;
 mod data;
 mod prune;
@@ -122,9 +123,11 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  pruneview open --weights assets/demo_pointpillar.safetensors --scans assets/scans/synthetic\n  pruneview open --config pointpillar.yaml --weights pp.safetensors --scans kitti/training"
     )]
+    #[cfg(feature = "gui")]
     Open(app::OpenArgs),
     /// Render the app's main views headlessly (software Vulkan works) to PNG files.
     #[command(after_help = "Example:\n  pruneview screenshots --out screenshots/")]
+    #[cfg(feature = "gui")]
     Screenshots(app::ScreenshotsArgs),
 }
 
@@ -281,8 +284,15 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        #[cfg(feature = "gui")]
         None => app::open_app(None),
+        #[cfg(not(feature = "gui"))]
+        None => anyhow::bail!(
+            "this pruneview was built without the desktop app (the `gui` feature): name a subcommand (see --help)"
+        ),
+        #[cfg(feature = "gui")]
         Some(Command::Open(a)) => app::open(a),
+        #[cfg(feature = "gui")]
         Some(Command::Screenshots(a)) => app::screenshots(a),
         Some(Command::Detect(a)) => detect(a),
         Some(Command::Bench(a)) => bench(a),

@@ -1,5 +1,6 @@
 //! The integration tests, one binary (each file a module) so the test build links once.
 
+#[cfg(feature = "gui")]
 mod app;
 mod boxes_coder;
 mod boxes_iou;

@@ -9,18 +9,18 @@ use std::time::Instant;
 use eframe::egui;
 use eframe::egui_wgpu::RenderState;
 
-use crate::prune::alloc::{Constraint, KindName, Method};
-use crate::prune::export;
-use crate::prune::{BudgetKind, Weighting};
+use pruneview_core::prune::alloc::{Constraint, KindName, Method};
+use pruneview_core::prune::export;
+use pruneview_core::prune::{BudgetKind, Weighting};
 
 use super::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot};
 use super::state::{Level, Pick, Settings, State};
 use super::view3d::{Box3d, ColorBy, Projection, View3d};
 use super::work::OpenRequest;
-use crate::session::model::LoadedModel;
-use crate::session::plan::BASELINES;
-use crate::session::recover::Recovery;
-use crate::session::scans::expand_scan_paths;
+use pruneview_core::session::model::LoadedModel;
+use pruneview_core::session::plan::BASELINES;
+use pruneview_core::session::recover::Recovery;
+use pruneview_core::session::scans::expand_scan_paths;
 
 /// Colours of the three box sets in the 3D view (and their legend).
 pub const GT_COLOR: egui::Color32 = egui::Color32::from_rgb(80, 220, 80);
@@ -743,7 +743,7 @@ impl PruneviewApp {
                 ui.strong(m.name());
             }
             ui.end_row();
-            let cell = |row: usize, s: &crate::prune::alloc::Solution| match row {
+            let cell = |row: usize, s: &pruneview_core::prune::alloc::Solution| match row {
                 0 => format!("{:.1}%", 100.0 * s.flops_kept),
                 1 => format!("{:.2}", s.flops / 1e9),
                 2 => format!("{:.1}%", 100.0 * s.params_kept),
@@ -1000,7 +1000,7 @@ impl PruneviewApp {
                 });
             }
         }
-        let mut dets = |dets: &[crate::detect::Detection], color| {
+        let mut dets = |dets: &[pruneview_core::detect::Detection], color| {
             for d in dets.iter().filter(|d| d.score >= s.score_threshold) {
                 boxes.push(Box3d {
                     bbox: d.bbox,
@@ -1166,7 +1166,11 @@ pub const DEMO_SCANS: usize = 16;
 /// The bundled demo: the demo model, the first [`DEMO_SCANS`] bundled synthetic scans and
 /// the two real KITTI frames (next to the sources, where `cargo run` finds them).
 pub fn demo_request() -> Option<OpenRequest> {
-    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    // The workspace root (two folders up from this crate), where `assets/` sits.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)?;
+    let assets = root.join("assets");
     let weights = assets.join("demo_pointpillar.safetensors");
     let mut scans = expand_scan_paths(&[assets.join("scans/synthetic")]).ok()?;
     scans.truncate(DEMO_SCANS);

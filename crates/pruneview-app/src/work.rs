@@ -1,21 +1,21 @@
-//! The app's background jobs: each adapts a [`crate::session`] call (the same ones the CLI
+//! The app's background jobs: each adapts a [`pruneview_core::session`] call (the same ones the CLI
 //! makes) to a [`JobCtl`] and the app's own result types. None of it touches egui, so the
 //! same calls run in tests and in `pruneview screenshots`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::detect::{Detection, Detector};
-use crate::model::Weights;
-use crate::prune::alloc::Method;
-use crate::prune::curves::Curves;
-use crate::prune::probe::{self, CalibScan, CurveSettings, Predicted};
-use crate::prune::recover::{RecoverSettings, RecoveryReport};
-use crate::prune::{Allocation, Weighting};
-use crate::session::evaluate::Evaluation;
-use crate::session::export::{ExportFiles, ExportInputs, Recovered};
-use crate::session::recover::{Recovery, sparsity_masks, statistics_repaired};
-use crate::session::{self, model::LoadedModel};
+use pruneview_core::detect::{Detection, Detector};
+use pruneview_core::model::Weights;
+use pruneview_core::prune::alloc::Method;
+use pruneview_core::prune::curves::Curves;
+use pruneview_core::prune::probe::{self, CalibScan, CurveSettings, Predicted};
+use pruneview_core::prune::recover::{RecoverSettings, RecoveryReport};
+use pruneview_core::prune::{Allocation, Weighting};
+use pruneview_core::session::evaluate::Evaluation;
+use pruneview_core::session::export::{ExportFiles, ExportInputs, Recovered};
+use pruneview_core::session::recover::{Recovery, sparsity_masks, statistics_repaired};
+use pruneview_core::session::{self, model::LoadedModel};
 
 use super::jobs::{JobCtl, JobResult};
 
@@ -82,7 +82,7 @@ impl PrunedModel {
         ctl: &JobCtl,
     ) -> JobResult<Detector> {
         match self {
-            PrunedModel::Masked => Ok(crate::prune::recover::masked(dense, masks)?),
+            PrunedModel::Masked => Ok(pruneview_core::prune::recover::masked(dense, masks)?),
             PrunedModel::Statistics(scans) => {
                 ctl.with_control(|c| statistics_repaired(dense, masks, scans, c))
             }
@@ -117,8 +117,9 @@ pub fn recover(
     ctl: &JobCtl,
 ) -> JobResult<RecoveredModel> {
     let masks = sparsity_masks(&sparsity, orders);
-    let (det, report) =
-        ctl.with_control(|c| crate::prune::recover::recover(dense, &masks, scans, settings, c))?;
+    let (det, report) = ctl.with_control(|c| {
+        pruneview_core::prune::recover::recover(dense, &masks, scans, settings, c)
+    })?;
     Ok(RecoveredModel {
         sparsity,
         det,
@@ -233,7 +234,7 @@ pub fn export(
     let files = choice.files();
     files.check(&inputs)?;
     let dense = &model.det;
-    let unit = crate::prune::recover::unit_masks(dense, &masks)?;
+    let unit = pruneview_core::prune::recover::unit_masks(dense, &masks)?;
     // A statistics repair on export is recorded like any recovery (report with its D).
     let repaired;
     let recovered = match pruned {
@@ -245,7 +246,7 @@ pub fn export(
                 ..RecoverSettings::default()
             };
             repaired = ctl.with_control(|c| {
-                crate::prune::recover::recover(dense, &unit, scans, &settings, c)
+                pruneview_core::prune::recover::recover(dense, &unit, scans, &settings, c)
             })?;
             Some(Recovered {
                 det: &repaired.0,

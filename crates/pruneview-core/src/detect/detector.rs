@@ -724,7 +724,7 @@ mod tests {
     use serde_json::Value;
     use std::path::PathBuf;
 
-    const REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference");
+    const REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference");
 
     /// SECOND's config with `edit` applied, loaded with the fixture's weights.
     fn second_with(edit: impl Fn(&mut Value)) -> Result<Detector, DetectorError> {

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::progress::Control;
+use pruneview_core::progress::Control;
 
 /// What a job is for. Starting a job of a kind that [`JobKind::supersedes`] cancels the
 /// running one (a new budget makes the old pruned forward stale).
@@ -110,7 +110,7 @@ impl JobCtl {
     }
 }
 
-pub use crate::session::Error as JobError;
+pub use pruneview_core::session::Error as JobError;
 
 /// A job's outcome: its value, or why there is none.
 pub type JobResult<T> = Result<T, JobError>;

@@ -11,16 +11,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pointcloud::scan::is_scan_file;
-use crate::prune::alloc::{Constraint, Method, Solution};
-use crate::prune::curves::Curves;
-use crate::prune::probe::CalibScan;
-use crate::prune::recover::RecoverSettings;
-use crate::prune::{BudgetKind, Lambdas, Weighting};
-use crate::session::model::LoadedModel;
-use crate::session::plan::{self, Planner};
-use crate::session::recover::Recovery;
-use crate::session::scans::{self, ScanEntry};
+use pruneview_core::pointcloud::scan::is_scan_file;
+use pruneview_core::prune::alloc::{Constraint, Method, Solution};
+use pruneview_core::prune::curves::Curves;
+use pruneview_core::prune::probe::CalibScan;
+use pruneview_core::prune::recover::RecoverSettings;
+use pruneview_core::prune::{BudgetKind, Lambdas, Weighting};
+use pruneview_core::session::model::LoadedModel;
+use pruneview_core::session::plan::{self, Planner};
+use pruneview_core::session::recover::Recovery;
+use pruneview_core::session::scans::{self, ScanEntry};
 
 use super::jobs::{JobError, JobKind, Jobs};
 use super::view3d::{ColorBy, Projection};
@@ -78,7 +78,7 @@ impl Default for Settings {
             compare: Some("lamp".into()),
             constraints: HashMap::new(),
             recovery: Recovery::Statistics,
-            distill_steps: crate::prune::recover::DistillSettings::default().steps,
+            distill_steps: pruneview_core::prune::recover::DistillSettings::default().steps,
             color_by: ColorBy::Height,
             projection: Projection::Perspective,
             score_threshold: 0.3,
@@ -124,7 +124,7 @@ pub enum Output {
     Curves(Box<CurvesResult>),
     Planner(Box<Planner>),
     Pruned(PrunedDetections),
-    Measured(Vec<crate::prune::curves::Measured>),
+    Measured(Vec<pruneview_core::prune::curves::Measured>),
     Eval(EvalPoint),
     Recovered(Box<RecoveredModel>),
     Exported(Vec<PathBuf>, Option<String>),
@@ -305,9 +305,9 @@ impl State {
     /// FLOPs of the layer table at the scans' mean cost (PFN rows, sparse-conv pairs).
     fn refresh_layer_flops(&mut self) {
         let Some(m) = &self.model else { return };
-        let mean = crate::detect::ScanCost::mean(self.scans.iter().map(|s| &s.cost));
+        let mean = pruneview_core::detect::ScanCost::mean(self.scans.iter().map(|s| &s.cost));
         let mut m2 = LoadedModel::clone(m);
-        m2.layers = crate::prune::probe::layer_table(&m.det, &mean);
+        m2.layers = pruneview_core::prune::probe::layer_table(&m.det, &mean);
         self.model = Some(Arc::new(m2));
     }
 
@@ -359,7 +359,9 @@ impl State {
         let levels: Vec<f64> = (1..10).map(|k| k as f64 / 10.0).collect();
         self.spawn(JobKind::MeasuredCurves, "measured curves", move |ctl| {
             let m = ctl.with_control(|c| {
-                crate::session::curves::measured_curves(&det, &scans, &curves, &orders, &levels, c)
+                pruneview_core::session::curves::measured_curves(
+                    &det, &scans, &curves, &orders, &levels, c,
+                )
             })?;
             Ok(Output::Measured(m))
         });
@@ -742,7 +744,7 @@ impl State {
         let settings = RecoverSettings {
             weighting: curves.calibration.distortion,
             normalization: Some(curves.calibration.normalization.clone()),
-            distill: crate::prune::recover::DistillSettings {
+            distill: pruneview_core::prune::recover::DistillSettings {
                 lambdas: self.settings.lambdas,
                 steps: self.settings.distill_steps,
                 ..Default::default()

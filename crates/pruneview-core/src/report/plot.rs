@@ -10,7 +10,7 @@ use plotters::style::{FontStyle, register_font};
 
 use super::PruningReport;
 
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
 
 fn register() {
     static ONCE: Once = Once::new();

@@ -202,7 +202,7 @@ pub fn box_corners(bbox: &[f32; 7]) -> [[f32; 3]; 8] {
 }
 
 /// The 12 edges of a box, as pairs of [`box_corners`] indices.
-pub use crate::pointcloud::kitti::BOX_EDGES;
+pub use pruneview_core::pointcloud::kitti::BOX_EDGES;
 
 /// Orbit camera state for the perspective view (z up).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1117,10 +1117,10 @@ fn recolor_cloud(cloud: &mut SceneNode3d, points: &[f32], nf: usize, color_by: C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pointcloud::scan::Scan;
     use egui_kittest::Harness;
     use egui_kittest::kittest::Queryable;
     use egui_kittest::wgpu::{WgpuTestRenderer, create_render_state, default_wgpu_setup};
+    use pruneview_core::pointcloud::scan::Scan;
 
     const W: u32 = 480;
     const H: u32 = 300;
@@ -1147,7 +1147,7 @@ mod tests {
     fn kitti_scan() -> (Arc<Vec<f32>>, usize) {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/assets/scans/kitti/velodyne/000008.bin"
+            "/../../assets/scans/kitti/velodyne/000008.bin"
         );
         let scan = Scan::load(path).expect("load the KITTI 000008 scan");
         assert!(scan.points().len() > 10_000);

@@ -30,7 +30,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Any other error, as the message the user sees.
-pub(crate) fn fail(e: impl std::fmt::Display) -> Error {
+pub fn fail(e: impl std::fmt::Display) -> Error {
     Error::Failed(e.to_string())
 }
 

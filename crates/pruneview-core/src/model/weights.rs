@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn sparse_conv_weights_in_both_spconv_layouts() {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/second_kitti_000008/weights.safetensors");
+            .join("../../../shared/reference/second_kitti_000008/weights.safetensors");
         let key = "backbone_3d.conv2.0.0.weight";
         let w = Weights::open(&fixture).unwrap();
         let native = w.sparse_conv_weight(key, [32, 3, 3, 3, 16]).unwrap();

@@ -1023,7 +1023,7 @@ fn parse_center_head(
 mod tests {
     use super::*;
 
-    const REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference");
+    const REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference");
 
     #[test]
     fn kitti_pointpillars_config_resolves_base() {
