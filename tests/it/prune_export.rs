@@ -20,7 +20,7 @@ use pruneview::io::{OutTensor, WriteError, write_safetensors};
 use pruneview::model::Weights;
 use pruneview::model::weights::to_f32;
 use pruneview::nn::Tensor;
-use pruneview::prune::allocation::{ALLOCATION_FORMAT, LayerSparsity};
+use pruneview::prune::allocation_file::{ALLOCATION_FORMAT, LayerSparsity};
 use pruneview::prune::curves::{
     CURVES_FORMAT, Calibration, GroupValues, LayerCurve, Measured, ModelInfo,
 };

@@ -25,7 +25,7 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
-use super::allocation::{
+use super::allocation_file::{
     ALLOCATION_FORMAT, Allocation, Budget, BudgetKind, LayerConstraint, LayerSparsity,
 };
 use super::curves::{Curves, ModelInfo};

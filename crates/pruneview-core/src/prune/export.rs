@@ -34,7 +34,7 @@ use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorInfo};
 use sha2::{Digest, Sha256};
 
-use super::allocation::Allocation;
+use super::allocation_file::Allocation;
 use super::curves::{Curves, interpolate};
 use super::rank;
 use crate::detect::Detector;

@@ -6,13 +6,14 @@
 //! - [`curves`]: the `pruneview-curves/1` file (per-layer distortion vs sparsity), merging;
 //! - [`probe`]: computing curves: Gauss-Newton probes (predicted) and measured curves;
 //! - [`alloc`]: per-layer sparsities under a FLOPs or params budget (DP and baselines);
+//! - [`allocation_file`]: the `pruneview-allocation/1` file an allocation is saved as;
 //! - [`export`]: masks, pruned weights, allocation JSON and CSV;
 //! - [`recover`]: statistics repair, weight reconstruction and distillation of a pruned model.
 //!
 //! Pruning knows the detector only through its parameterised units; it knows nothing of the UI.
 
 pub mod alloc;
-pub mod allocation;
+pub mod allocation_file;
 pub mod curves;
 pub mod distortion;
 pub mod export;
@@ -21,7 +22,7 @@ pub mod probe;
 pub mod rank;
 pub mod recover;
 
-pub use allocation::{Allocation, Budget, BudgetKind};
+pub use allocation_file::{Allocation, Budget, BudgetKind};
 pub use curves::{Curves, LayerCurve};
 pub use distortion::Weighting;
 pub use rank::{Ranking, pruned_count};
