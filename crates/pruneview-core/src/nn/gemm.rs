@@ -219,12 +219,13 @@ pub(crate) unsafe fn gemm_panels(
     let kc = kc.max(1);
     if k == 0 {
         // Degenerate: no inner dimension; C = bias (or C + bias).
-        // SAFETY: as documented; only the m x n block is written.
         let rows = (panels.end * MR).min(m) - p_first * MR;
         let fin = Finish {
             bias: fin.bias.map(|bb| &bb[p_first * MR..]),
             ..fin
         };
+        // SAFETY: the caller's contract (`c` valid for this call's rows x n block at stride
+        // ldc); only that block is written.
         unsafe { fill_block(c, ldc, rows, n, fin) };
         return;
     }
