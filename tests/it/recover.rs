@@ -49,6 +49,18 @@ fn masks(det: &Detector, s: f64) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
+/// A BatchNorm holds `mean` and `var` (unit `l`'s output moments) per channel.
+fn assert_statistics(bn: &pruneview::nn::BatchNorm, mean: &[f32], var: &[f32], l: usize) {
+    for c in 0..mean.len() {
+        let tol = 1e-4 * (1.0 + var[c].sqrt());
+        assert!((bn.mean[c] - mean[c]).abs() <= tol, "{l}/{c}: mean");
+        assert!(
+            (bn.var[c] - var[c]).abs() <= 1e-4 * (1.0 + var[c]),
+            "{l}/{c}: var"
+        );
+    }
+}
+
 fn zeros_kept(det: &Detector, masks: &[Option<Vec<u8>>]) {
     for (u, m) in det.units().iter().zip(masks) {
         if let Some(m) = m {
@@ -95,14 +107,7 @@ fn statistics_repair_gives_the_pruned_networks_own_statistics() {
             m.add(unit.kind, &z);
         }
         let (mean, var) = m.mean_var().unwrap();
-        for c in 0..mean.len() {
-            let tol = 1e-4 * (1.0 + var[c].sqrt());
-            assert!((bn.bn.mean[c] - mean[c]).abs() <= tol, "{l}/{c}: mean");
-            assert!(
-                (bn.bn.var[c] - var[c]).abs() <= 1e-4 * (1.0 + var[c]),
-                "{l}/{c}: var"
-            );
-        }
+        assert_statistics(&bn.bn, &mean, &var, l);
     }
     zeros_kept(&det, &m);
 }
@@ -460,14 +465,7 @@ fn statistics_repair_runs_through_sparse_convs() {
             );
         }
         let (mean, var) = moments.mean_var().unwrap();
-        for ch in 0..c {
-            let tol = 1e-4 * (1.0 + var[ch].sqrt());
-            assert!((bn.bn.mean[ch] - mean[ch]).abs() <= tol, "{l}/{ch}: mean");
-            assert!(
-                (bn.bn.var[ch] - var[ch]).abs() <= 1e-4 * (1.0 + var[ch]),
-                "{l}/{ch}: var"
-            );
-        }
+        assert_statistics(&bn.bn, &mean, &var, l);
     }
     zeros_kept(&det, &m);
 }

@@ -329,22 +329,7 @@ pub fn to_file_layout<T: Clone + Default>(
     native: &[usize],
     file_shape: &[usize],
 ) -> Vec<T> {
-    match <[usize; 5]>::try_from(native) {
-        Ok([cout, kz, ky, kx, cin]) if is_spconv1_of(file_shape, native) => {
-            let taps = kz * ky * kx;
-            let mut out = vec![T::default(); data.len()];
-            for tap in 0..taps {
-                for ci in 0..cin {
-                    for co in 0..cout {
-                        out[(tap * cin + ci) * cout + co] =
-                            data[(co * taps + tap) * cin + ci].clone();
-                    }
-                }
-            }
-            out
-        }
-        _ => data.to_vec(),
-    }
+    reorder(data, native, file_shape, true)
 }
 
 /// The inverse of [`to_file_layout`]: a file's values (shape `file_shape`) in the order of
@@ -354,22 +339,35 @@ pub fn from_file_layout<T: Clone + Default>(
     native: &[usize],
     file_shape: &[usize],
 ) -> Vec<T> {
-    match <[usize; 5]>::try_from(native) {
-        Ok([cout, kz, ky, kx, cin]) if is_spconv1_of(file_shape, native) => {
-            let taps = kz * ky * kx;
-            let mut out = vec![T::default(); data.len()];
-            for tap in 0..taps {
-                for ci in 0..cin {
-                    for co in 0..cout {
-                        out[(co * taps + tap) * cin + ci] =
-                            data[(tap * cin + ci) * cout + co].clone();
-                    }
-                }
-            }
-            out
-        }
-        _ => data.to_vec(),
+    reorder(data, native, file_shape, false)
+}
+
+/// `[co][tap][ci]` to `[tap][ci][co]` (`to_file`) or back, when the file is spconv 1.x's
+/// layout of `native`; a copy otherwise.
+fn reorder<T: Clone + Default>(
+    data: &[T],
+    native: &[usize],
+    file_shape: &[usize],
+    to_file: bool,
+) -> Vec<T> {
+    let Ok([cout, kz, ky, kx, cin]) = <[usize; 5]>::try_from(native) else {
+        return data.to_vec();
+    };
+    if !is_spconv1_of(file_shape, native) {
+        return data.to_vec();
     }
+    let taps = kz * ky * kx;
+    let mut out = vec![T::default(); data.len()];
+    for tap in 0..taps {
+        for ci in 0..cin {
+            for co in 0..cout {
+                let (n, f) = ((co * taps + tap) * cin + ci, (tap * cin + ci) * cout + co);
+                let (dst, src) = if to_file { (f, n) } else { (n, f) };
+                out[dst] = data[src].clone();
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
