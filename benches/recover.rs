@@ -146,7 +146,7 @@ fn benches(c: &mut Criterion) {
                 &masks,
                 &scans,
                 None,
-                first..usize::MAX,
+                first..dense.units().len(),
                 &cfg,
                 &ctl,
             )

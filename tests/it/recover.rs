@@ -125,7 +125,7 @@ fn reconstruction_lowers_each_layers_error_and_keeps_the_masks() {
         &m,
         &calib,
         None,
-        1..usize::MAX,
+        1..dense.units().len(),
         &ReconstructSettings::default(),
         &ctl,
     )

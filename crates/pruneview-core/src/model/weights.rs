@@ -385,8 +385,17 @@ mod tests {
         let w = Weights::open(&fixture).unwrap();
         let native = w.sparse_conv_weight(key, [32, 3, 3, 3, 16]).unwrap();
         assert!(native.data.iter().any(|&v| v != 0.0));
+        // [co][tap][ci] -> spconv 1.x [tap][ci][co], spelled out as the reference.
+        let mut old = vec![0f32; native.data.len()];
+        for co in 0..32 {
+            for tap in 0..27 {
+                for ci in 0..16 {
+                    old[(tap * 16 + ci) * 32 + co] = native.data[(co * 27 + tap) * 16 + ci];
+                }
+            }
+        }
         let v1 = [3, 3, 3, 16, 32];
-        let old = to_file_layout(&native.data, &native.shape, &v1);
+        assert_eq!(to_file_layout(&native.data, &native.shape, &v1), old);
         assert_eq!(from_file_layout(&old, &native.shape, &v1), native.data);
         assert_eq!(
             to_file_layout(&native.data, &native.shape, &native.shape),

@@ -299,7 +299,7 @@ pub fn recover(
                 masks,
                 scans,
                 confidence.as_deref(),
-                first..usize::MAX,
+                first..n_units,
                 &rc,
                 &sub.control(),
             )?;
