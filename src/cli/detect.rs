@@ -184,11 +184,11 @@ fn dump(path: &Path, out: &ForwardOutput, dets: &[Detection], inputs: &[&Path]) 
     }
     let (sub, shape) = sub8(&out.bev_features);
     t.push(OutTensor::f32("spatial_features_2d.sub8", &shape, &sub));
-    for (name, tensor) in &out.raw.tensors {
+    for o in &out.raw.outputs {
         t.push(OutTensor::f32(
-            format!("raw.{name}"),
-            &tensor.shape,
-            &tensor.data,
+            format!("raw.{}", o.name),
+            &o.tensor.shape,
+            &o.tensor.data,
         ));
     }
     let dim = if dets.iter().any(|d| d.velocity.is_some()) {

@@ -59,11 +59,12 @@ pub fn grad(a: GradArgs) -> Result<()> {
     let probes = Weights::open(&a.probe)?;
     let taped = det.forward_taped(&scan.points)?;
     let mut v = RawOutputs::default();
-    for (name, t) in &taped.out.raw.tensors {
+    for o in &taped.out.raw.outputs {
+        let name = &o.name;
         let p = probes
-            .tensor(&format!("probe.{name}"), &t.shape)
+            .tensor(&format!("probe.{name}"), &o.tensor.shape)
             .with_context(|| format!("{}: reading the probe of `{name}`", a.probe.display()))?;
-        v.tensors.push((name.clone(), p));
+        v.outputs.push(o.like(p));
     }
     let grads = det.backward(&taped, &v)?;
     let tensors: Vec<OutTensor> = det

@@ -283,9 +283,10 @@ fn centerpoint_features_and_raw_outputs_match() {
     );
     let (sub, shape) = bev_sub8(&case.out);
     assert_close("spatial_features_2d.sub8", &sub, &shape, &case.golden);
-    assert_eq!(case.out.raw.tensors.len(), 36);
-    for (name, t) in &case.out.raw.tensors {
-        assert_close(&format!("raw.{name}"), &t.data, &t.shape, &case.golden);
+    assert_eq!(case.out.raw.outputs.len(), 36);
+    for o in &case.out.raw.outputs {
+        let t = &o.tensor;
+        assert_close(&format!("raw.{}", o.name), &t.data, &t.shape, &case.golden);
     }
 }
 
@@ -345,8 +346,11 @@ fn decoding_reference_raw_outputs_gives_reference_boxes() {
         let mut raw = pruneview::detect::RawOutputs::default();
         for k in golden.keys() {
             if let Some(name) = k.strip_prefix("raw.") {
-                raw.tensors
-                    .push((name.to_string(), golden.tensor_any_shape(&k).unwrap()));
+                raw.outputs.push(pruneview::detect::RawOutput {
+                    name: name.to_string(),
+                    kind: det.head.output_kind(name).expect("an output of this head"),
+                    tensor: golden.tensor_any_shape(&k).unwrap(),
+                });
             }
         }
         let dets = det.decode(&raw);
@@ -532,7 +536,8 @@ fn voxel_model_matches_from_encoded(folder: &str, config: &str, cols: usize, nms
     assert_close("spatial_features_2d.sub8", &sub, &shape, &golden);
     let mut raw = det.head.forward(&bev).unwrap();
     let w = Weights::open(&weights).unwrap();
-    for (name, ours) in raw.tensors.iter_mut() {
+    for o in raw.outputs.iter_mut() {
+        let (name, ours) = (o.name.as_str(), &mut o.tensor);
         let key = format!("raw.{name}");
         let bias_key = if name == "cls_preds" {
             "dense_head.conv_cls.bias".to_string()

@@ -46,11 +46,11 @@ fn check(folder: &str, config: &str) {
     let golden = Weights::open(&dir.join("golden.safetensors")).expect("golden");
     let taped = det.forward_taped(&points).expect("forward");
     let mut probe = RawOutputs::default();
-    for (name, t) in &taped.out.raw.tensors {
+    for o in &taped.out.raw.outputs {
         let p = golden
-            .tensor(&format!("probe.{name}"), &t.shape)
+            .tensor(&format!("probe.{}", o.name), &o.tensor.shape)
             .expect("probe");
-        probe.tensors.push((name.clone(), p));
+        probe.outputs.push(o.like(p));
     }
     let grads = det.backward(&taped, &probe).expect("backward");
     let named = det.named_grads(&grads);

@@ -851,21 +851,21 @@ fn check_voxel_model(folder: &str, config: &str, cols: usize, units: &[&str]) {
     let taped = det.forward_taped(&points).expect("forward");
     let mut rng = Rng::new(7);
     let probe = RawOutputs {
-        tensors: taped
+        outputs: taped
             .out
             .raw
-            .tensors
+            .outputs
             .iter()
-            .map(|(n, t)| (n.clone(), rng.tensor(&t.shape, -1.0, 1.0)))
+            .map(|o| o.like(rng.tensor(&o.tensor.shape, -1.0, 1.0)))
             .collect(),
     };
     let loss_of = |det: &Detector| -> f64 {
         let out = det.forward(&points).expect("forward");
         out.raw
-            .tensors
+            .outputs
             .iter()
-            .zip(&probe.tensors)
-            .map(|((_, y), (_, p))| loss(&y.data, &p.data))
+            .zip(&probe.outputs)
+            .map(|(y, p)| loss(&y.tensor.data, &p.tensor.data))
             .sum()
     };
     let grads = det.backward(&taped, &probe).expect("backward");

@@ -80,12 +80,12 @@ fn probe_gradient_predicts_output_change() {
     let taped = det.forward_taped(&scan.points).expect("forward");
     // A probe on every output: signs from a fixed pattern.
     let mut v = RawOutputs::default();
-    for (name, t) in &taped.out.raw.tensors {
-        let data = (0..t.numel())
+    for o in &taped.out.raw.outputs {
+        let data = (0..o.tensor.numel())
             .map(|i| if (i * 7 + 3) % 5 < 2 { 1.0 } else { -1.0 })
             .collect();
-        v.tensors
-            .push((name.clone(), Tensor::from_vec(&t.shape, data)));
+        v.outputs
+            .push(o.like(Tensor::from_vec(&o.tensor.shape, data)));
     }
     let grads = det.backward(&taped, &v).expect("backward");
     for (name, sparsity, tol) in [
@@ -106,12 +106,13 @@ fn probe_gradient_predicts_output_change() {
             .expect("set");
         let out = work.forward(&scan.points).expect("forward");
         let mut actual = 0f64;
-        for ((_, a), ((_, b), (_, p))) in out
+        for (a, (b, p)) in out
             .raw
-            .tensors
+            .outputs
             .iter()
-            .zip(taped.out.raw.tensors.iter().zip(&v.tensors))
+            .zip(taped.out.raw.outputs.iter().zip(&v.outputs))
         {
+            let (a, b, p) = (&a.tensor, &b.tensor, &p.tensor);
             for ((x, y), s) in a.data.iter().zip(&b.data).zip(&p.data) {
                 actual += (*x as f64 - *y as f64) * *s as f64;
             }

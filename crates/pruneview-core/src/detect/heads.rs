@@ -12,16 +12,70 @@ use super::nms;
 use super::torch_order;
 
 /// Raw dense-head outputs, pre-decoding, with OpenPCDet's names (`cls_preds`,
-/// `head0.hm`, ...) and shapes (NHWC for anchor heads, NCHW for CenterPoint; batch 1).
+/// `head0.hm`, ...) and shapes (NHWC for anchor heads, NCHW for CenterPoint; batch 1), each
+/// saying what it holds ([`OutputKind`]). Gradients and probes with respect to the outputs
+/// use the same type, with the kinds of the outputs they belong to.
 #[derive(Clone, Debug, Default)]
 pub struct RawOutputs {
-    pub tensors: Vec<(String, Tensor)>,
+    pub outputs: Vec<RawOutput>,
 }
 
 impl RawOutputs {
     pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| &o.tensor)
     }
+}
+
+/// One named head output and what it holds.
+#[derive(Clone, Debug)]
+pub struct RawOutput {
+    pub name: String,
+    pub kind: OutputKind,
+    pub tensor: Tensor,
+}
+
+impl RawOutput {
+    /// Another tensor of this output's name and kind (a gradient or probe of it).
+    pub fn like(&self, tensor: Tensor) -> RawOutput {
+        RawOutput {
+            name: self.name.clone(),
+            kind: self.kind,
+            tensor,
+        }
+    }
+}
+
+/// What a raw output holds, so that its consumers (the pruning distortion) need not know
+/// head types or tensor names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputKind {
+    pub role: OutputRole,
+    pub layout: OutputLayout,
+    /// Which head of the detector produced it (CenterPoint has one per class group): a
+    /// locality output is scored by the confidence output of its own head.
+    pub head: usize,
+}
+
+/// Whether an output says how likely an object is, or where and what shape it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputRole {
+    /// Class logits (`cls_preds`, `hm`).
+    Confidence,
+    /// Box codes, direction logits, CenterPoint's regression maps.
+    Locality,
+}
+
+/// How an output's elements map onto the BEV grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputLayout {
+    /// `[1, H, W, anchors * k]` (an anchor head's NHWC): per cell, `anchors` anchors of `k`
+    /// consecutive values each.
+    Anchors { anchors: usize },
+    /// `[1, C, H, W]` (a centre head's NCHW): one BEV plane per channel.
+    Planes,
 }
 
 /// One detected box in the LiDAR frame.
@@ -119,6 +173,26 @@ impl DenseHead {
         match self {
             DenseHead::Anchor(h) => h.backward(x, d_raw),
             DenseHead::Center(h) => h.backward(x, tape, d_raw),
+        }
+    }
+
+    /// The kind of this head's raw output `name` (`None` for a name it does not produce).
+    pub fn output_kind(&self, name: &str) -> Option<OutputKind> {
+        match self {
+            DenseHead::Anchor(h) => h
+                .convs()
+                .iter()
+                .any(|(n, _)| *n == name)
+                .then(|| h.output_kind(name)),
+            DenseHead::Center(h) => {
+                let (head, branch) = name.strip_prefix("head")?.split_once('.')?;
+                let head: usize = head.parse().ok()?;
+                let branches = h.heads.get(head)?;
+                branches
+                    .iter()
+                    .any(|(b, _)| b == branch)
+                    .then(|| CenterHead::output_kind(head, branch))
+            }
         }
     }
 
@@ -261,6 +335,21 @@ impl AnchorHead {
         convs
     }
 
+    /// `cls_preds` scores; `box_preds` and `dir_cls_preds` place boxes. All NHWC, per anchor.
+    fn output_kind(&self, name: &str) -> OutputKind {
+        OutputKind {
+            role: if name == "cls_preds" {
+                OutputRole::Confidence
+            } else {
+                OutputRole::Locality
+            },
+            layout: OutputLayout::Anchors {
+                anchors: self.anchors.per_location,
+            },
+            head: 0,
+        }
+    }
+
     /// The three 1x1 convs' weights stacked on output channels, and their biases.
     fn fused_weights(&self) -> (Tensor, Vec<f32>) {
         let cin = self.conv_cls.weight.shape[1];
@@ -280,14 +369,18 @@ impl AnchorHead {
         let y = fused.forward(x)?;
         let plane = y.shape[1] * y.shape[2];
         let mut start = 0;
-        let mut tensors = Vec::with_capacity(convs.len());
+        let mut outputs = Vec::with_capacity(convs.len());
         for (name, u) in convs {
             let c = u.out_channels();
             let part = &y.data[start * plane..(start + c) * plane];
-            tensors.push((name.to_string(), to_nhwc(part, c, y.shape[1], y.shape[2])));
+            outputs.push(RawOutput {
+                name: name.to_string(),
+                kind: self.output_kind(name),
+                tensor: to_nhwc(part, c, y.shape[1], y.shape[2]),
+            });
             start += c;
         }
-        Ok(RawOutputs { tensors })
+        Ok(RawOutputs { outputs })
     }
 
     /// VJP of the fused 1x1 convs (no BN, no ReLU): one GEMM pair for all three.
@@ -458,6 +551,19 @@ pub struct CenterHead {
 }
 
 impl CenterHead {
+    /// Head `head`'s `hm` scores; its other branches (`center`, `dim`, ...) place boxes.
+    fn output_kind(head: usize, branch: &str) -> OutputKind {
+        OutputKind {
+            role: if branch == "hm" {
+                OutputRole::Confidence
+            } else {
+                OutputRole::Locality
+            },
+            layout: OutputLayout::Planes,
+            head,
+        }
+    }
+
     pub fn load(
         w: &Weights,
         cfg: &CenterHeadConfig,
@@ -566,7 +672,7 @@ impl CenterHead {
         mut tape: Option<&mut HeadTape>,
     ) -> Result<RawOutputs, NnError> {
         let shared = self.shared.forward_map(x)?;
-        let mut tensors = Vec::new();
+        let mut outputs = Vec::new();
         for (h, branches) in self.heads.iter().enumerate() {
             for (name, units) in branches {
                 let mut maps = Vec::new();
@@ -582,13 +688,17 @@ impl CenterHead {
                     maps.push(y.clone());
                     t.branches.push(maps);
                 }
-                tensors.push((format!("head{h}.{name}"), with_batch(y)));
+                outputs.push(RawOutput {
+                    name: format!("head{h}.{name}"),
+                    kind: CenterHead::output_kind(h, name),
+                    tensor: with_batch(y),
+                });
             }
         }
         if let Some(t) = tape {
             t.shared = Some(shared);
         }
-        Ok(RawOutputs { tensors })
+        Ok(RawOutputs { outputs })
     }
 
     /// VJP through every branch (skipping branches with no gradient) and the shared conv.

@@ -21,7 +21,7 @@ pub use detector::{
     Detector, DetectorError, Encoder, ForwardOutput, ScanCost, SparseOutput, StageTimes,
     TapedForward,
 };
-pub use heads::{Detection, RawOutputs};
+pub use heads::{Detection, OutputKind, OutputLayout, OutputRole, RawOutput, RawOutputs};
 pub use input::{FovFilter, PreparedScan, prepare_scan};
 pub use layers::UnitGrads;
 pub use sweep::Sweep;

@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::RawOutputs;
+use crate::detect::{OutputLayout, OutputRole, RawOutput, RawOutputs};
 use crate::nn::Tensor;
 
 use super::Group;
@@ -141,27 +141,20 @@ impl TensorWeights {
     }
 }
 
-/// The weights of every output of one scan's dense outputs, in `raw.tensors` order.
-/// `num_classes` is the model's class count (anchor heads lay out `A x classes` per cell).
-pub fn tensor_weights(
-    raw: &RawOutputs,
-    weighting: Weighting,
-    num_classes: usize,
-) -> Vec<TensorWeights> {
-    raw.tensors
+/// The weights of every output of one scan's dense outputs, in `raw.outputs` order.
+pub fn tensor_weights(raw: &RawOutputs, weighting: Weighting) -> Vec<TensorWeights> {
+    raw.outputs
         .iter()
-        .map(|(name, t)| {
+        .map(|o| {
             let detection = weighting == Weighting::Detection;
-            if Group::of_output(name) == Group::Confidence {
+            if o.kind.role == OutputRole::Confidence {
                 return TensorWeights {
                     sigmoid: detection,
                     weights: None,
                     channels: None,
                 };
             }
-            let located = detection
-                .then(|| location_weights(raw, name, t, num_classes))
-                .flatten();
+            let located = detection.then(|| location_weights(raw, o)).flatten();
             TensorWeights {
                 sigmoid: false,
                 channels: located.as_ref().map(|l| l.1),
@@ -171,39 +164,38 @@ pub fn tensor_weights(
         .collect()
 }
 
-/// One weight per element of locality output `name`: the dense confidence (best class
-/// score) of the anchor or BEV cell it belongs to; and its components. `None` when the
-/// layout is not recognised.
-fn location_weights(
-    raw: &RawOutputs,
-    name: &str,
-    t: &Tensor,
-    num_classes: usize,
-) -> Option<(Vec<f32>, Channels)> {
-    let n = t.numel();
-    match name.rsplit_once('.') {
-        // CenterPoint: `headN.center` etc. go with `headN.hm` ([1, C, H, W]; NCHW).
-        Some((head, _)) => {
-            let hm = raw.get(&format!("{head}.hm"))?;
-            let plane = hm.shape.get(2)? * hm.shape.get(3)?;
-            if plane == 0 || !n.is_multiple_of(plane) {
+/// One weight per element of locality output `o`: the dense confidence (best class score)
+/// of the anchor or BEV cell it belongs to, from its head's confidence output; and its
+/// components. `None` when the shapes do not fit together.
+fn location_weights(raw: &RawOutputs, o: &RawOutput) -> Option<(Vec<f32>, Channels)> {
+    let scores = raw.outputs.iter().find(|c| {
+        c.kind.role == OutputRole::Confidence
+            && c.kind.head == o.kind.head
+            && c.kind.layout == o.kind.layout
+    })?;
+    let n = o.tensor.numel();
+    match o.kind.layout {
+        OutputLayout::Planes => {
+            let plane = plane_size(&scores.tensor)?;
+            if !n.is_multiple_of(plane) {
                 return None;
             }
             let mut best = vec![0f32; plane];
-            best_over_planes(&mut best, &hm.data);
+            best_over_planes(&mut best, &scores.tensor.data);
             let channels = Channels::Planar {
                 count: n / plane,
                 plane,
             };
             Some(((0..n).map(|i| best[i % plane]).collect(), channels))
         }
-        // Anchor head: `cls_preds` is [1, H, W, A * classes]; `box_preds` [1, H, W, A * code].
-        None => {
-            let cls = raw.get("cls_preds")?;
-            if num_classes == 0 || !cls.numel().is_multiple_of(num_classes) {
-                return None;
-            }
-            let best: Vec<f32> = cls.data.chunks_exact(num_classes).map(best_score).collect();
+        OutputLayout::Anchors { anchors } => {
+            let per_anchor = anchor_values(&scores.tensor, anchors)?;
+            let best: Vec<f32> = scores
+                .tensor
+                .data
+                .chunks_exact(per_anchor)
+                .map(best_score)
+                .collect();
             if best.is_empty() || !n.is_multiple_of(best.len()) {
                 return None;
             }
@@ -212,6 +204,23 @@ fn location_weights(
             Some(((0..n).map(|i| best[i / per_anchor]).collect(), channels))
         }
     }
+}
+
+/// `H * W` of a `[1, C, H, W]` output (`None` for another rank or an empty grid).
+fn plane_size(t: &Tensor) -> Option<usize> {
+    let [_, _, h, w] = t.shape[..] else {
+        return None;
+    };
+    (h * w > 0).then_some(h * w)
+}
+
+/// Values per anchor of a `[1, H, W, anchors * k]` output: `k` (`None` when it does not
+/// divide).
+fn anchor_values(t: &Tensor, anchors: usize) -> Option<usize> {
+    let [_, _, _, per_cell] = t.shape[..] else {
+        return None;
+    };
+    (anchors > 0 && per_cell > 0 && per_cell.is_multiple_of(anchors)).then_some(per_cell / anchors)
 }
 
 /// The dense model's confidence over its BEV output grid: per cell the best class score
@@ -226,27 +235,20 @@ pub struct ConfidenceMap {
 }
 
 impl ConfidenceMap {
-    /// From an anchor head's `cls_preds` (`[1, H, W, A * classes]`) or the `headN.hm`
-    /// heatmaps (`[1, C, H, W]`) of a centre head; `None` for an unknown layout.
+    /// The best over every confidence output (an anchor head's `[1, H, W, A * classes]`,
+    /// a centre head's `[1, C, H, W]` heatmaps); `None` without one, or when their grids
+    /// differ.
     pub fn of(raw: &RawOutputs) -> Option<ConfidenceMap> {
-        if let Some(cls) = raw.get("cls_preds") {
-            let [_, h, w, per_cell] = cls.shape[..] else {
-                return None;
-            };
-            let data: Vec<f32> = cls
-                .data
-                .chunks_exact(per_cell.max(1))
-                .map(best_score)
-                .collect();
-            return (data.len() == h * w).then_some(ConfidenceMap { h, w, data });
-        }
         let mut map: Option<ConfidenceMap> = None;
-        for (name, hm) in &raw.tensors {
-            if !name.ends_with(".hm") {
-                continue;
-            }
-            let [_, _, h, w] = hm.shape[..] else {
-                return None;
+        for o in raw
+            .outputs
+            .iter()
+            .filter(|o| o.kind.role == OutputRole::Confidence)
+        {
+            let (h, w) = match (o.kind.layout, &o.tensor.shape[..]) {
+                (OutputLayout::Anchors { .. }, &[_, h, w, _]) => (h, w),
+                (OutputLayout::Planes, &[_, _, h, w]) => (h, w),
+                _ => return None,
             };
             let m = map.get_or_insert_with(|| ConfidenceMap {
                 h,
@@ -256,7 +258,19 @@ impl ConfidenceMap {
             if (m.h, m.w) != (h, w) || h * w == 0 {
                 return None;
             }
-            best_over_planes(&mut m.data, &hm.data);
+            match o.kind.layout {
+                OutputLayout::Anchors { .. } => {
+                    let per_cell = o.tensor.numel() / (h * w);
+                    for (b, cell) in m
+                        .data
+                        .iter_mut()
+                        .zip(o.tensor.data.chunks_exact(per_cell.max(1)))
+                    {
+                        *b = b.max(best_score(cell));
+                    }
+                }
+                OutputLayout::Planes => best_over_planes(&mut m.data, &o.tensor.data),
+            }
         }
         map
     }
@@ -362,10 +376,10 @@ impl WeightedMoments {
         self.all.variance()
     }
 
-    /// The normalisation record of output `output`.
-    pub fn norm(&self, output: String) -> OutputNorm {
+    /// The normalisation record of output `output`, of `group`.
+    pub fn norm(&self, output: String, group: Group) -> OutputNorm {
         OutputNorm {
-            group: Group::of_output(&output),
+            group,
             variance: self.variance(),
             channel_variance: self.channels.iter().map(Moments::variance).collect(),
             output,
@@ -438,6 +452,7 @@ pub fn probe_scales(dense: &[f32], tw: &TensorWeights, norm: &OutputNorm) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::OutputKind;
 
     fn norm(variance: f64) -> OutputNorm {
         OutputNorm {
@@ -448,20 +463,38 @@ mod tests {
         }
     }
 
+    fn output(name: &str, role: OutputRole, layout: OutputLayout, tensor: Tensor) -> RawOutput {
+        let head = name
+            .strip_prefix("head")
+            .map_or(0, |h| h.as_bytes()[0] - b'0') as usize;
+        RawOutput {
+            name: name.into(),
+            kind: OutputKind { role, layout, head },
+            tensor,
+        }
+    }
+
     fn anchor_outputs() -> RawOutputs {
         // One cell, 2 anchors, 3 classes; box code 7, direction 2.
+        let anchors = OutputLayout::Anchors { anchors: 2 };
         RawOutputs {
-            tensors: vec![
-                (
-                    "cls_preds".into(),
+            outputs: vec![
+                output(
+                    "cls_preds",
+                    OutputRole::Confidence,
+                    anchors,
                     Tensor::from_vec(&[1, 1, 1, 6], vec![-9.0, -8.0, 2.0, -6.0, -7.0, -9.0]),
                 ),
-                (
-                    "box_preds".into(),
+                output(
+                    "box_preds",
+                    OutputRole::Locality,
+                    anchors,
                     Tensor::from_vec(&[1, 1, 1, 14], (0..14).map(|i| i as f32).collect()),
                 ),
-                (
-                    "dir_cls_preds".into(),
+                output(
+                    "dir_cls_preds",
+                    OutputRole::Locality,
+                    anchors,
                     Tensor::from_vec(&[1, 1, 1, 4], vec![0.0; 4]),
                 ),
             ],
@@ -494,7 +527,20 @@ mod tests {
         // A centre head's heatmaps: the best over classes and heads.
         let hm = |v: f32| Tensor::from_vec(&[1, 2, 1, 2], vec![v, -9.0, -9.0, -9.0]);
         let raw = RawOutputs {
-            tensors: vec![("head0.hm".into(), hm(0.0)), ("head1.hm".into(), hm(3.0))],
+            outputs: vec![
+                output(
+                    "head0.hm",
+                    OutputRole::Confidence,
+                    OutputLayout::Planes,
+                    hm(0.0),
+                ),
+                output(
+                    "head1.hm",
+                    OutputRole::Confidence,
+                    OutputLayout::Planes,
+                    hm(3.0),
+                ),
+            ],
         };
         let c = ConfidenceMap::of(&raw).unwrap();
         assert!((c.data[0] - sigmoid(3.0) as f32).abs() < 1e-6);
@@ -503,13 +549,13 @@ mod tests {
 
     #[test]
     fn raw_weights_everything_equally() {
-        let tw = tensor_weights(&anchor_outputs(), Weighting::Raw, 3);
+        let tw = tensor_weights(&anchor_outputs(), Weighting::Raw);
         assert!(tw.iter().all(|t| !t.sigmoid && t.weights.is_none()));
     }
 
     #[test]
     fn detection_weights_boxes_by_their_anchor_score() {
-        let tw = tensor_weights(&anchor_outputs(), Weighting::Detection, 3);
+        let tw = tensor_weights(&anchor_outputs(), Weighting::Detection);
         assert!(tw[0].sigmoid && tw[0].weights.is_none());
         assert_eq!(tw[1].channels, Some(Channels::Interleaved { count: 7 }));
         let (a0, a1) = (sigmoid(2.0) as f32, sigmoid(-6.0) as f32);
@@ -521,22 +567,34 @@ mod tests {
 
     #[test]
     fn centerpoint_regressions_use_their_heads_heatmap() {
+        let planes = OutputLayout::Planes;
         let raw = RawOutputs {
-            tensors: vec![
-                (
-                    "head0.hm".into(),
+            outputs: vec![
+                output(
+                    "head0.hm",
+                    OutputRole::Confidence,
+                    planes,
                     Tensor::from_vec(&[1, 2, 1, 2], vec![0.0, -5.0, -9.0, 3.0]),
                 ),
-                (
-                    "head0.center".into(),
+                // Another head's heatmap, for other classes: not this regression's weights.
+                output(
+                    "head1.hm",
+                    OutputRole::Confidence,
+                    planes,
+                    Tensor::from_vec(&[1, 1, 1, 2], vec![5.0, 5.0]),
+                ),
+                output(
+                    "head0.center",
+                    OutputRole::Locality,
+                    planes,
                     Tensor::from_vec(&[1, 2, 1, 2], vec![1.0; 4]),
                 ),
             ],
         };
-        let tw = tensor_weights(&raw, Weighting::Detection, 2);
+        let tw = tensor_weights(&raw, Weighting::Detection);
         let (c0, c1) = (sigmoid(0.0) as f32, sigmoid(3.0) as f32);
-        assert_eq!(tw[1].weights.as_ref().unwrap(), &vec![c0, c1, c0, c1]);
-        let ch = tw[1].channels.unwrap();
+        assert_eq!(tw[2].weights.as_ref().unwrap(), &vec![c0, c1, c0, c1]);
+        let ch = tw[2].channels.unwrap();
         assert_eq!((ch.count(), ch.of(1), ch.of(2)), (2, 0, 1));
     }
 
@@ -551,7 +609,7 @@ mod tests {
         };
         let mut m = WeightedMoments::default();
         m.add(&t, &tw);
-        let n = m.norm("box_preds".into());
+        let n = m.norm("box_preds".into(), Group::Locality);
         assert!((n.channel_variance[0] - 100.0).abs() < 1e-9);
         assert!((n.channel_variance[1] - 0.01).abs() < 1e-9);
         // The same relative error on either component costs the same.

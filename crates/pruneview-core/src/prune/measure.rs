@@ -20,7 +20,6 @@ use crate::prune::recover::stats::repair_statistics as repair_statistics_from;
 pub struct DenseReference {
     outputs: Vec<RawOutputs>,
     weighting: Weighting,
-    classes: usize,
     norms: Vec<OutputNorm>,
 }
 
@@ -45,7 +44,6 @@ impl DenseReference {
         Ok(DenseReference {
             outputs,
             weighting,
-            classes: det.config.class_names.len(),
             norms,
         })
     }
@@ -106,15 +104,16 @@ impl DenseReference {
         let dense = &self.outputs[i];
         let mut d = (0.0, 0.0);
         // Weights come from the dense outputs (where the dense model sees objects).
-        let weights = distortion::tensor_weights(dense, self.weighting, self.classes);
+        let weights = distortion::tensor_weights(dense, self.weighting);
         let mut grad = grad;
-        for ((name, r), tw) in dense.tensors.iter().zip(&weights) {
-            let (Some(norm), Some(t)) =
-                (self.norms.iter().find(|n| &n.output == name), raw.get(name))
-            else {
+        for (r, tw) in dense.outputs.iter().zip(&weights) {
+            let (Some(norm), Some(t)) = (
+                self.norms.iter().find(|n| n.output == r.name),
+                raw.get(&r.name),
+            ) else {
                 continue;
             };
-            let v = distortion::tensor_distortion(&t.data, &r.data, tw, norm);
+            let v = distortion::tensor_distortion(&t.data, &r.tensor.data, tw, norm);
             let lambda = match norm.group {
                 Group::Confidence => {
                     d.0 += v;
@@ -126,12 +125,11 @@ impl DenseReference {
                 }
             };
             if let (Some((_, out)), Some(lambda)) = (grad.as_mut(), lambda) {
-                let mut g = distortion::tensor_distortion_grad(&t.data, &r.data, tw, norm);
+                let mut g = distortion::tensor_distortion_grad(&t.data, &r.tensor.data, tw, norm);
                 for v in &mut g {
                     *v *= lambda as f32;
                 }
-                out.tensors
-                    .push((name.clone(), Tensor::from_vec(&t.shape, g)));
+                out.outputs.push(r.like(Tensor::from_vec(&t.shape, g)));
             }
         }
         d
@@ -145,9 +143,7 @@ impl DenseReference {
         raw: &RawOutputs,
         lambdas: Lambdas,
     ) -> ((f64, f64), RawOutputs) {
-        let mut g = RawOutputs {
-            tensors: Vec::new(),
-        };
+        let mut g = RawOutputs::default();
         let d = self.scan_distortion(i, raw, Some((lambdas, &mut g)));
         (d, g)
     }

@@ -10,7 +10,8 @@
 //! - [`export`]: masks, pruned weights, allocation JSON and CSV;
 //! - [`recover`]: statistics repair, weight reconstruction and distillation of a pruned model.
 //!
-//! Pruning knows the detector only through its parameterised units; it knows nothing of the UI.
+//! Pruning knows the detector only through its parameterised units and the roles and layouts
+//! of its raw outputs ([`crate::detect::OutputKind`]); it knows nothing of the UI.
 
 pub mod alloc;
 pub mod allocation_file;
@@ -27,6 +28,8 @@ pub use curves::{Curves, LayerCurve};
 pub use distortion::Weighting;
 pub use rank::{Ranking, pruned_count};
 
+use crate::detect::OutputRole;
+
 /// The two distortion groups of DESIGN.md: head outputs that score (`cls_preds`, `hm`) and
 /// outputs that place boxes (`box_preds`, `dir_cls_preds`, CenterPoint's regression maps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -39,13 +42,11 @@ pub enum Group {
 impl Group {
     pub const ALL: [Group; 2] = [Group::Confidence, Group::Locality];
 
-    /// The group of a raw head output (`cls_preds`, `head0.hm`, `box_preds`, ...).
-    pub fn of_output(name: &str) -> Group {
-        let leaf = name.rsplit('.').next().unwrap_or(name);
-        if leaf == "cls_preds" || leaf == "hm" {
-            Group::Confidence
-        } else {
-            Group::Locality
+    /// The group of a raw head output, from the role its head gives it.
+    pub fn of(role: OutputRole) -> Group {
+        match role {
+            OutputRole::Confidence => Group::Confidence,
+            OutputRole::Locality => Group::Locality,
         }
     }
 

@@ -123,8 +123,7 @@ pub fn output_variances(
     weighting: Weighting,
     ctl: &Control,
 ) -> Result<Vec<OutputNorm>, ProbeError> {
-    let classes = det.config.class_names.len();
-    let mut moments: Vec<(String, WeightedMoments)> = Vec::new();
+    let mut moments: Vec<(String, Group, WeightedMoments)> = Vec::new();
     for (i, scan) in scans.iter().enumerate() {
         ctl.check()?;
         let out = det
@@ -133,22 +132,23 @@ pub fn output_variances(
                 scan: scan.id.clone(),
                 source,
             })?;
-        let weights = distortion::tensor_weights(&out.raw, weighting, classes);
-        for ((name, t), tw) in out.raw.tensors.iter().zip(&weights) {
-            let idx = match moments.iter().position(|(n, _)| n == name) {
+        let weights = distortion::tensor_weights(&out.raw, weighting);
+        for (o, tw) in out.raw.outputs.iter().zip(&weights) {
+            let idx = match moments.iter().position(|(n, ..)| *n == o.name) {
                 Some(i) => i,
                 None => {
-                    moments.push((name.clone(), WeightedMoments::default()));
+                    let group = Group::of(o.kind.role);
+                    moments.push((o.name.clone(), group, WeightedMoments::default()));
                     moments.len() - 1
                 }
             };
-            moments[idx].1.add(t, tw);
+            moments[idx].2.add(&o.tensor, tw);
         }
         (ctl.on_step)(i + 1, scans.len(), &format!("dense pass: {}", scan.id));
     }
     Ok(moments
         .into_iter()
-        .map(|(output, m)| m.norm(output))
+        .map(|(output, group, m)| m.norm(output, group))
         .collect())
 }
 
@@ -205,28 +205,25 @@ fn probe_for(
     scan: &str,
     k: usize,
 ) -> RawOutputs {
-    let mut tensors = Vec::new();
-    for ((name, t), tw) in raw.tensors.iter().zip(weights) {
-        let Some(norm) = norms.iter().find(|n| &n.output == name) else {
+    let mut outputs = Vec::new();
+    for (o, tw) in raw.outputs.iter().zip(weights) {
+        let Some(norm) = norms.iter().find(|n| n.output == o.name) else {
             continue;
         };
         if norm.group != group {
             continue;
         }
-        let scales = distortion::probe_scales(&t.data, tw, norm);
+        let scales = distortion::probe_scales(&o.tensor.data, tw, norm);
         let mut signs = Signs::new(&[
             &seed.to_le_bytes(),
             scan.as_bytes(),
             group.name().as_bytes(),
             &(k as u64).to_le_bytes(),
-            name.as_bytes(),
+            o.name.as_bytes(),
         ]);
-        tensors.push((
-            name.clone(),
-            Tensor::from_vec(&t.shape, signs.apply(&scales)),
-        ));
+        outputs.push(o.like(Tensor::from_vec(&o.tensor.shape, signs.apply(&scales))));
     }
-    RawOutputs { tensors }
+    RawOutputs { outputs }
 }
 
 /// What [`predicted_curves`] computes.
@@ -450,11 +447,7 @@ fn sweep(
         let taped = det.forward_taped(&scan.points).map_err(model_err)?;
         costs.push(ScanCost::of(&taped.out));
         tick(&format!("{}: forward", scan.id));
-        let weights = distortion::tensor_weights(
-            &taped.out.raw,
-            settings.weighting,
-            det.config.class_names.len(),
-        );
+        let weights = distortion::tensor_weights(&taped.out.raw, settings.weighting);
         for group in Group::ALL {
             for k in 0..settings.probes {
                 ctl.check()?;
@@ -467,7 +460,7 @@ fn sweep(
                     &scan.id,
                     k,
                 );
-                if v.tensors.is_empty() {
+                if v.outputs.is_empty() {
                     tick(&format!("{}: no {} outputs", scan.id, group.name()));
                     continue;
                 }
