@@ -3,9 +3,10 @@
 use pruneview::rng::Rng;
 use std::f32::consts::{FRAC_PI_2, FRAC_PI_4, PI};
 
-use pruneview::detect::iou::{
-    BevBox, CameraBox, bev_iou, bev_iou_matrix, bev_overlap, exact_iou_matrix, kitti_iou_3d,
-    kitti_iou_bev, kitti_iou_bev_matrix, lidar_iou_3d, rect_iou_exact, rect_overlap_exact,
+use pruneview::boxes::CameraBox;
+use pruneview::boxes::iou::{
+    BevBox, bev_iou, bev_iou_matrix, bev_overlap, exact_iou_matrix, kitti_iou_3d, kitti_iou_bev,
+    kitti_iou_bev_matrix, lidar_iou_3d, rect_iou_exact, rect_overlap_exact,
 };
 
 /// Random boxes from the crate's seeded generator, so failures reproduce.

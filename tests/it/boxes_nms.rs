@@ -1,6 +1,6 @@
 //! Rotated BEV NMS: hand-built cases and a brute-force cross-check.
 
-use pruneview::detect::iou::{BevBox, bev_iou};
+use pruneview::boxes::iou::{BevBox, bev_iou};
 use pruneview::detect::nms::{
     NmsConfig, NmsError, nms_bev, nms_bev_boxes, nms_bev_ordered, order_by_score_desc,
 };

@@ -62,8 +62,8 @@ fn demo_model_detects_cars_on_held_out_synthetic_scenes() {
 /// the demo model, trained only on synthetic scenes, finds at BEV IoU >= 0.5.
 #[test]
 fn demo_model_finds_cars_in_the_real_kitti_frame() {
-    use pruneview::detect::{FovFilter, iou::kitti_iou_bev, prepare_scan};
-    use pruneview::eval::overlap::camera_box;
+    use pruneview::boxes::iou::kitti_iou_bev;
+    use pruneview::detect::{FovFilter, prepare_scan};
     use pruneview::pointcloud::Calib;
     use pruneview::pointcloud::kitti::load_labels;
 
@@ -94,14 +94,18 @@ fn demo_model_finds_cars_in_the_real_kitti_frame() {
         .expect("detect")
         .iter()
         .filter(|d| det.config.class_names[d.label - 1] == "Car")
-        .map(|d| camera_box(&calib.lidar_box_to_prediction(&d.bbox, "Car", d.score, IMAGE)))
+        .map(|d| {
+            calib
+                .lidar_box_to_prediction(&d.bbox, "Car", d.score, IMAGE)
+                .camera_box()
+        })
         .collect();
     let found = cars
         .iter()
         .filter(|c| {
             boxes
                 .iter()
-                .any(|b| kitti_iou_bev(&camera_box(c), b) >= 0.5)
+                .any(|b| kitti_iou_bev(&c.camera_box(), b) >= 0.5)
         })
         .count();
     println!(

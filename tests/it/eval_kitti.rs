@@ -9,7 +9,7 @@
 //! (N = 40 leaves sample 40 empty: R11 = 10/11, R40 = 39/40).
 
 use pruneview::eval::matching::{SAMPLE_POINTS, sample_thresholds};
-use pruneview::eval::overlap::{ImageCriterion, camera_box, image_box_overlap, overlap_matrix};
+use pruneview::eval::overlap::{ImageCriterion, image_box_overlap, overlap_matrix};
 use pruneview::eval::{
     Difficulty, EvalOptions, EvalReport, IouSet, KittiClass, Metric, RecallPoints, evaluate,
     evaluate_with,
@@ -440,7 +440,7 @@ fn overlap_adapter_matches_geometry() {
     long_t.rotation_y = std::f32::consts::FRAC_PI_2;
     let m = overlap_matrix(&[long_t], &[long.clone()], Metric::Bev);
     assert!((m[0] - 4.0 / 12.0).abs() < 1e-6, "{}", m[0]);
-    let cb = camera_box(&long);
+    let cb = long.camera_box();
     assert_eq!((cb.l, cb.h, cb.w, cb.z), (4.0, 1.5, 2.0, 10.0));
     // Image boxes: IoU, and intersection over the first box for DontCare.
     let p = [0.0, 0.0, 10.0, 10.0];

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use pruneview::detect::iou::{BevBox, bev_iou};
+use pruneview::boxes::iou::{BevBox, bev_iou};
 use pruneview::detect::{Detection, Detector, ForwardOutput};
 use pruneview::model::Weights;
 use pruneview::pointcloud::Scan;

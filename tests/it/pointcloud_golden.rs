@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pruneview::boxes::CameraBox;
 use pruneview::pointcloud::kitti::{fov_filter, load_labels};
 use pruneview::pointcloud::{
     Calib, ImageSize, Scan, ScanFormat, VoxelConfig, filter_by_range, mask_points_by_range,
@@ -366,8 +367,9 @@ fn kitti_000008_labels_convert_to_lidar_boxes() {
 
         // And back: the camera box is recovered.
         let back = calib.lidar_box_to_camera(&lidar);
-        for k in 0..7 {
-            assert!((back[k] - cam[k]).abs() < 1e-4, "{back:?} vs {cam:?}");
+        let values = |c: &CameraBox| [c.x, c.y, c.z, c.l, c.h, c.w, c.ry];
+        for (x, y) in values(&back).into_iter().zip(values(&cam)) {
+            assert!((x - y).abs() < 1e-4, "{back:?} vs {cam:?}");
         }
         // The prediction form reproduces the label's alpha and (for cars fully in the image)
         // its 2-D box to within the labels' rounding and annotation slack.

@@ -202,7 +202,7 @@ pub fn box_corners(bbox: &[f32; 7]) -> [[f32; 3]; 8] {
 }
 
 /// The 12 edges of a box, as pairs of [`box_corners`] indices.
-pub use pruneview_core::pointcloud::kitti::BOX_EDGES;
+pub use pruneview_core::boxes::BOX_EDGES;
 
 /// Orbit camera state for the perspective view (z up).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -6,6 +6,7 @@
 //! -> allocation -> masks -> exports / detections -> views. Each stage is a module with a small
 //! public surface (see DESIGN.md).
 
+pub mod boxes;
 pub mod detect;
 pub mod eval;
 pub mod io;

@@ -9,7 +9,6 @@ pub mod box_coder;
 pub mod detector;
 pub mod heads;
 pub mod input;
-pub mod iou;
 pub mod layers;
 pub mod nms;
 pub mod sparse_backbone;

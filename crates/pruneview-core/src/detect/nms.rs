@@ -3,7 +3,7 @@
 //! OpenPCDet sorts the candidates by descending score, keeps at most `NMS_PRE_MAXSIZE` of them,
 //! suppresses every box whose rotated BEV IoU with an already-kept, higher-scored box is
 //! **strictly greater** than the threshold, and returns the first `NMS_POST_MAXSIZE` survivors.
-//! The IoU is [`crate::detect::iou`]'s OpenPCDet-semantics one, evaluated as
+//! The IoU is [`crate::boxes::iou`]'s OpenPCDet-semantics one, evaluated as
 //! `iou(kept, candidate)`, the argument order of the CUDA kernel.
 //!
 //! Speed: each candidate is compared only with the boxes kept so far (not all pairs), a cheap
@@ -12,7 +12,7 @@
 
 use thiserror::Error;
 
-use super::iou::{BevBox, PreparedBox, bounds_disjoint};
+use crate::boxes::iou::{BevBox, PreparedBox, bounds_disjoint};
 
 /// NMS settings, named after OpenPCDet's `NMS_CONFIG`.
 #[derive(Clone, Copy, Debug, PartialEq)]

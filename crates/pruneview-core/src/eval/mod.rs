@@ -16,7 +16,7 @@
 //!
 //! See [`matching`] for the rules in detail. The only intended difference is the rotated IoU:
 //! the official code intersects polygons in float32 on the GPU (`rotate_iou_gpu_eval`); we use
-//! the exact f64 clipping of [`crate::detect::iou`], so an overlap within float32 rounding of a
+//! the exact f64 clipping of [`crate::boxes::iou`], so an overlap within float32 rounding of a
 //! threshold may fall on the other side.
 //!
 //! Inputs are per-frame `label_2` objects ([`crate::pointcloud::kitti::parse_labels`]) for

@@ -1,29 +1,15 @@
 //! Per-frame overlap matrices for the three KITTI metrics, detections as rows and ground truth
 //! as columns (`calculate_iou_partly(dt_annos, gt_annos, ...)` in `kitti_object_eval_python`).
 //!
-//! The rotated geometry is not ours: BEV and 3-D IoU come from [`crate::detect::iou`]'s exact
-//! KITTI camera-frame functions; this file only adapts a [`KittiObject`] to its
-//! [`CameraBox`](IouCameraBox) and adds the axis-aligned image-box overlap.
+//! The rotated geometry is not here: BEV and 3-D IoU come from [`crate::boxes::iou`]'s exact
+//! KITTI camera-frame functions on each label's [`KittiObject::camera_box`]; this file adds
+//! the axis-aligned image-box overlap.
 
-use crate::detect::iou::{CameraBox as IouCameraBox, kitti_iou_3d_matrix, kitti_iou_bev_matrix};
+use crate::boxes::CameraBox;
+use crate::boxes::iou::{kitti_iou_3d_matrix, kitti_iou_bev_matrix};
 use crate::pointcloud::KittiObject;
 
 use super::Metric;
-
-/// The 3-D box of a label line in the form the KITTI IoU functions take: bottom centre
-/// `(x, y, z)` in the rectified camera frame, dims `l, h, w`, yaw `ry`.
-pub fn camera_box(o: &KittiObject) -> IouCameraBox {
-    let [x, y, z] = o.location;
-    IouCameraBox {
-        x,
-        y,
-        z,
-        l: o.l,
-        h: o.h,
-        w: o.w,
-        ry: o.rotation_y,
-    }
-}
 
 /// Which area divides the intersection in [`image_box_overlap`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +54,8 @@ pub fn overlap_matrix(dt: &[KittiObject], gt: &[KittiObject], metric: Metric) ->
             out
         }
         Metric::Bev | Metric::ThreeD => {
-            let d: Vec<IouCameraBox> = dt.iter().map(camera_box).collect();
-            let g: Vec<IouCameraBox> = gt.iter().map(camera_box).collect();
+            let d: Vec<CameraBox> = dt.iter().map(KittiObject::camera_box).collect();
+            let g: Vec<CameraBox> = gt.iter().map(KittiObject::camera_box).collect();
             if metric == Metric::Bev {
                 kitti_iou_bev_matrix(&d, &g)
             } else {

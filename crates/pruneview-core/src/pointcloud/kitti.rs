@@ -8,7 +8,7 @@
 //!
 //! Frames: LiDAR x forward, y left, z up. Rectified camera x right, y down, z forward.
 //! A [`LidarBox`] is OpenPCDet's `[x, y, z, dx, dy, dz, heading]` (gravity centre); a
-//! [`CameraBox`] is `[x, y, z, l, h, w, ry]` with (x, y, z) the *bottom* centre.
+//! [`CameraBox`] has (x, y, z) at the *bottom* centre (both in [`crate::boxes`]).
 
 use std::f32::consts::FRAC_PI_2;
 use std::fmt::Write as _;
@@ -18,13 +18,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use super::scan::{Scan, write_atomic};
+use crate::boxes::{CameraBox, LidarBox, camera_box_corners};
 
-/// `[x, y, z, dx, dy, dz, heading]` in the LiDAR frame; (x, y, z) is the gravity centre,
-/// heading is counter-clockwise about +z from +x.
-pub type LidarBox = [f32; 7];
-/// `[x, y, z, l, h, w, ry]` in the rectified camera frame; (x, y, z) is the bottom centre.
-pub type CameraBox = [f32; 7];
+use super::scan::{Scan, write_atomic};
 
 /// Everything that can go wrong with KITTI calibration, labels or image sizes.
 #[derive(Debug, Error)]
@@ -305,8 +301,8 @@ impl Calib {
     /// LiDAR frame, z is raised by h/2 (gravity centre), dims become (l, w, h) and
     /// heading = -(ry + pi/2). Computed in float64 as OpenPCDet's GT path, returned as f32.
     pub fn camera_box_to_lidar(&self, b: &CameraBox) -> LidarBox {
-        let [x, y, z] = self.rect_to_lidar([f64::from(b[0]), f64::from(b[1]), f64::from(b[2])]);
-        let (l, h, w, ry) = (b[3], b[4], b[5], f64::from(b[6]));
+        let [x, y, z] = self.rect_to_lidar([f64::from(b.x), f64::from(b.y), f64::from(b.z)]);
+        let (l, h, w, ry) = (b.l, b.h, b.w, f64::from(b.ry));
         let z = z + f64::from(h) / 2.0;
         let heading = -(ry + std::f64::consts::FRAC_PI_2);
         [x as f32, y as f32, z as f32, l, w, h, heading as f32]
@@ -318,7 +314,15 @@ impl Calib {
     pub fn lidar_box_to_camera(&self, b: &LidarBox) -> CameraBox {
         let (l, w, h) = (b[3], b[4], b[5]);
         let [x, y, z] = self.lidar_to_rect([b[0], b[1], b[2] - h / 2.0]);
-        [x, y, z, l, h, w, -b[6] - FRAC_PI_2]
+        CameraBox {
+            x,
+            y,
+            z,
+            l,
+            h,
+            w,
+            ry: -b[6] - FRAC_PI_2,
+        }
     }
 
     /// `box_utils.boxes3d_kitti_camera_to_imageboxes` for one box: the min/max of the eight
@@ -367,13 +371,13 @@ impl Calib {
             name: name.to_string(),
             truncated: 0.0,
             occluded: 0,
-            alpha: -(-b[1]).atan2(b[0]) + cam[6],
+            alpha: -(-b[1]).atan2(b[0]) + cam.ry,
             bbox,
-            h: cam[4],
-            w: cam[5],
-            l: cam[3],
-            location: [cam[0], cam[1], cam[2]],
-            rotation_y: cam[6],
+            h: cam.h,
+            w: cam.w,
+            l: cam.l,
+            location: [cam.x, cam.y, cam.z],
+            rotation_y: cam.ry,
             score: Some(score),
         }
     }
@@ -386,58 +390,6 @@ fn apply_lidar_to_rect(m: &[[f32; 3]; 4], p: [f32; 3]) -> [f32; 3] {
         *out = p[0] * m[0][j] + p[1] * m[1][j] + p[2] * m[2][j] + m[3][j];
     }
     r
-}
-
-/// The 12 edges of a box whose corners 0..4 and 4..8 are its two faces, each in ring order
-/// with corner `i + 4` above corner `i` ([`camera_box_corners`], and LiDAR boxes drawn alike).
-pub const BOX_EDGES: [(usize, usize); 12] = [
-    (0, 1),
-    (1, 2),
-    (2, 3),
-    (3, 0),
-    (4, 5),
-    (5, 6),
-    (6, 7),
-    (7, 4),
-    (0, 4),
-    (1, 5),
-    (2, 6),
-    (3, 7),
-];
-
-/// The eight corners of a camera box (bottom centre), OpenPCDet's
-/// `boxes3d_to_corners3d_kitti_camera(bottom_center=True)` order, float32.
-pub fn camera_box_corners(b: &CameraBox) -> [[f32; 3]; 8] {
-    let (l, h, w, ry) = (b[3], b[4], b[5], b[6]);
-    let xs = [
-        l / 2.0,
-        l / 2.0,
-        -l / 2.0,
-        -l / 2.0,
-        l / 2.0,
-        l / 2.0,
-        -l / 2.0,
-        -l / 2.0,
-    ];
-    let zs = [
-        w / 2.0,
-        -w / 2.0,
-        -w / 2.0,
-        w / 2.0,
-        w / 2.0,
-        -w / 2.0,
-        -w / 2.0,
-        w / 2.0,
-    ];
-    let ys = [0.0, 0.0, 0.0, 0.0, -h, -h, -h, -h];
-    let (s, c) = ry.sin_cos();
-    let mut out = [[0f32; 3]; 8];
-    for (i, o) in out.iter_mut().enumerate() {
-        // Row vector times R = [[c, 0, -s], [0, 1, 0], [s, 0, c]].
-        let (x, y, z) = (xs[i], ys[i], zs[i]);
-        *o = [b[0] + (x * c + z * s), b[1] + y, b[2] + (-x * s + z * c)];
-    }
-    out
 }
 
 /// Inverse of a 4 x 4 matrix by Gauss-Jordan elimination with partial pivoting. A singular
@@ -590,11 +542,19 @@ impl KittiObject {
         self.name == "DontCare"
     }
 
-    /// OpenPCDet's camera box `[x, y, z, l, h, w, ry]` (as in `get_infos`: location, then
-    /// dimensions l, h, w, then rotation_y).
+    /// The object's 3-D box (OpenPCDet's `[x, y, z, l, h, w, ry]` of `get_infos`: location,
+    /// then dimensions l, h, w, then rotation_y), for the box conversions and the KITTI IoU.
     pub fn camera_box(&self) -> CameraBox {
         let [x, y, z] = self.location;
-        [x, y, z, self.l, self.h, self.w, self.rotation_y]
+        CameraBox {
+            x,
+            y,
+            z,
+            l: self.l,
+            h: self.h,
+            w: self.w,
+            ry: self.rotation_y,
+        }
     }
 
     /// The object as one `label_2` line; numbers are written so that they read back exactly.

@@ -18,7 +18,7 @@ mod pcd;
 pub mod scan;
 pub mod voxelize;
 
-pub use kitti::{Calib, CameraBox, ImageSize, KittiError, KittiObject, LidarBox};
+pub use kitti::{Calib, ImageSize, KittiError, KittiObject};
 pub use scan::{LoadReport, Scan, ScanError, ScanFormat};
 pub use voxelize::{
     VoxelConfig, VoxelError, VoxelStats, Voxels, filter_by_range, mask_points_by_range, voxelize,

@@ -154,7 +154,7 @@ pub fn calibration_scans(
 #[derive(Clone, Debug, PartialEq)]
 pub struct GtBox {
     pub class: String,
-    pub bbox: kitti::LidarBox,
+    pub bbox: crate::boxes::LidarBox,
 }
 
 /// A scan shown in the app: the model's input, its size, the ground truth when a KITTI label

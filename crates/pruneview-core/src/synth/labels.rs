@@ -6,7 +6,7 @@
 use std::f32::consts::PI;
 
 use super::scene::Scene;
-use crate::pointcloud::kitti::{self, camera_box_corners};
+use crate::boxes::{BOX_EDGES, camera_box_corners};
 use crate::pointcloud::{Calib, ImageSize, KittiObject};
 
 /// Objects whose clipped 2-D box is lower than this (pixels) or farther than
@@ -22,7 +22,7 @@ const NEAR: f32 = 0.3;
 /// projections of the corners in front and of the points where edges cross the plane.
 fn near_clipped_image_box(calib: &Calib, c: &[[f32; 3]; 8]) -> Option<[f32; 4]> {
     let mut pts: Vec<[f32; 3]> = c.iter().filter(|p| p[2] >= NEAR).copied().collect();
-    for (a, b) in kitti::BOX_EDGES {
+    for (a, b) in BOX_EDGES {
         let (p, q) = (c[a], c[b]);
         if (p[2] - NEAR) * (q[2] - NEAR) < 0.0 {
             let t = (NEAR - p[2]) / (q[2] - p[2]);
@@ -138,7 +138,7 @@ pub fn scene_labels(scene: &Scene, calib: &Calib, image: ImageSize) -> Vec<Kitti
             2
         };
         let bbox = clipped.map(r2);
-        let depth = cb[2];
+        let depth = cb.z;
         let object = if bbox[3] - bbox[1] < DONTCARE_HEIGHT_PX || depth > DONTCARE_DEPTH {
             KittiObject {
                 name: "DontCare".into(),
@@ -154,17 +154,17 @@ pub fn scene_labels(scene: &Scene, calib: &Calib, image: ImageSize) -> Vec<Kitti
                 score: None,
             }
         } else {
-            let ry = wrap(cb[6]);
+            let ry = wrap(cb.ry);
             KittiObject {
                 name: name.into(),
                 truncated: r2(truncated),
                 occluded,
-                alpha: r2(wrap(ry - cb[0].atan2(cb[2]))),
+                alpha: r2(wrap(ry - cb.x.atan2(cb.z))),
                 bbox,
-                h: r2(cb[4]),
-                w: r2(cb[5]),
-                l: r2(cb[3]),
-                location: [r2(cb[0]), r2(cb[1]), r2(cb[2])],
+                h: r2(cb.h),
+                w: r2(cb.w),
+                l: r2(cb.l),
+                location: [r2(cb.x), r2(cb.y), r2(cb.z)],
                 rotation_y: r2(ry),
                 score: None,
             }

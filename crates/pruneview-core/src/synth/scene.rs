@@ -6,7 +6,7 @@
 use std::f32::consts::{FRAC_PI_2, PI};
 
 use super::geom::{Hit, Material, Primitive, Shape};
-use crate::pointcloud::LidarBox;
+use crate::boxes::LidarBox;
 use crate::rng::{Rng, mix64};
 
 /// KITTI's Velodyne is mounted 1.73 m above the road.

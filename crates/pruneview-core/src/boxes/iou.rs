@@ -25,6 +25,8 @@
 
 use rayon::prelude::*;
 
+use super::CameraBox;
+
 /// Floor of the union area in [`bev_iou`] (OpenPCDet's `EPS`).
 pub const IOU_EPS: f32 = 1e-8;
 
@@ -78,31 +80,6 @@ impl BevBox {
     /// (counter-clockwise order when `dx, dy > 0`).
     pub fn corners(&self) -> [[f32; 2]; 4] {
         corners_f32(self).map(|p| [p.x, p.y])
-    }
-}
-
-/// A KITTI box in the rectified camera frame, as `label_2` files and the KITTI evaluator hold it:
-/// `(x, y, z)` is the **bottom** centre (camera y points down), dims `l, h, w`, yaw `ry` around
-/// the camera y axis.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct CameraBox {
-    pub x: f32,
-    pub y: f32,
-    pub z: f32,
-    pub l: f32,
-    pub h: f32,
-    pub w: f32,
-    pub ry: f32,
-}
-
-impl CameraBox {
-    /// Footprint in the camera x-z plane, as a [`BevBox`] with `(x, y) := (x_cam, z_cam)`.
-    ///
-    /// KITTI's `rotate_iou` turns corner offsets `(u, v)` into `(cos ry·u + sin ry·v,
-    /// −sin ry·u + cos ry·v)`: a counter-clockwise rotation by `−ry` in (x, z) coordinates. So
-    /// the heading is `−ry` and the length `l` lies along it.
-    pub fn bev(&self) -> BevBox {
-        BevBox::new(self.x, self.z, self.l, self.w, -self.ry)
     }
 }
 
