@@ -108,7 +108,7 @@ fn demo_loads_budget_moves_allocation_and_exports() {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     let alloc = Allocation::load(&dir.join("allocation.json")).unwrap();
-    assert_eq!(alloc.method, "dp");
+    assert_eq!(alloc.method.name(), "dp");
     assert!((alloc.flops_kept - after.flops_kept).abs() < 1e-9);
     let masks = Weights::open(&dir.join("masks.safetensors")).unwrap();
     assert_eq!(masks.keys().len(), after.sparsity.len());

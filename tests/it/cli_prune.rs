@@ -148,7 +148,7 @@ fn curves_solve_export_and_prune() {
         ])));
         assert!(stdout.contains("FLOPs kept"), "{stdout}");
         let a = Allocation::load(&alloc).expect("allocation");
-        assert_eq!(a.method, method);
+        assert_eq!(a.method.name(), method);
         assert!(a.flops_kept <= 0.3 + 1e-12, "{method}: {}", a.flops_kept);
         assert!(a.flops_kept > 0.25, "{method}: {}", a.flops_kept);
     }

@@ -50,7 +50,7 @@ const LAYERS: &[(&str, f64)] = &[
 fn allocation(layers: &[(&str, f64)]) -> Allocation {
     Allocation {
         format: ALLOCATION_FORMAT.into(),
-        method: "uniform".into(),
+        method: pruneview::prune::alloc::Method::Uniform,
         budget: Budget {
             kind: BudgetKind::Flops,
             keep: 0.5,

@@ -13,7 +13,9 @@ use pruneview::prune::alloc::Method;
 use pruneview::prune::curves::ModelInfo;
 use pruneview::prune::probe::{CalibScan, CurveSettings, predicted_curves};
 use pruneview::prune::recover::Stages;
-use pruneview::report::{self, Accuracy, PruningReport, ReportError, ReportInputs, ReportSettings};
+use pruneview::report::{
+    self, Accuracy, PruningReport, ReportError, ReportInputs, ReportSettings, Series,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -133,7 +135,9 @@ fn report_evaluates_every_budget_and_method() {
         assert!(r.accuracy.mean_bev <= 100.0);
     }
     // Pruning to 30% of the FLOPs without fine-tuning costs accuracy for every method.
-    let uni = rep.row("uniform", 0.3).expect("uniform 30%");
+    let uni = rep
+        .row(Series::masks_only(Method::Uniform), 0.3)
+        .expect("uniform 30%");
     assert!(uni.accuracy.mean_bev < rep.dense.mean_bev, "{uni:?}");
 
     // Outputs: markdown with both tables, JSON round trip, a PNG.
@@ -175,14 +179,18 @@ fn report_applies_each_recovery_to_every_method() {
     let rep = run_with(&f, vec![0.3], false, vec![Stages::NONE, stats]).expect("report");
     assert_eq!(rep.rows.len(), 6);
     assert!(rep.has_recovery());
-    for m in ["dp", "uniform", "erk"] {
-        let plain = rep.row(m, 0.3).expect("mask-only row");
-        let rec = rep
-            .row(&format!("{m} + stats"), 0.3)
-            .expect("recovered row");
+    for method in [Method::Dp, Method::Uniform, Method::Erk] {
+        let plain = rep
+            .row(Series::masks_only(method), 0.3)
+            .expect("mask-only row");
+        let recovered = Series {
+            method,
+            recovery: stats,
+        };
+        let rec = rep.row(recovered, 0.3).expect("recovered row");
         assert_eq!(
-            (plain.recovery.as_str(), rec.recovery.as_str()),
-            ("none", "stats")
+            (plain.recovery.name(), rec.recovery.name()),
+            ("none".to_string(), "stats".to_string())
         );
         // The same masks: the same FLOPs; recovery changes the weights, so the outputs.
         assert_eq!(plain.flops_kept, rec.flops_kept);

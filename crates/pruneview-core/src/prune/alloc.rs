@@ -487,8 +487,10 @@ fn kept_fraction(s: f64, n: usize) -> f64 {
     }
 }
 
-/// Allocation methods: the DP and the baselines it is compared with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Allocation methods: the DP and the baselines it is compared with. Files name them as
+/// [`Method::name`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Dynamic program over the predicted distortion curves (DM3D).
     Dp,
@@ -571,7 +573,7 @@ impl Solution {
     ) -> Allocation {
         Allocation {
             format: ALLOCATION_FORMAT.to_string(),
-            method: method.name().to_string(),
+            method,
             budget,
             model,
             ranking,
@@ -1991,7 +1993,7 @@ mod tests {
             Lambdas::default(),
         );
         assert_eq!(a.format, ALLOCATION_FORMAT);
-        assert_eq!(a.method, "dp");
+        assert_eq!(a.method, Method::Dp);
         assert_eq!(a.flops_dense, 100.0);
         assert_eq!(a.sparsity_of("a.weight"), Some(0.5));
         assert_eq!(a.predicted_distortion, 3.0);

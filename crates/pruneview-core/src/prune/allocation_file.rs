@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::alloc::Constraint;
+use super::alloc::{Constraint, Method};
 use super::curves::ModelInfo;
 use super::{Lambdas, Ranking};
 
@@ -28,8 +28,7 @@ pub struct Budget {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {
     pub format: String,
-    /// `dp`, `uniform`, `global`, `lamp` or `erk`.
-    pub method: String,
+    pub method: Method,
     pub budget: Budget,
     pub model: ModelInfo,
     pub ranking: Ranking,

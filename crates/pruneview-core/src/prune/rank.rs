@@ -16,6 +16,15 @@ pub enum Ranking {
     Saliency,
 }
 
+impl Ranking {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ranking::Magnitude => "magnitude",
+            Ranking::Saliency => "saliency",
+        }
+    }
+}
+
 impl std::str::FromStr for Ranking {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

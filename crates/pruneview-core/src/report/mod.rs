@@ -21,7 +21,7 @@ use crate::prune::measure::{DenseReference, pruned_detector};
 use crate::prune::probe::{CalibScan, ProbeError};
 use crate::prune::rank;
 use crate::prune::recover::{self, RecoverSettings, Stages};
-use crate::prune::{Budget, BudgetKind, Curves, Lambdas};
+use crate::prune::{Budget, BudgetKind, Curves, Lambdas, Ranking, Weighting};
 
 /// Format tag of the JSON report.
 pub const REPORT_FORMAT: &str = "pruneview-pruning-report/1";
@@ -84,10 +84,10 @@ impl Accuracy {
 /// One (budget, method, recovery) cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
-    pub method: String,
+    pub method: Method,
     /// The recovery stages applied after pruning (`none`: masks only; older reports).
-    #[serde(default = "no_recovery")]
-    pub recovery: String,
+    #[serde(default, with = "stages_name")]
+    pub recovery: Stages,
     /// The budget asked for (fraction of the prunable layers' FLOPs kept).
     pub flops_keep: f64,
     /// What the allocation keeps, counted as the masks prune.
@@ -103,28 +103,59 @@ pub struct Row {
     pub layer_cap: Option<f64>,
 }
 
-fn no_recovery() -> String {
-    Stages::NONE.name()
-}
-
 impl Row {
-    /// The row's series in tables and plots: the method, and its recovery when there is one.
-    pub fn series(&self) -> String {
-        series_name(&self.method, &self.recovery)
+    /// The row's series in tables and plots.
+    pub fn series(&self) -> Series {
+        Series {
+            method: self.method,
+            recovery: self.recovery,
+        }
     }
 }
 
-fn series_name(method: &str, recovery: &str) -> String {
-    if recovery == "none" {
-        method.to_string()
-    } else {
-        format!("{method} + {recovery}")
+/// A line of the report's tables and plot: an allocation method, and the recovery applied
+/// after it. Shown as `dp` (masks only) or `dp + stats,reconstruct`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Series {
+    pub method: Method,
+    pub recovery: Stages,
+}
+
+impl Series {
+    /// Masks only (no recovery).
+    pub fn masks_only(method: Method) -> Series {
+        Series {
+            method,
+            recovery: Stages::NONE,
+        }
     }
 }
 
-/// The allocation method of a series name (`dp + all` -> `dp`).
-pub fn series_method(series: &str) -> &str {
-    series.split(" + ").next().unwrap_or(series)
+impl std::fmt::Display for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.recovery.is_none() {
+            write!(f, "{}", self.method)
+        } else {
+            write!(f, "{} + {}", self.method, self.recovery.name())
+        }
+    }
+}
+
+/// [`Stages`] as the report's JSON writes them: their `--recover` name (`none`, `stats`, ...).
+mod stages_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::prune::recover::Stages;
+
+    pub fn serialize<S: Serializer>(stages: &Stages, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&stages.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Stages, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,8 +165,8 @@ pub struct PruningReport {
     /// What the curves were computed from.
     pub calibration_scans: usize,
     pub probes: usize,
-    pub distortion: String,
-    pub ranking: String,
+    pub distortion: Weighting,
+    pub ranking: Ranking,
     pub eval_dir: String,
     pub eval_frames: usize,
     pub dense: Accuracy,
@@ -237,11 +268,11 @@ pub fn run(
                 sparsity[u] = s;
             }
             for &stages in &settings.recoveries {
-                let what = format!(
-                    "{} at {:.0}%",
-                    series_name(method.name(), &stages.name()),
-                    keep * 100.0
-                );
+                let series = Series {
+                    method,
+                    recovery: stages,
+                };
+                let what = format!("{series} at {:.0}%", keep * 100.0);
                 let pruned = if stages.is_none() {
                     pruned_detector(det, &sparsity, orders)?
                 } else {
@@ -266,8 +297,8 @@ pub fn run(
                 let (c, l) = reference.distortion(&pruned, scans, ctl)?;
                 let accuracy = evaluate(&pruned, &what)?;
                 rows.push(Row {
-                    method: method.name().to_string(),
-                    recovery: stages.name(),
+                    method,
+                    recovery: stages,
                     flops_keep: keep,
                     flops_kept: solution.flops_kept,
                     params_kept: solution.params_kept,
@@ -285,8 +316,8 @@ pub fn run(
         model: curves.model.clone(),
         calibration_scans: curves.calibration.scans,
         probes: curves.calibration.probes,
-        distortion: curves.calibration.distortion.name().into(),
-        ranking: format!("{:?}", curves.calibration.ranking).to_lowercase(),
+        distortion: curves.calibration.distortion,
+        ranking: curves.calibration.ranking,
         eval_dir: eval.dir.display().to_string(),
         eval_frames: frames,
         dense,
@@ -389,10 +420,14 @@ impl PruningReport {
                 ),
                 (
                     "distortion",
-                    rep.distortion.clone(),
-                    first.distortion.clone(),
+                    rep.distortion.name().into(),
+                    first.distortion.name().into(),
                 ),
-                ("ranking", rep.ranking.clone(), first.ranking.clone()),
+                (
+                    "ranking",
+                    rep.ranking.name().into(),
+                    first.ranking.name().into(),
+                ),
                 (
                     "evaluation set",
                     rep.eval_dir.clone(),
@@ -422,7 +457,7 @@ impl PruningReport {
                         return Err(MergeError::Conflict {
                             path: path.clone(),
                             other: origin[i].to_string(),
-                            series: row.series(),
+                            series: row.series().to_string(),
                             keep: row.flops_keep,
                         });
                     }
@@ -444,9 +479,9 @@ impl PruningReport {
         k
     }
 
-    /// The series (method, or method + recovery) in the order they were run.
-    pub fn methods(&self) -> Vec<String> {
-        let mut m: Vec<String> = Vec::new();
+    /// The series in the order they were run.
+    pub fn series(&self) -> Vec<Series> {
+        let mut m: Vec<Series> = Vec::new();
         for r in &self.rows {
             let s = r.series();
             if !m.contains(&s) {
@@ -458,11 +493,11 @@ impl PruningReport {
 
     /// Whether any row was recovered (then mask-only series are drawn dashed).
     pub fn has_recovery(&self) -> bool {
-        self.rows.iter().any(|r| r.recovery != "none")
+        self.rows.iter().any(|r| !r.recovery.is_none())
     }
 
-    /// The row of a series (see [`Self::methods`]) at a budget.
-    pub fn row(&self, series: &str, keep: f64) -> Option<&Row> {
+    /// The row of a series at a budget.
+    pub fn row(&self, series: Series, keep: f64) -> Option<&Row> {
         self.rows
             .iter()
             .find(|r| r.series() == series && (r.flops_keep - keep).abs() < 1e-9)
@@ -473,7 +508,9 @@ impl PruningReport {
     pub fn dp_lossless_reduction(&self, tolerance: f64) -> Option<f64> {
         self.rows
             .iter()
-            .filter(|r| r.method == "dp" && r.accuracy.mean_bev >= self.dense.mean_bev - tolerance)
+            .filter(|r| {
+                r.method == Method::Dp && r.accuracy.mean_bev >= self.dense.mean_bev - tolerance
+            })
             .map(|r| 1.0 / r.flops_keep)
             .fold(None, |best, x| Some(best.map_or(x, |b: f64| b.max(x))))
     }
@@ -481,7 +518,7 @@ impl PruningReport {
     /// Markdown: a summary table (mean AP per budget and method), then every cell in detail.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
-        let methods = self.methods();
+        let methods = self.series();
         let _ = writeln!(
             s,
             "Model `{}` (weights sha256 `{}`), evaluated on {} frames of `{}`.\n\
@@ -495,8 +532,8 @@ impl PruningReport {
             self.eval_dir,
             self.calibration_scans,
             self.probes,
-            self.distortion,
-            self.ranking
+            self.distortion.name(),
+            self.ranking.name()
         );
         let mut caps: Vec<f64> = self.rows.iter().filter_map(|r| r.layer_cap).collect();
         caps.sort_by(f64::total_cmp);
@@ -533,11 +570,11 @@ impl PruningReport {
             let _ = write!(s, "| {:.0}% ({:.2}x) |", keep * 100.0, 1.0 / keep);
             let best = methods
                 .iter()
-                .filter_map(|m| self.row(m, keep))
+                .filter_map(|&m| self.row(m, keep))
                 .map(|r| r.accuracy.mean_bev)
                 .fold(f64::NEG_INFINITY, f64::max);
             for m in &methods {
-                match self.row(m, keep) {
+                match self.row(*m, keep) {
                     Some(r) if methods.len() > 1 && r.accuracy.mean_bev == best => {
                         let _ = write!(s, " **{:.2}** |", r.accuracy.mean_bev);
                     }
@@ -576,7 +613,9 @@ impl PruningReport {
         );
         for keep in self.keeps() {
             for m in &methods {
-                let Some(r) = self.row(m, keep) else { continue };
+                let Some(r) = self.row(*m, keep) else {
+                    continue;
+                };
                 let _ = write!(
                     s,
                     "| {:.0}% | {} | {:.1}% | {:.1}% |",
@@ -620,8 +659,8 @@ mod tests {
 
     fn row(method: &str, recovery: &str, keep: f64, bev: f64) -> Row {
         Row {
-            method: method.into(),
-            recovery: recovery.into(),
+            method: method.parse().unwrap(),
+            recovery: recovery.parse().unwrap(),
             flops_keep: keep,
             flops_kept: keep,
             params_kept: keep,
@@ -641,8 +680,8 @@ mod tests {
             },
             calibration_scans: 64,
             probes: 4,
-            distortion: "detection".into(),
-            ranking: "magnitude".into(),
+            distortion: Weighting::Detection,
+            ranking: Ranking::Magnitude,
             eval_dir: "heldout".into(),
             eval_frames: 200,
             dense: accuracy(79.0),
@@ -663,7 +702,11 @@ mod tests {
         let m = PruningReport::merge(&[("a".into(), a.clone()), ("b".into(), b.clone())]).unwrap();
         assert_eq!(m.rows.len(), 3, "the shared cell is kept once");
         assert_eq!(m.keeps(), vec![0.5, 0.25]);
-        assert_eq!(m.row("dp + all", 0.5).unwrap().accuracy.mean_bev, 78.0);
+        let dp_all = Series {
+            method: Method::Dp,
+            recovery: Stages::ALL,
+        };
+        assert_eq!(m.row(dp_all, 0.5).unwrap().accuracy.mean_bev, 78.0);
 
         let conflicting = report(vec![row("dp", "all", 0.5, 70.0)]);
         let err = PruningReport::merge(&[("a".into(), a.clone()), ("c".into(), conflicting)])

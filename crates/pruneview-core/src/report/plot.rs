@@ -9,6 +9,7 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
 use super::PruningReport;
+use crate::prune::alloc::Method;
 
 static FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
 
@@ -21,14 +22,13 @@ fn register() {
 }
 
 /// A colour per method, stable across reports.
-fn colour(method: &str) -> RGBColor {
+fn colour(method: Method) -> RGBColor {
     match method {
-        "dp" => RGBColor(214, 39, 40),
-        "uniform" => RGBColor(31, 119, 180),
-        "global" => RGBColor(44, 160, 44),
-        "lamp" => RGBColor(148, 103, 189),
-        "erk" => RGBColor(255, 127, 14),
-        _ => RGBColor(90, 90, 90),
+        Method::Dp => RGBColor(214, 39, 40),
+        Method::Uniform => RGBColor(31, 119, 180),
+        Method::Global => RGBColor(44, 160, 44),
+        Method::Lamp => RGBColor(148, 103, 189),
+        Method::Erk => RGBColor(255, 127, 14),
     }
 }
 
@@ -80,28 +80,27 @@ fn draw(report: &PruningReport, path: &Path) -> Result<(), Box<dyn std::error::E
         .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK));
 
     // The DP is drawn last, on top of the baselines.
-    let mut methods = report.methods();
-    methods.sort_by_key(|m| super::series_method(m) == "dp");
+    let mut all_series = report.series();
+    all_series.sort_by_key(|s| s.method == Method::Dp);
     let dashed = report.has_recovery();
-    for method in methods {
-        let base = super::series_method(&method);
-        let c = colour(base);
-        let mask_only = base == method;
+    for series in all_series {
+        let c = colour(series.method);
+        let mask_only = series.recovery.is_none();
         let mut points: Vec<(f64, f64)> = vec![(100.0, dense)];
         points.extend(keeps.iter().filter_map(|&k| {
             report
-                .row(&method, k)
+                .row(series, k)
                 .map(|r| (r.flops_keep * 100.0, r.accuracy.mean_bev))
         }));
-        let width = if base == "dp" { 3 } else { 2 };
+        let width = if series.method == Method::Dp { 3 } else { 2 };
         let style = ShapeStyle::from(&c).stroke_width(width);
         // With recovered series present, mask-only ones are dashed.
-        let series = if dashed && mask_only {
+        let line = if dashed && mask_only {
             chart.draw_series(DashedLineSeries::new(points.clone(), 10, 6, style))?
         } else {
             chart.draw_series(LineSeries::new(points.clone(), style))?
         };
-        series.label(method.clone()).legend(move |(x, y)| {
+        line.label(series.to_string()).legend(move |(x, y)| {
             PathElement::new([(x, y), (x + 24, y)], ShapeStyle::from(&c).stroke_width(3))
         });
         chart.draw_series(
