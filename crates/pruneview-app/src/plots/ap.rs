@@ -1,29 +1,29 @@
-//! The measured accuracy plot under the frontier: mean AP per method vs budget kept.
+//! The measured accuracy plot under the frontier: mean AP per series vs budget kept.
 
 use eframe::egui;
 use egui_plot::{HoverPosition, Legend, Line, LineStyle, PlotUi, Points, VLine};
 
 use super::axis::{format_percent, percent_x_axis};
 use super::frontier::budget_color;
-use super::{base_plot, method_color};
+use super::{Series, base_plot};
 
-/// A measured accuracy point from an evaluation: fraction kept and mean AP in %, per method.
-pub struct ApPoint<'a> {
-    pub method: &'a str,
+/// A measured accuracy point from an evaluation: fraction kept and mean AP in %, per series.
+pub struct ApPoint {
+    pub series: Series,
     pub keep: f64,
     pub ap: f64,
 }
 
-/// Measured mean AP (%) per method vs kept fraction, one coloured series per method.
+/// Measured mean AP (%) vs kept fraction, one line per [`Series`].
 pub(super) fn ap_plot(
     ui: &mut egui::Ui,
     plot_id: egui::Id,
     size: egui::Vec2,
     link: egui::Id,
-    ap: &[ApPoint<'_>],
+    ap: &[ApPoint],
     budget: Option<f64>,
 ) {
-    let methods = ap_methods(ap);
+    let series = ap_series(ap);
     let (y_lo, y_hi) = ap_y_range(ap);
     base_plot(plot_id, size)
         .custom_x_axes(vec![percent_x_axis("kept")])
@@ -51,8 +51,8 @@ pub(super) fn ap_plot(
             )
         })
         .show(ui, |pui| {
-            for method in methods {
-                draw_ap_method(pui, method, ap);
+            for s in series {
+                draw_ap_series(pui, s, ap);
             }
             if let Some(keep) = budget {
                 let color = budget_color(pui);
@@ -67,7 +67,7 @@ pub(super) fn ap_plot(
 
 /// The AP range to show: the data with a few points of margin, so two close results are not
 /// pinned to the plot's edges.
-fn ap_y_range(ap: &[ApPoint<'_>]) -> (f64, f64) {
+fn ap_y_range(ap: &[ApPoint]) -> (f64, f64) {
     let values = ap.iter().map(|p| p.ap).filter(|v| v.is_finite());
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -79,28 +79,32 @@ fn ap_y_range(ap: &[ApPoint<'_>]) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Method names in first-seen order, each once.
-fn ap_methods<'a>(ap: &[ApPoint<'a>]) -> Vec<&'a str> {
-    let mut methods: Vec<&str> = Vec::new();
+/// The series in first-seen order, each once.
+fn ap_series(ap: &[ApPoint]) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
     for p in ap {
-        if !methods.contains(&p.method) {
-            methods.push(p.method);
+        if !series.contains(&p.series) {
+            series.push(p.series);
         }
     }
-    methods
+    series
 }
 
-fn draw_ap_method(pui: &mut PlotUi<'_>, method: &str, ap: &[ApPoint<'_>]) {
+fn draw_ap_series(pui: &mut PlotUi<'_>, series: Series, ap: &[ApPoint]) {
     let mut points: Vec<[f64; 2]> = ap
         .iter()
-        .filter(|p| p.method == method && p.keep.is_finite() && p.ap.is_finite())
+        .filter(|p| p.series == series && p.keep.is_finite() && p.ap.is_finite())
         .map(|p| [p.keep, p.ap])
         .collect();
     points.sort_by(|a, b| a[0].total_cmp(&b[0]));
-    let color = method_color(method);
-    pui.line(Line::new(method, points.clone()).color(color).width(1.0));
+    let (name, color) = (series.name(), series.color());
+    pui.line(
+        Line::new(name.clone(), points.clone())
+            .color(color)
+            .width(1.0),
+    );
     pui.points(
-        Points::new(method, points)
+        Points::new(name, points)
             .color(color)
             .radius(3.5)
             .filled(true),
@@ -110,11 +114,13 @@ fn draw_ap_method(pui: &mut PlotUi<'_>, method: &str, ap: &[ApPoint<'_>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pruneview_core::prune::alloc::Method;
+    use pruneview_core::session::recover::Recovery;
 
     #[test]
     fn ap_range_has_margin_and_ignores_nan() {
         let p = |ap| ApPoint {
-            method: "dp",
+            series: Series::Pruned(Method::Dp, Recovery::None),
             keep: 0.5,
             ap,
         };

@@ -2,6 +2,7 @@
 
 use eframe::egui::{self, Color32};
 use egui_plot::{Bar, BarChart, Legend};
+use pruneview_core::prune::alloc::Method;
 
 use super::axis::format_percent;
 use super::{MIN_PLOT_HEIGHT, base_plot, method_color, plot_size};
@@ -17,7 +18,7 @@ pub fn allocation_bars(
     id: &str,
     names: &[&str],
     sparsity: &[f64],
-    compare: Option<(&str, &[f64])>,
+    compare: Option<(Method, &[f64])>,
     locked: &[bool],
 ) {
     let plot_id = ui.make_persistent_id(("pruneview-allocation", id));
@@ -25,7 +26,7 @@ pub fn allocation_bars(
         .map(|i| bar_label(i, names.get(i).copied(), sparsity[i], compare))
         .collect();
     let (free, fixed) = current_bars(sparsity, &labels, locked);
-    let compared = compare.map(|(name, values)| compare_chart(name, values, &labels));
+    let compared = compare.map(|(method, values)| compare_chart(method, values, &labels));
     base_plot(plot_id, plot_size(ui, MIN_PLOT_HEIGHT))
         .x_axis_label("layer")
         .x_axis_formatter(|mark, _| index_tick(mark.value))
@@ -37,7 +38,7 @@ pub fn allocation_bars(
         .show_x(false)
         .show_y(false)
         .show(ui, |pui| {
-            let current = method_color("dp");
+            let current = method_color(Method::Dp);
             pui.bar_chart(with_label_tooltip(BarChart::new("current", free)).color(current));
             pui.bar_chart(with_label_tooltip(BarChart::new("locked", fixed)).color(LOCKED_COLOR));
             if let Some(chart) = compared {
@@ -58,7 +59,7 @@ fn current_bars(sparsity: &[f64], labels: &[String], locked: &[bool]) -> (Vec<Ba
         let color = if is_locked {
             LOCKED_COLOR
         } else {
-            method_color("dp")
+            method_color(Method::Dp)
         };
         let bar = Bar::new(i as f64, *s)
             .width(0.7)
@@ -76,8 +77,8 @@ fn current_bars(sparsity: &[f64], labels: &[String], locked: &[bool]) -> (Vec<Ba
 
 /// The comparison allocation: narrow bars with an outline only, so the current bars show
 /// through and the difference reads at a glance.
-fn compare_chart(name: &str, values: &[f64], labels: &[String]) -> BarChart {
-    let color = method_color(name);
+fn compare_chart(method: Method, values: &[f64], labels: &[String]) -> BarChart {
+    let color = method_color(method);
     let bars = values
         .iter()
         .zip(labels)
@@ -91,7 +92,7 @@ fn compare_chart(name: &str, values: &[f64], labels: &[String]) -> BarChart {
                 .stroke(egui::Stroke::new(1.5, color))
         })
         .collect();
-    with_label_tooltip(BarChart::new(name, bars)).color(color)
+    with_label_tooltip(BarChart::new(method.name(), bars)).color(color)
 }
 
 /// Bars carry their full hover text in their name; show it as-is.
@@ -100,7 +101,12 @@ fn with_label_tooltip(chart: BarChart) -> BarChart {
 }
 
 /// Hover text for one layer's bars: name, index and the values of both allocations.
-fn bar_label(i: usize, name: Option<&str>, value: f64, compare: Option<(&str, &[f64])>) -> String {
+fn bar_label(
+    i: usize,
+    name: Option<&str>,
+    value: f64,
+    compare: Option<(Method, &[f64])>,
+) -> String {
     let mut text = format!(
         "#{i} {}\ncurrent {}",
         name.unwrap_or("?"),
@@ -109,7 +115,7 @@ fn bar_label(i: usize, name: Option<&str>, value: f64, compare: Option<(&str, &[
     if let Some((method, values)) = compare
         && let Some(v) = values.get(i)
     {
-        text.push_str(&format!("\n{method} {}", format_percent(*v)));
+        text.push_str(&format!("\n{} {}", method.name(), format_percent(*v)));
     }
     text
 }

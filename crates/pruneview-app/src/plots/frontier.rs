@@ -2,6 +2,7 @@
 
 use eframe::egui::{self, Color32};
 use egui_plot::{Legend, Line, LineStyle, MarkerShape, PlotUi, Points, VLine};
+use pruneview_core::prune::alloc::Method;
 
 use super::ap::{ApPoint, ap_plot};
 use super::axis::{
@@ -15,7 +16,7 @@ const MIN_AP_PLOT_HEIGHT: f32 = 110.0;
 
 /// One method's frontier: predicted distortion vs fraction of FLOPs (or params) kept.
 pub struct FrontierSeries<'a> {
-    pub method: &'a str,
+    pub method: Method,
     /// `(kept fraction, distortion)` pairs.
     pub points: &'a [(f64, f64)],
     /// Drawn thicker and on top (the DP frontier, normally).
@@ -30,7 +31,7 @@ pub fn frontier_plot(
     id: &str,
     series: &[FrontierSeries<'_>],
     current: Option<(f64, f64)>,
-    ap: &[ApPoint<'_>],
+    ap: &[ApPoint],
 ) {
     let size = plot_size(ui, MIN_PLOT_HEIGHT);
     let link = ui.make_persistent_id(("pruneview-frontier-link", id));
@@ -77,7 +78,7 @@ fn draw_frontier_series(pui: &mut PlotUi<'_>, s: &FrontierSeries<'_>, floor: f64
     let points = log_points(s.points.iter().copied(), floor);
     let width = if s.emphasised { 3.0 } else { 1.5 };
     pui.line(
-        Line::new(s.method, points)
+        Line::new(s.method.name(), points)
             .color(method_color(s.method))
             .width(width),
     );

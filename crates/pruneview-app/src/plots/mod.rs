@@ -6,10 +6,10 @@
 //! `log10` of the value with axis ticks labelled in real values. Zero, negative and tiny values
 //! are clamped to a floor (a decade under the smallest positive value shown, never below
 //! [`LOG_FLOOR`]) so they never make a NaN or infinite point; NaN inputs are skipped.
-
+//!
 //! One file per plot: `curves.rs`, `frontier.rs` (with `ap.rs`, the accuracy plot under it) and
 //! `bars.rs`; `axis.rs` holds the log axes and number formatting they share. This file holds the
-//! colours that must agree across plots and the setup every plot shares.
+//! series enum and the colours that must agree across plots, and the setup every plot shares.
 
 mod ap;
 mod axis;
@@ -19,6 +19,8 @@ mod frontier;
 
 use eframe::egui::{self, Color32};
 use egui_plot::Plot;
+use pruneview_core::prune::alloc::Method;
+use pruneview_core::session::recover::Recovery;
 
 pub use ap::ApPoint;
 pub use axis::{LOG_FLOOR, format_value, log_floor, log10_clamped};
@@ -29,34 +31,49 @@ pub use frontier::{FrontierSeries, frontier_plot};
 /// Plots never shrink below this, so they stay readable in tight panels and render in tests.
 const MIN_PLOT_HEIGHT: f32 = 160.0;
 
-/// A fixed colour per allocation method, so a method looks the same in every panel.
-/// Matching is case-insensitive and on the prefix (`"global_magnitude"` is `global`); unknown
-/// methods get a stable colour from their name.
-pub fn method_color(method: &str) -> Color32 {
-    let m = method.to_ascii_lowercase();
-    let known = [
-        ("dp", Color32::from_rgb(228, 90, 20)),
-        ("uniform", Color32::from_rgb(52, 120, 200)),
-        ("global", Color32::from_rgb(40, 160, 90)),
-        ("lamp", Color32::from_rgb(150, 100, 200)),
-        ("erk", Color32::from_rgb(200, 160, 20)),
-    ];
-    if let Some((_, c)) = known.iter().find(|(k, _)| m.starts_with(k)) {
-        return *c;
-    }
-    let hash = m
-        .bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-    EXTRA_COLORS[hash % EXTRA_COLORS.len()]
+/// What a plotted series stands for: the dense model, or one method's allocation after one
+/// recovery. Its colour and legend name follow from it, so a method looks the same everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Series {
+    /// The unpruned model.
+    Dense,
+    /// A method's allocation, repaired as the recovery says.
+    Pruned(Method, Recovery),
 }
 
-/// Colours for methods without a fixed colour; none is close to a method colour above.
-const EXTRA_COLORS: [Color32; 4] = [
-    Color32::from_rgb(20, 170, 180),
-    Color32::from_rgb(220, 80, 150),
-    Color32::from_rgb(140, 100, 60),
-    Color32::from_rgb(120, 120, 120),
-];
+impl Series {
+    /// The legend name: `dense`, the method (`dp`), or the method and its recovery when there
+    /// is one (`dp + statistics`).
+    pub fn name(self) -> String {
+        match self {
+            Series::Dense => "dense".to_owned(),
+            Series::Pruned(m, Recovery::None) => m.name().to_owned(),
+            Series::Pruned(m, r) => format!("{} + {}", m.name(), r.label()),
+        }
+    }
+
+    /// A pruned series takes its method's colour whatever the recovery.
+    pub fn color(self) -> Color32 {
+        match self {
+            Series::Dense => DENSE_SERIES_COLOR,
+            Series::Pruned(m, _) => method_color(m),
+        }
+    }
+}
+
+/// A fixed colour per allocation method, so a method looks the same in every panel.
+pub fn method_color(method: Method) -> Color32 {
+    match method {
+        Method::Dp => Color32::from_rgb(228, 90, 20),
+        Method::Uniform => Color32::from_rgb(52, 120, 200),
+        Method::Global => Color32::from_rgb(40, 160, 90),
+        Method::Lamp => Color32::from_rgb(150, 100, 200),
+        Method::Erk => Color32::from_rgb(200, 160, 20),
+    }
+}
+
+/// The dense model's points: a neutral grey, apart from every method colour.
+const DENSE_SERIES_COLOR: Color32 = Color32::from_rgb(120, 120, 120);
 
 /// A categorical colour per layer; neighbours in the layer order get distinct hues.
 pub fn layer_color(index: usize) -> Color32 {
@@ -109,14 +126,32 @@ mod tests {
 
     #[test]
     fn method_colours_are_distinct_and_stable() {
-        let methods = ["dp", "uniform", "global", "lamp", "erk"];
-        let colors: Vec<Color32> = methods.iter().map(|m| method_color(m)).collect();
+        let colors: Vec<Color32> = Method::ALL.iter().map(|m| method_color(*m)).collect();
         for (i, a) in colors.iter().enumerate() {
             assert!(colors[i + 1..].iter().all(|b| a != b));
         }
-        assert_eq!(method_color("DP"), method_color("dp"));
-        assert_eq!(method_color("global_magnitude"), method_color("global"));
-        assert_eq!(method_color("something"), method_color("something"));
+        // A recovered series keeps its method's colour; the dense one has its own.
+        for r in Recovery::ALL {
+            assert_eq!(
+                Series::Pruned(Method::Global, r).color(),
+                method_color(Method::Global)
+            );
+        }
+        assert!(!colors.contains(&Series::Dense.color()));
+    }
+
+    #[test]
+    fn series_names_say_method_and_recovery() {
+        assert_eq!(Series::Dense.name(), "dense");
+        assert_eq!(Series::Pruned(Method::Dp, Recovery::None).name(), "dp");
+        assert_eq!(
+            Series::Pruned(Method::Lamp, Recovery::Statistics).name(),
+            "lamp + statistics"
+        );
+        assert_eq!(
+            Series::Pruned(Method::Erk, Recovery::Full).name(),
+            "erk + full"
+        );
     }
 
     /// Data for the harness tests: two layers, one with measured points and NaN in its data.
@@ -176,29 +211,29 @@ mod tests {
         });
         let series = [
             FrontierSeries {
-                method: "uniform",
+                method: Method::Uniform,
                 points: &f.frontier_uniform,
                 emphasised: false,
             },
             FrontierSeries {
-                method: "dp",
+                method: Method::Dp,
                 points: &f.frontier_dp,
                 emphasised: true,
             },
         ];
         let ap = [
             ApPoint {
-                method: "dp",
+                series: Series::Pruned(Method::Dp, Recovery::None),
                 keep: 0.5,
                 ap: 61.0,
             },
             ApPoint {
-                method: "uniform",
+                series: Series::Pruned(Method::Uniform, Recovery::None),
                 keep: 0.5,
                 ap: 55.0,
             },
             ApPoint {
-                method: "dp",
+                series: Series::Pruned(Method::Dp, Recovery::None),
                 keep: f64::NAN,
                 ap: 60.0,
             },
@@ -213,7 +248,7 @@ mod tests {
             "a",
             &names,
             &[0.3, f64::NAN, 0.7],
-            Some(("uniform", compare)),
+            Some((Method::Uniform, compare)),
             &[false, false, true],
         );
     }
@@ -266,7 +301,7 @@ mod tests {
                 });
                 let pts = [(f64::NAN, 1.0), (0.5, f64::NAN), (0.7, 0.0)];
                 let series = [FrontierSeries {
-                    method: "lamp",
+                    method: Method::Lamp,
                     points: &pts,
                     emphasised: true,
                 }];
@@ -278,7 +313,7 @@ mod tests {
                     "a",
                     &["x"],
                     &[f64::NAN],
-                    Some(("erk", &[f64::NAN])),
+                    Some((Method::Erk, &[f64::NAN])),
                     &[true, true],
                 );
             });

@@ -249,7 +249,7 @@ impl PruneviewApp {
         let compare = cur
             .compare
             .as_ref()
-            .and_then(|(m, r)| r.as_ref().ok().map(|s| (m.name(), s.sparsity.as_slice())));
+            .and_then(|(m, r)| r.as_ref().ok().map(|s| (*m, s.sparsity.as_slice())));
         ui.label("Per-layer sparsity");
         ui.allocate_ui(egui::vec2(ui.available_width(), 240.0), |ui| {
             plots::allocation_bars(ui, "allocation", &names, &dp.sparsity, compare, &locked);

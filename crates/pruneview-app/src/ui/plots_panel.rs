@@ -2,10 +2,9 @@
 
 use eframe::egui;
 use pruneview_core::prune::alloc::Method;
-use pruneview_core::session::recover::Recovery;
 
 use super::PruneviewApp;
-use crate::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot};
+use crate::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot, Series};
 
 impl PruneviewApp {
     pub(super) fn plots(&mut self, ui: &mut egui::Ui) {
@@ -57,7 +56,7 @@ impl PruneviewApp {
                     .series
                     .iter()
                     .map(|(m, pts)| FrontierSeries {
-                        method: m.name(),
+                        method: *m,
                         points: pts,
                         emphasised: *m == Method::Dp,
                     })
@@ -66,21 +65,14 @@ impl PruneviewApp {
                     .as_ref()
                     .and_then(|c| c.dp.as_ref().ok().map(|s| (c.keep, s.predicted)));
                 let mut ap: Vec<ApPoint> = Vec::new();
-                let names: Vec<String> = eval
-                    .iter()
-                    .map(|e| match e.recovery {
-                        Recovery::None => e.method.name().to_string(),
-                        r => format!("{} + {}", e.method.name(), r.label()),
-                    })
-                    .collect();
-                for (e, name) in eval.iter().zip(&names) {
+                for e in &eval {
                     ap.push(ApPoint {
-                        method: "dense",
+                        series: Series::Dense,
                         keep: 1.0,
                         ap: e.accuracy.dense.mean_bev,
                     });
                     ap.push(ApPoint {
-                        method: name,
+                        series: Series::Pruned(e.method, e.recovery),
                         keep: e.keep,
                         ap: e.accuracy.pruned.mean_bev,
                     });
