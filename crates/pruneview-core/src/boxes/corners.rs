@@ -67,3 +67,25 @@ pub fn lidar_box_corners(b: &LidarBox) -> [[f32; 3]; 8] {
         [x + c * lx - s * ly, y + s * lx + c * ly, z + lz]
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lidar_box_corners_follow_heading() {
+        let c = lidar_box_corners(&[1.0, 2.0, 3.0, 4.0, 2.0, 1.0, std::f32::consts::FRAC_PI_2]);
+        // Heading 90 degrees: the box's length (dx) lies along y.
+        let ys: Vec<f32> = c.iter().map(|p| p[1]).collect();
+        let xs: Vec<f32> = c.iter().map(|p| p[0]).collect();
+        let span = |v: &[f32]| {
+            v.iter().cloned().fold(f32::MIN, f32::max) - v.iter().cloned().fold(f32::MAX, f32::min)
+        };
+        assert!((span(&ys) - 4.0).abs() < 1e-4);
+        assert!((span(&xs) - 2.0).abs() < 1e-4);
+        assert!((c[0][2] - 2.5).abs() < 1e-6 && (c[4][2] - 3.5).abs() < 1e-6);
+        for (i, j) in BOX_EDGES {
+            assert_ne!(i, j);
+        }
+    }
+}

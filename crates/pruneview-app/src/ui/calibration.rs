@@ -1,0 +1,100 @@
+//! The calibration panel: the scans the curves are measured on, and the curve controls.
+
+use eframe::egui;
+use pruneview_core::prune::Weighting;
+
+use super::{PruneviewApp, si};
+use crate::state::Pick;
+
+impl PruneviewApp {
+    pub(super) fn calibration_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Calibration scans");
+        ui.horizontal(|ui| {
+            if ui.button("Add scans...").clicked() {
+                self.state.pick(Pick::Scans);
+            }
+            if ui.button("Add folder...").clicked() {
+                self.state.pick(Pick::ScanFolder);
+            }
+        });
+        let mut remove = None;
+        egui::ScrollArea::vertical()
+            .id_salt("scan-list")
+            .max_height(170.0)
+            .show(ui, |ui| self.scan_list(ui, &mut remove));
+        if let Some(i) = remove {
+            self.state.remove_scan(i);
+        }
+        self.curve_controls(ui);
+    }
+
+    fn scan_list(&mut self, ui: &mut egui::Ui, remove: &mut Option<usize>) {
+        egui::Grid::new("scans")
+            .striped(true)
+            .num_columns(5)
+            .show(ui, |ui| {
+                ui.label("scan");
+                ui.label("points");
+                ui.label("pillars");
+                ui.label("labels");
+                ui.label("");
+                ui.end_row();
+                for (i, s) in self.state.scans.iter().enumerate() {
+                    let selected = self.state.selected_scan == i;
+                    if ui
+                        .selectable_label(selected, &s.id)
+                        .on_hover_text(s.path.display().to_string())
+                        .clicked()
+                    {
+                        self.state.selected_scan = i;
+                    }
+                    ui.label(si((s.points.len() / s.num_features.max(1)) as f64));
+                    ui.label(s.pillars.to_string());
+                    ui.label(s.gt.as_ref().map_or("-".into(), |g| g.len().to_string()));
+                    if ui.small_button("x").on_hover_text("remove").clicked() {
+                        *remove = Some(i);
+                    }
+                    ui.end_row();
+                }
+            });
+    }
+
+    fn curve_controls(&mut self, ui: &mut egui::Ui) {
+        ui.label("Curves");
+        ui.horizontal(|ui| {
+            ui.label("probes per scan");
+            ui.add(egui::DragValue::new(&mut self.state.settings.probes).range(1..=32));
+        });
+        ui.horizontal(|ui| {
+            ui.label("distortion");
+            let w = &mut self.state.settings.weighting;
+            ui.radio_value(w, Weighting::Detection, "detection")
+                .on_hover_text("scores after the sigmoid, box errors weighted by confidence");
+            ui.radio_value(w, Weighting::Raw, "raw")
+                .on_hover_text("every logit and regression value equally (the paper's form)");
+        });
+        ui.horizontal(|ui| {
+            let label = if self.state.curves.is_some() {
+                "Recompute curves"
+            } else {
+                "Compute curves"
+            };
+            if ui.button(label).clicked() {
+                self.state.compute_curves();
+            }
+            if ui
+                .button("Measure curves")
+                .on_hover_text("prune each layer alone at 10..90% and re-run the scans (slow)")
+                .clicked()
+            {
+                self.state.measure_curves();
+            }
+        });
+        if self.state.curves_stale() {
+            ui.colored_label(
+                egui::Color32::YELLOW,
+                "The curves were computed on other scans: recompute them.",
+            );
+        }
+    }
+}

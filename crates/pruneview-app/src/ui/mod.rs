@@ -1,0 +1,221 @@
+//! The window: a menu bar, the model and calibration panel (left), the budget panel (right),
+//! jobs and messages (bottom), and the 3D view above the curves and frontier plots (centre).
+//! Every panel draws [`State`] and turns clicks into calls on it; none waits on model work.
+//!
+//! One file per panel: `menu.rs`, `model.rs`, `calibration.rs` and `layers.rs` (left),
+//! `budget.rs` (right), `jobs_panel.rs` and `plots_panel.rs` (bottom), `scene.rs` (the 3D view
+//! and its toolbar), `export.rs` (the export dialog) and `debug.rs` (the frame-time overlay).
+//! Each is an `impl PruneviewApp` block; this file holds the app, its UI-only state, the layout
+//! ([`PruneviewApp::show`]) and the helpers the panels share.
+
+mod budget;
+mod calibration;
+mod debug;
+mod export;
+mod jobs_panel;
+mod layers;
+mod menu;
+mod model;
+mod plots_panel;
+mod scene;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use eframe::egui;
+use eframe::egui_wgpu::RenderState;
+
+use super::state::{Settings, State};
+use super::view3d::{Box3d, View3d};
+use super::work::OpenRequest;
+use layers::SortKey;
+use pruneview_core::session::scans::expand_scan_paths;
+
+pub use scene::{DENSE_COLOR, GT_COLOR, PRUNED_COLOR};
+
+/// UI-only state (not persisted).
+struct UiState {
+    sort: SortKey,
+    descending: bool,
+    selected_layer: Option<usize>,
+    hovered_layer: Option<usize>,
+    export_open: bool,
+    /// CPU milliseconds of recent frames (eframe's measure: app code and rendering).
+    frame_times: VecDeque<f32>,
+    /// Milliseconds the last `show` took (our code, including the 3D view's render call).
+    ui_ms: f32,
+    /// What the 3D view shows, to update it only on change.
+    view_scan: Option<std::path::PathBuf>,
+    view_boxes: Vec<Box3d>,
+}
+
+/// The app: its state, the 3D view and the UI's own bits.
+pub struct PruneviewApp {
+    pub state: State,
+    pub view: View3d,
+    ui: UiState,
+}
+
+impl PruneviewApp {
+    /// `ctx` is woken by jobs when they progress or finish.
+    pub fn new(settings: Settings, ctx: &egui::Context) -> PruneviewApp {
+        let c = ctx.clone();
+        let mut view = View3d::new();
+        view.set_color_by(settings.color_by);
+        view.set_projection(settings.projection);
+        PruneviewApp {
+            state: State::new(settings, Arc::new(move || c.request_repaint())),
+            view,
+            ui: UiState {
+                sort: SortKey::Order,
+                descending: false,
+                selected_layer: None,
+                hovered_layer: None,
+                export_open: false,
+                frame_times: VecDeque::new(),
+                ui_ms: 0.0,
+                view_scan: None,
+                view_boxes: Vec::new(),
+            },
+        }
+    }
+
+    pub fn open_export_dialog(&mut self) {
+        self.ui.export_open = true;
+    }
+
+    /// Draws the whole window into `ui`. `rs` is eframe's wgpu state (the 3D view needs it).
+    pub fn show(&mut self, ui: &mut egui::Ui, rs: Option<&RenderState>) {
+        let start = Instant::now();
+        let dropped: Vec<std::path::PathBuf> = ui.ctx().input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        if !dropped.is_empty() {
+            self.state.dropped(dropped);
+        }
+        self.state.tick();
+        if let Some(wait) = self.state.settle_remaining() {
+            ui.ctx().request_repaint_after(wait);
+        }
+        if !self.state.jobs.is_idle() {
+            // Progress bars and ETAs move even when no job step wakes us.
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_millis(250));
+        }
+
+        egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
+        egui::Panel::bottom("jobs")
+            .resizable(true)
+            .default_size(130.0)
+            .show(ui, |ui| self.jobs_panel(ui));
+        egui::Panel::left("model")
+            .resizable(true)
+            .default_size(400.0)
+            .max_size(560.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    self.model_panel(ui);
+                    ui.separator();
+                    self.calibration_panel(ui);
+                    ui.separator();
+                    if let Some(m) = self.state.model.clone() {
+                        self.layer_table(ui, &m);
+                    }
+                });
+            });
+        egui::Panel::right("budget")
+            .resizable(true)
+            .default_size(340.0)
+            .max_size(480.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.budget_panel(ui));
+            });
+        egui::Panel::bottom("plots")
+            .resizable(true)
+            .default_size(280.0)
+            .show(ui, |ui| self.plots(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.scene(ui, rs));
+
+        if self.ui.export_open {
+            self.export_dialog(ui.ctx());
+        }
+        self.ui.ui_ms = start.elapsed().as_secs_f32() * 1e3;
+        if self.state.settings.debug_overlay {
+            self.debug_overlay(ui.ctx());
+        }
+    }
+
+    fn current_sparsity(&self) -> Option<Vec<f64>> {
+        let cur = self.state.current.as_ref()?;
+        cur.dp.as_ref().ok().map(|s| s.sparsity.clone())
+    }
+}
+
+impl eframe::App for PruneviewApp {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        if let Some(cpu) = frame.info().cpu_usage {
+            self.ui.frame_times.push_back(cpu * 1e3);
+            if self.ui.frame_times.len() > 120 {
+                self.ui.frame_times.pop_front();
+            }
+        }
+        let rs = frame.wgpu_render_state().cloned();
+        self.show(ui, rs.as_ref());
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.state.settings.color_by = self.view.color_by();
+        self.state.settings.projection = self.view.projection();
+        eframe::set_value(storage, eframe::APP_KEY, &self.state.settings);
+    }
+}
+
+/// Synthetic scans the demo calibrates on: enough for stable curves, few enough that the
+/// first allocation appears within about half a minute on two cores.
+pub const DEMO_SCANS: usize = 16;
+
+/// The bundled demo: the demo model, the first [`DEMO_SCANS`] bundled synthetic scans and
+/// the two real KITTI frames (next to the sources, where `cargo run` finds them).
+pub fn demo_request() -> Option<OpenRequest> {
+    // The workspace root (two folders up from this crate), where `assets/` sits.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)?;
+    let assets = root.join("assets");
+    let weights = assets.join("demo_pointpillar.safetensors");
+    let mut scans = expand_scan_paths(&[assets.join("scans/synthetic")]).ok()?;
+    scans.truncate(DEMO_SCANS);
+    scans.extend(expand_scan_paths(&[assets.join("scans/kitti")]).unwrap_or_default());
+    weights.is_file().then_some(OpenRequest {
+        config: None,
+        weights,
+        scans,
+    })
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// 1234567 -> "1.23 M".
+pub fn si(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{:.2} G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}

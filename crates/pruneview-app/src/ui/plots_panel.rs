@@ -1,0 +1,84 @@
+//! The plots panel: per-layer distortion curves, and the frontier with measured AP under it.
+
+use eframe::egui;
+use pruneview_core::prune::alloc::Method;
+
+use super::PruneviewApp;
+use crate::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot, Series};
+
+impl PruneviewApp {
+    pub(super) fn plots(&mut self, ui: &mut egui::Ui) {
+        if ui.available_width() < 200.0 {
+            return;
+        }
+        let Some(curves) = self.state.curves.clone() else {
+            ui.centered_and_justified(|ui| {
+                ui.label("Curves appear here when they are computed.");
+            });
+            return;
+        };
+        let lambdas = self.state.settings.lambdas;
+        let sparsity = self.current_sparsity();
+        let measured: Vec<Vec<f64>> = curves
+            .layers
+            .iter()
+            .map(|l| l.measured.values().combined(lambdas))
+            .collect();
+        let layers: Vec<LayerCurvePlot> = curves
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerCurvePlot {
+                name: l.name.trim_end_matches(".weight"),
+                levels: &l.sparsity,
+                predicted: l.distortion.combined(lambdas),
+                measured: (!l.measured.is_empty()).then(|| {
+                    let lv: &[f64] = if l.measured.sparsity.is_empty() {
+                        &l.sparsity
+                    } else {
+                        &l.measured.sparsity
+                    };
+                    (lv, measured[i].clone())
+                }),
+                chosen: sparsity.as_ref().map(|s| s[i]),
+            })
+            .collect();
+        let planner = self.state.planner.clone();
+        let cur = self.state.current.clone();
+        let eval = self.state.eval_points.clone();
+        ui.columns(2, |cols| {
+            cols[0].label("Distortion vs sparsity per layer (hover to pick a layer)");
+            self.ui.hovered_layer =
+                plots::curves_plot(&mut cols[0], "curves", &layers, self.ui.selected_layer);
+            cols[1].label("Frontier: predicted distortion vs budget kept");
+            if let Some(p) = &planner {
+                let series: Vec<FrontierSeries> = p
+                    .series
+                    .iter()
+                    .map(|(m, pts)| FrontierSeries {
+                        method: *m,
+                        points: pts,
+                        emphasised: *m == Method::Dp,
+                    })
+                    .collect();
+                let current = cur
+                    .as_ref()
+                    .and_then(|c| c.dp.as_ref().ok().map(|s| (c.keep, s.predicted)));
+                let mut ap: Vec<ApPoint> = Vec::new();
+                for e in &eval {
+                    ap.push(ApPoint {
+                        series: Series::Dense,
+                        keep: 1.0,
+                        ap: e.accuracy.dense.mean_bev,
+                    });
+                    ap.push(ApPoint {
+                        series: Series::Pruned(e.method, e.recovery),
+                        keep: e.keep,
+                        ap: e.accuracy.pruned.mean_bev,
+                    });
+                }
+                plots::frontier_plot(&mut cols[1], "frontier", &series, current, &ap);
+            }
+        });
+    }
+}
