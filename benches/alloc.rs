@@ -3,6 +3,9 @@
 //! slider's cost) <= 10 us. Curves are random but monotone, sizes log-uniform like a real
 //! detector's mix of small and large layers.
 
+// Benchmark code: a failed unwrap stops the benchmark (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use pruneview::prune::BudgetKind;
 use pruneview::prune::alloc::{DEFAULT_BINS, Frontier, LayerInput, Problem};

@@ -8,6 +8,9 @@
 //! KITTI frames, camera-FOV filtered, each also rotated about z and mirrored in y
 //! (OpenPCDet-style global augmentations), 8 per frame.
 
+// Benchmark code: a failed unwrap stops the benchmark (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -3,6 +3,9 @@
 //! on frame 000008: voxelize to NMS <= 0.5 s; SECOND on the same frame <= 0.6 s;
 //! CenterPoint-voxel on the nuScenes frame <= 0.9 s; demo model on a demo scan <= 150 ms).
 
+// Benchmark code: a failed unwrap stops the benchmark (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};

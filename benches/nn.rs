@@ -9,6 +9,9 @@
 //! Effective GFLOP/s can exceed the machine's FMA peak for Winograd (it does 4x fewer
 //! multiplies than it is credited with).
 
+// Benchmark code: a failed unwrap stops the benchmark (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -11,6 +11,9 @@
 //! - `reconstruct_head/demo`: a whole reconstruction pass (Gram over 2 scans and every row's
 //!   masked least-squares solve) for the demo's three head convs.
 
+// Benchmark code: a failed unwrap stops the benchmark (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};

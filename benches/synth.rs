@@ -1,6 +1,9 @@
 //! Synthetic LiDAR: scans per second of the HDL-64E ray caster (target >= 20 on 2 cores),
 //! and scene generation plus labelling.
 
+// Benchmark code: a failed unwrap stops the benchmark (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use pruneview::synth::{IMAGE, Lidar, generate_scene, render, scene_labels, standard_calib};
 

@@ -7,6 +7,9 @@
 //! CPU encode + GPU execution, without read-back. The adapter is printed: on a machine without a
 //! GPU it is lavapipe (software Vulkan).
 
+// Benchmark code: a failed unwrap stops the benchmark (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};

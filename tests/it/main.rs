@@ -1,5 +1,8 @@
 //! The integration tests, one binary (each file a module) so the test build links once.
 
+// Test code: a failed unwrap is a failed test (the workspace warns of them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[cfg(feature = "gui")]
 mod app;
 mod boxes_coder;

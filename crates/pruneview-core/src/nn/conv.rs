@@ -150,12 +150,18 @@ pub struct Conv2d {
     kh: usize,
     kw: usize,
     params: Conv2dParams,
-    algo: ConvAlgo,
     isa: Isa,
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
-    packed: Option<PackedA>,
-    wino: Option<Winograd>,
+    prepared: Prepared,
+}
+
+/// The algorithm a layer runs, with the weights prepared for it.
+#[derive(Clone, Debug)]
+enum Prepared {
+    Im2colGemm,
+    Direct(PackedA),
+    Winograd(Winograd),
 }
 
 impl Conv2d {
@@ -232,27 +238,33 @@ impl Conv2d {
             a => a,
         };
         let k = cin * kh * kw;
-        let packed =
-            (algo == ConvAlgo::Direct).then(|| PackedA::from_strided(cout, k, &weight.data, k, 1));
-        let wino = (algo == ConvAlgo::Winograd).then(|| Winograd::new(cout, cin, &weight.data));
+        let prepared = match algo {
+            ConvAlgo::Direct => {
+                Prepared::Direct(PackedA::from_strided(cout, k, &weight.data, k, 1))
+            }
+            ConvAlgo::Winograd => Prepared::Winograd(Winograd::new(cout, cin, &weight.data)),
+            ConvAlgo::Im2colGemm | ConvAlgo::Auto => Prepared::Im2colGemm,
+        };
         Ok(Conv2d {
             cout,
             cin,
             kh,
             kw,
             params,
-            algo,
             isa,
             weight: weight.data.clone(),
             bias: bias.map(<[f32]>::to_vec),
-            packed,
-            wino,
+            prepared,
         })
     }
 
     /// The algorithm this layer runs (never `Auto`).
     pub fn algo(&self) -> ConvAlgo {
-        self.algo
+        match self.prepared {
+            Prepared::Im2colGemm => ConvAlgo::Im2colGemm,
+            Prepared::Direct(_) => ConvAlgo::Direct,
+            Prepared::Winograd(_) => ConvAlgo::Winograd,
+        }
     }
 
     /// The layer's hyper-parameters.
@@ -310,22 +322,10 @@ impl Conv2d {
     fn run(&self, g: &Geom, x: &[f32], y: &mut [f32]) {
         let bias = self.bias.as_deref();
         let relu = self.params.relu;
-        match self.algo {
-            ConvAlgo::Winograd => {
-                let wino = self
-                    .wino
-                    .as_ref()
-                    .expect("winograd weights are prepared with the layer");
-                wino.forward(self.isa, g, x, bias, relu, y);
-            }
-            ConvAlgo::Direct | ConvAlgo::Auto => {
-                let a = self
-                    .packed
-                    .as_ref()
-                    .expect("packed weights are prepared with the layer");
-                direct(self.isa, a, g, x, bias, relu, y);
-            }
-            ConvAlgo::Im2colGemm => im2col_gemm(g, &self.weight, x, bias, relu, y),
+        match &self.prepared {
+            Prepared::Winograd(wino) => wino.forward(self.isa, g, x, bias, relu, y),
+            Prepared::Direct(a) => direct(self.isa, a, g, x, bias, relu, y),
+            Prepared::Im2colGemm => im2col_gemm(g, &self.weight, x, bias, relu, y),
         }
     }
 }

@@ -116,7 +116,7 @@ impl ConvTranspose2d {
             }
         };
         let (ho, wo) = self.out_hw(h, w)?;
-        Ok(self.forward_sized(&input.data, h, w, ho, wo))
+        self.forward_sized(&input.data, h, w, ho, wo)
     }
 
     /// Like [`ConvTranspose2d::forward`], writing into `out` (reshaped; its allocation is
@@ -137,8 +137,7 @@ impl ConvTranspose2d {
         out.shape.clear();
         out.shape.extend_from_slice(&[self.cout, ho, wo]);
         out.data.resize(self.cout * ho * wo, 0.0);
-        self.run(&input.data, h, w, ho, wo, &mut out.data);
-        Ok(())
+        self.run(&input.data, h, w, ho, wo, &mut out.data)
     }
 
     /// Forward pass with an explicit output size (`out_hw` plus up to `stride - 1` extra rows
@@ -150,17 +149,25 @@ impl ConvTranspose2d {
         w: usize,
         ho: usize,
         wo: usize,
-    ) -> Tensor {
+    ) -> Result<Tensor, NnError> {
         let mut y = vec![0f32; self.cout * ho * wo];
-        self.run(x, h, w, ho, wo, &mut y);
-        Tensor {
+        self.run(x, h, w, ho, wo, &mut y)?;
+        Ok(Tensor {
             shape: vec![self.cout, ho, wo],
             data: y,
-        }
+        })
     }
 
     /// Computes the output into `y` (`cout * ho * wo` values; any prior contents are ignored).
-    fn run(&self, x: &[f32], h: usize, w: usize, ho: usize, wo: usize, y: &mut [f32]) {
+    fn run(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        y: &mut [f32],
+    ) -> Result<(), NnError> {
         let (s, p) = (self.params.stride, self.params.padding);
         let bias = self.bias.as_deref();
         let relu = self.params.relu;
@@ -187,8 +194,9 @@ impl ConvTranspose2d {
             self.shuffle_path(x, h, w, y);
         } else {
             y.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
-            self.col2im_path(x, h, w, ho, wo, y);
+            self.col2im_path(x, h, w, ho, wo, y)?;
         }
+        Ok(())
     }
 
     /// Copies input rows `iy0 .. iy0 + r` of every channel into `xb` (row stride `ldb`), so the
@@ -301,7 +309,15 @@ impl ConvTranspose2d {
     }
 
     /// General shapes: GEMM per band of input rows, then col2im-add (even bands, odd bands).
-    fn col2im_path(&self, x: &[f32], h: usize, w: usize, ho: usize, wo: usize, y: &mut [f32]) {
+    fn col2im_path(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        y: &mut [f32],
+    ) -> Result<(), NnError> {
         let (s, p) = (self.params.stride, self.params.padding);
         // The conv whose input-gradient this is: input ho x wo with cout channels.
         let g = Geom::new(
@@ -314,8 +330,7 @@ impl ConvTranspose2d {
             self.kw,
             s,
             p,
-        )
-        .expect("the output size was derived from this geometry");
+        )?;
         debug_assert_eq!((g.ho, g.wo), (h, w));
         let kt = self.cout * self.kh * self.kw;
         let threads = rayon::current_num_threads().max(1);
@@ -374,6 +389,7 @@ impl ConvTranspose2d {
                     }
                 });
         }
+        Ok(())
     }
 }
 

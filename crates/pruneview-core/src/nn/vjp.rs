@@ -170,7 +170,7 @@ impl ConvVjp {
         let dx = match (need_dx, &self.dx) {
             (false, _) => None,
             (true, DxOp::Conv(c)) => Some(c.forward(dy)?),
-            (true, DxOp::Transposed(t)) => Some(t.forward_sized(&dy.data, ho, wo, h, w)),
+            (true, DxOp::Transposed(t)) => Some(t.forward_sized(&dy.data, ho, wo, h, w)?),
         };
         Ok(Grads {
             dx,

@@ -367,7 +367,9 @@ pub enum MergeError {
 
 impl PruningReport {
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("report serialises")
+        // Plain numbers, strings and lists: serialising cannot fail (non-finite floats are
+        // written as null).
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
     /// Reads a `report.json` written by [`Self::to_json`].
