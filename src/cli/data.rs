@@ -10,7 +10,7 @@ use pruneview::eval::{self, EvalSet};
 use pruneview::pointcloud::{Calib, ImageSize, Scan, kitti};
 use pruneview::prune::export;
 
-use super::prune::{cancel_flag, with_progress};
+use super::progress::{cancel_flag, with_progress};
 use super::{ModelArgs, parse_image_size};
 
 #[derive(Args, Debug)]

@@ -14,11 +14,16 @@ macro_rules! outln {
 mod app;
 mod args;
 mod bench;
+mod curves;
 mod data;
 mod detect;
+mod export;
+mod grad;
+mod progress;
 mod prune;
 mod recover;
 mod report;
+mod solve;
 
 pub(crate) use args::{ModelArgs, ScanArgs, parse_image_size};
 use bench::BenchArgs;
@@ -60,27 +65,27 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  pruneview grad --config pointpillar.yaml --weights pp.safetensors --scan 000008.bin \\\n      --fov-calib 000008.txt --image-size 375x1242 --probe golden.safetensors --dump grads.safetensors"
     )]
-    Grad(prune::GradArgs),
+    Grad(grad::GradArgs),
     /// Per-layer distortion-vs-sparsity curves from Gauss-Newton probes (optionally measured).
     #[command(
         after_help = "Examples:\n  pruneview curves --config pointpillar.yaml --weights pp.safetensors \\\n      --scans kitti/training/velodyne --fov-calib kitti/training/calib --image-size 375x1242 \\\n      --probes 4 --out curves.json\n  pruneview curves --weights demo.safetensors --scans scans/ --measured all --out curves.json"
     )]
-    Curves(prune::CurvesCmd),
+    Curves(curves::CurvesCmd),
     /// Merge curve shards computed on disjoint scan subsets (same model and settings).
     #[command(
         after_help = "Example:\n  pruneview curves ... --scans a/ --out norm.json\n  pruneview curves ... --scans a/ --norm-from norm.json --out a.json\n  pruneview curves ... --scans b/ --norm-from norm.json --out b.json\n  pruneview merge a.json b.json --out all.json"
     )]
-    Merge(prune::MergeArgs),
+    Merge(curves::MergeArgs),
     /// Choose per-layer sparsities under a FLOPs or params budget.
     #[command(
         after_help = "Examples:\n  pruneview solve --curves curves.json --flops-keep 0.25 --out alloc.json\n  pruneview solve --curves curves.json --flops-keep 0.25 --method lamp --weights pp.safetensors --out lamp.json"
     )]
-    Solve(prune::SolveCmd),
+    Solve(solve::SolveCmd),
     /// Write masks, pruned weights and a CSV report for an allocation.
     #[command(
         after_help = "Example:\n  pruneview export --weights pp.safetensors --alloc alloc.json --masks masks.safetensors \\\n      --pruned pruned.safetensors --csv report.csv --curves curves.json"
     )]
-    Export(prune::ExportCmd),
+    Export(export::ExportCmd),
     /// curves + solve + export in one run.
     #[command(
         after_help = "Example:\n  pruneview prune --config pointpillar.yaml --weights pp.safetensors --scans velodyne/ \\\n      --fov-calib calib/ --image-size 375x1242 --flops-keep 0.3 --out pruned-30/"
@@ -164,11 +169,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Screenshots(a)) => app::screenshots(a),
         Some(Command::Detect(a)) => detect::detect(a),
         Some(Command::Bench(a)) => bench::bench(a),
-        Some(Command::Grad(a)) => prune::grad(a),
-        Some(Command::Curves(a)) => prune::curves(a),
-        Some(Command::Merge(a)) => prune::merge(a),
-        Some(Command::Solve(a)) => prune::solve(a),
-        Some(Command::Export(a)) => prune::export_cmd(a),
+        Some(Command::Grad(a)) => grad::grad(a),
+        Some(Command::Curves(a)) => curves::curves(a),
+        Some(Command::Merge(a)) => curves::merge(a),
+        Some(Command::Solve(a)) => solve::solve(a),
+        Some(Command::Export(a)) => export::export_cmd(a),
         Some(Command::Prune(a)) => prune::prune(a),
         Some(Command::Recover(a)) => recover::recover_cmd(a),
         Some(Command::Synth(a)) => data::synth(a),

@@ -21,7 +21,8 @@ use pruneview::session::export::check_outputs;
 use pruneview::session::recover::recovery_metadata;
 
 use super::ModelArgs;
-use super::prune::{CalibArgs, cancel_flag, with_progress};
+use super::args::CalibArgs;
+use super::progress::{cancel_flag, with_progress};
 
 /// Which recovery stages run after pruning (`--recover`), and how.
 #[derive(Args, Debug, Clone)]

@@ -15,10 +15,10 @@ use pruneview::session::export::check_outputs;
 use pruneview::prune::recover::Stages;
 
 use super::ModelArgs;
+use super::args::{CalibArgs, CurveArgs, LambdaArgs};
+use super::curves::{compute_curves, write_curves};
 use super::data::DatasetArgs;
-use super::prune::{
-    CalibArgs, CurveArgs, LambdaArgs, cancel_flag, compute_curves, with_progress, write_curves,
-};
+use super::progress::{cancel_flag, with_progress};
 use super::recover::RecoverTuning;
 
 #[derive(Args, Debug)]
@@ -54,10 +54,10 @@ pub struct ReportCmd {
     #[command(flatten)]
     pub lambdas: LambdaArgs,
     /// Budget bins of the DP.
-    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS, value_parser = super::prune::parse_bins)]
+    #[arg(long, default_value_t = pruneview::prune::alloc::DEFAULT_BINS, value_parser = super::args::parse_bins)]
     pub bins: usize,
     /// The DP's layer cap (see `solve --layer-cap`).
-    #[arg(long, value_name = "S", default_value_t = pruneview::prune::alloc::DEFAULT_LAYER_CAP, value_parser = super::prune::parse_layer_cap)]
+    #[arg(long, value_name = "S", default_value_t = pruneview::prune::alloc::DEFAULT_LAYER_CAP, value_parser = super::args::parse_layer_cap)]
     pub layer_cap: f64,
     /// Also evaluate every pruned model recovered with these stages (see `prune
     /// --recover`; repeat for several, e.g. `--recover stats --recover all`). The mask-only
