@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::util::{TempDir, kitti, pruneview, shared};
+use super::util::{Cli, TempDir, kitti, pruneview, shared};
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
 
@@ -24,28 +24,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `detect` of a model on one scan.
+fn detect_cli(config: &Path, weights: &Path, scan: &Path) -> Cli {
+    Cli::new("detect")
+        .model(Some(config), weights)
+        .flag("--scan", scan)
+}
+
 fn detect_kitti(extra: &[&str]) -> Output {
-    let (c, w, scan, calib) = (
-        pp_config(),
-        pp_weights(),
-        kitti("velodyne/000008.bin"),
-        kitti("calib/000008.txt"),
-    );
-    let mut args = vec![
-        "detect",
-        "--config",
-        s(&c),
-        "--weights",
-        s(&w),
-        "--scan",
-        s(&scan),
-        "--fov-calib",
-        s(&calib),
-        "--image-size",
-        "375x1242",
-    ];
-    args.extend_from_slice(extra);
-    pruneview(&args)
+    detect_cli(&pp_config(), &pp_weights(), &kitti("velodyne/000008.bin"))
+        .flag("--fov-calib", kitti("calib/000008.txt"))
+        .flag("--image-size", "375x1242")
+        .args(extra)
+        .run()
 }
 
 #[test]
@@ -123,15 +114,7 @@ fn truncated_weights_name_the_file() {
 
 fn detect_kitti_with_weights(w: &Path) -> Output {
     let (c, scan) = (pp_config(), kitti("velodyne/000008.bin"));
-    pruneview(&[
-        "detect",
-        "--config",
-        s(&c),
-        "--weights",
-        s(w),
-        "--scan",
-        s(&scan),
-    ])
+    detect_cli(&c, w, &scan).run()
 }
 
 /// Every tensor of the reference weights, as stored.
@@ -243,29 +226,13 @@ fn bad_scans_are_reported() {
     // Not a whole number of 16-byte records.
     let odd = dir.join("odd.bin");
     std::fs::write(&odd, vec![0u8; 30]).unwrap();
-    let out = pruneview(&[
-        "detect",
-        "--config",
-        s(&c),
-        "--weights",
-        s(&w),
-        "--scan",
-        s(&odd),
-    ]);
+    let out = detect_cli(&c, &w, &odd).run();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("odd.bin"), "{}", stderr(&out));
     // Empty.
     let empty = dir.join("empty.bin");
     std::fs::write(&empty, b"").unwrap();
-    let out = pruneview(&[
-        "detect",
-        "--config",
-        s(&c),
-        "--weights",
-        s(&w),
-        "--scan",
-        s(&empty),
-    ]);
+    let out = detect_cli(&c, &w, &empty).run();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -278,15 +245,7 @@ fn bad_scans_are_reported() {
     bytes[16..20].copy_from_slice(&f32::INFINITY.to_le_bytes());
     let nan = dir.join("nan.bin");
     std::fs::write(&nan, &bytes).unwrap();
-    let out = pruneview(&[
-        "detect",
-        "--config",
-        s(&c),
-        "--weights",
-        s(&w),
-        "--scan",
-        s(&nan),
-    ]);
+    let out = detect_cli(&c, &w, &nan).run();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("dropped 2 points"),
@@ -310,15 +269,7 @@ fn unknown_head_in_yaml_is_named() {
     let cfg = cfgs.join("kitti_models/odd_head.yaml");
     std::fs::write(&cfg, text).unwrap();
     let (w, scan) = (pp_weights(), kitti("velodyne/000008.bin"));
-    let out = pruneview(&[
-        "detect",
-        "--config",
-        s(&cfg),
-        "--weights",
-        s(&w),
-        "--scan",
-        s(&scan),
-    ]);
+    let out = detect_cli(&cfg, &w, &scan).run();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -334,17 +285,7 @@ fn dump_never_overwrites_an_input() {
     std::fs::copy(kitti("velodyne/000008.bin"), &scan).unwrap();
     let before = std::fs::read(&scan).unwrap();
     let (c, w) = (pp_config(), pp_weights());
-    let out = pruneview(&[
-        "detect",
-        "--config",
-        s(&c),
-        "--weights",
-        s(&w),
-        "--scan",
-        s(&scan),
-        "--dump",
-        s(&scan),
-    ]);
+    let out = detect_cli(&c, &w, &scan).args(&["--dump", s(&scan)]).run();
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("refusing to overwrite"),
@@ -442,17 +383,8 @@ fn sizes_from_configs_and_inputs_are_bounded() {
     std::fs::copy(&base, cfgs.join("dataset_configs/kitti_dataset.yaml")).unwrap();
     let yaml = std::fs::read_to_string(pp_config()).unwrap();
     let (w, scan) = (pp_weights(), kitti("velodyne/000008.bin"));
-    let detect = |config: &Path, weights: &Path, scan: &Path| {
-        pruneview(&[
-            "detect",
-            "--config",
-            s(config),
-            "--weights",
-            s(weights),
-            "--scan",
-            s(scan),
-        ])
-    };
+    let detect =
+        |config: &Path, weights: &Path, scan: &Path| detect_cli(config, weights, scan).run();
     let cases: [(&str, &str, &str, &str); 4] = [
         (
             "points.yaml",
@@ -495,17 +427,9 @@ fn sizes_from_configs_and_inputs_are_bounded() {
     for (out, named) in [
         (detect(zero, &w, &scan), "/dev/zero"),
         (
-            pruneview(&[
-                "detect",
-                "--config",
-                s(&pp_config()),
-                "--weights",
-                s(&w),
-                "--scan",
-                "/dev/zero",
-                "--format",
-                "kitti",
-            ]),
+            detect_cli(&pp_config(), &w, Path::new("/dev/zero"))
+                .args(&["--format", "kitti"])
+                .run(),
             "not a regular file",
         ),
         (detect(&pp_config(), &dir, &scan), "is a folder"),
@@ -583,15 +507,7 @@ fn base_configs_and_model_names_are_checked() {
     for (name, text, expect) in cases {
         let path = models.join(name);
         std::fs::write(&path, text).unwrap();
-        let out = pruneview(&[
-            "detect",
-            "--config",
-            s(&path),
-            "--weights",
-            s(&pp_weights()),
-            "--scan",
-            s(&kitti("velodyne/000008.bin")),
-        ]);
+        let out = detect_cli(&path, &pp_weights(), &kitti("velodyne/000008.bin")).run();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(expect), "{name}: {err}");

@@ -6,41 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::util::{TempDir, demo, kitti, repo};
+
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
 use safetensors::tensor::Dtype;
 
-fn repo(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn demo() -> PathBuf {
-    repo("assets/demo_pointpillar.safetensors")
-}
-
 fn kitti_scan() -> PathBuf {
-    repo("../shared/data/kitti/training/velodyne/000008.bin")
-}
-
-/// A scratch folder removed when the case ends, also when it fails.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("pruneview-bad-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    kitti("velodyne/000008.bin")
 }
 
 /// One bad input: the arguments (with `{d}` for the scratch folder), what stderr must say,
@@ -551,14 +524,14 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
         .collect();
     let mut failures = Vec::new();
     for case in CASES {
-        let scratch = Scratch::new(&case.name.replace(' ', "-"));
-        (case.setup)(&scratch.0);
-        let before = snapshot(&scratch.0);
+        let scratch = TempDir::new(&case.name.replace(' ', "-"));
+        (case.setup)(&scratch);
+        let before = snapshot(&scratch);
         let args: Vec<String> = case
             .args
             .iter()
             .map(|a| {
-                a.replace("{d}", scratch.0.to_str().unwrap())
+                a.replace("{d}", scratch.to_str().unwrap())
                     .replace("{demo}", demo().to_str().unwrap())
                     .replace("{scan}", kitti_scan().to_str().unwrap())
                     .replace(
@@ -588,7 +561,7 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
             }
         }
         // Nothing written: the scratch folder holds exactly what the case put there.
-        let after = snapshot(&scratch.0);
+        let after = snapshot(&scratch);
         if after != before {
             let names = |v: &[(PathBuf, Vec<u8>)]| -> Vec<String> {
                 v.iter().map(|(p, _)| p.display().to_string()).collect()
@@ -600,7 +573,7 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
             ));
         }
         for a in case.absent {
-            if scratch.path(a).exists() {
+            if scratch.join(a).exists() {
                 problems.push(format!("{a} exists"));
             }
         }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use super::util::{pruneview, shared};
+use super::util::{TempDir, pruneview, shared};
 use pruneview::eval::EvalReport;
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
@@ -21,8 +21,7 @@ fn ok(o: &Output) -> String {
 
 #[test]
 fn synth_then_eval_dense_and_masked() {
-    let dir = std::env::temp_dir().join(format!("pruneview-clidata-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir::new("clidata");
     let data = dir.join("synth");
     let d = data.to_string_lossy().into_owned();
     ok(&pruneview(&[
@@ -83,13 +82,11 @@ fn synth_then_eval_dense_and_masked() {
     let table = ok(&o);
     assert!(table.contains("KITTI AP (3 frames"), "{table}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 layers masked"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn synth_fov_only_keeps_the_camera_view() {
-    let dir = std::env::temp_dir().join(format!("pruneview-clifov-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir::new("clifov");
     let (full, fov) = (dir.join("full"), dir.join("fov"));
     for (out, extra) in [(&full, None), (&fov, Some("--fov-only"))] {
         let o = out.to_string_lossy().into_owned();
@@ -112,16 +109,13 @@ fn synth_fov_only_keeps_the_camera_view() {
         std::fs::read(full.join("label_2/000000.txt")).expect("labels"),
         std::fs::read(fov.join("label_2/000000.txt")).expect("labels")
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn report_writes_table_json_and_plot() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let scans = root.join("assets/scans/synthetic");
-    let dir = std::env::temp_dir().join(format!("pruneview-clireport-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new("clireport");
     let split = dir.join("split.txt");
     std::fs::write(&split, "000000\n000001\n000002\n000003\n").expect("split");
     let calib: Vec<String> = (60..62)
@@ -180,5 +174,4 @@ fn report_writes_table_json_and_plot() {
             .expect("parse");
     assert_eq!(json["rows"].as_array().map(Vec::len), Some(2));
     assert_eq!(json["eval_frames"], 4);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+use super::util::TempDir;
 use pruneview::eval::{Difficulty, KittiClass, Metric, evaluate, frame_ids, load_frames};
 use serde_json::Value;
 
@@ -154,8 +155,7 @@ fn result_folders_with_no_frames_are_refused_and_missing_files_are_empty() {
     let ids = frame_ids(dir.join("label_2")).unwrap();
     let e = load_frames(dir.join("label_2"), dir.join("label_2/none"), &ids).unwrap_err();
     assert!(e.to_string().contains("holds none of the frames"), "{e}");
-    let scratch = std::env::temp_dir().join(format!("pruneview-results-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = TempDir::new("results");
     std::fs::copy(
         dir.join("results").join(format!("{}.txt", ids[0])),
         scratch.join(format!("{}.txt", ids[0])),
@@ -164,5 +164,4 @@ fn result_folders_with_no_frames_are_refused_and_missing_files_are_empty() {
     let (gt, dt) = load_frames(dir.join("label_2"), &scratch, &ids).unwrap();
     assert_eq!(gt.len(), ids.len());
     assert!(!dt[0].is_empty() && dt[1..].iter().all(Vec::is_empty));
-    std::fs::remove_dir_all(&scratch).unwrap();
 }

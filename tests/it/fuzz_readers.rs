@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::util::repo;
+
 use proptest::prelude::*;
 use pruneview::io::{OutTensor, write_safetensors};
 use pruneview::model::Weights;
@@ -33,10 +35,6 @@ fn safetensors_seed() -> Vec<u8> {
 const PCD_SEED: &str = "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z intensity\nSIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\nWIDTH 2\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA ascii\n1 2 3 0.5\n4 5 6 0.25\n";
 
 const LABEL_SEED: &str = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59 0.93\nDontCare -1 -1 -10 503.89 169.71 590.61 190.13 -1 -1 -1 -1000 -1000 -1000 -10\n";
-
-fn repo(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
 
 /// Edits of a valid file: byte overwrites, a truncation and an insertion of digits, all
 /// positioned by the strategy, so most inputs stay close to valid and reach deep code.

@@ -22,8 +22,9 @@
 //! Tolerance per tensor, with `s = max(max|analytic|, 1e-3)`: every checked element must have
 //! `|fd - analytic| <= 2e-2 * s`, and `|fd - analytic|_2 / max(|analytic|_2, 1e-3) <= 1e-2`.
 
+use super::util::TempDir;
 use pruneview::rng::Rng;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pruneview::detect::layers::{NamedBatchNorm, Unit, UnitGrads, UnitKind};
 use pruneview::detect::vfe::{PfnTape, PillarVfe};
@@ -644,14 +645,6 @@ fn comparison_rejects_wrong_gradients() {
 // PFN layers (PillarVFE / DynPillarVFE): max over each pillar's rows
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh folder for one test's files.
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("grad_fd-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
 /// The PFN of a 4 x 4 x 1 pillar grid over `[0, 4) x [0, 4) x [-3, 1)`, points `x y z i`, two
 /// layers (`num_filters [8, 6]`: 10 -> 4 (+ max) -> 6), random weights written to a
 /// safetensors file and loaded like a checkpoint.
@@ -701,7 +694,8 @@ fn make_vfe(test: &str, kind: VfeKind, use_norm: bool, rng: &mut Rng) -> (Pillar
             ));
         }
     }
-    let path = temp_dir(test).join("pfn.safetensors");
+    let dir = TempDir::new(&format!("grad_fd-{test}"));
+    let path = dir.join("pfn.safetensors");
     write_safetensors(&path, &tensors, None, &[]).expect("write weights");
     let w = Weights::open(&path).expect("open weights");
     let vfe = PillarVfe::load(&w, &cfg, &data).expect("load PFN");

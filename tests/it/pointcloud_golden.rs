@@ -1,7 +1,9 @@
 //! The scan pipeline against OpenPCDet on real data: KITTI 000008 (FOV filter, range mask,
 //! spconv voxelizer) and the nuScenes key frame, compared with `../shared/reference`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::util::shared;
 
 use pruneview::boxes::CameraBox;
 use pruneview::pointcloud::kitti::{fov_filter, load_labels};
@@ -9,12 +11,6 @@ use pruneview::pointcloud::{
     Calib, ImageSize, Scan, ScanFormat, VoxelConfig, filter_by_range, mask_points_by_range,
     voxelize,
 };
-
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(rel)
-}
 
 fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
@@ -53,8 +49,8 @@ fn kitti_pillars(max_points: usize, max_voxels: usize) -> VoxelConfig {
 
 /// KITTI 000008 after the FOV filter and the range mask, x y z intensity.
 fn kitti_000008_points() -> Vec<f32> {
-    let mut scan = Scan::load(shared("data/kitti/training/velodyne/000008.bin")).unwrap();
-    let calib = Calib::load(shared("data/kitti/training/calib/000008.txt")).unwrap();
+    let mut scan = Scan::load(shared().join("data/kitti/training/velodyne/000008.bin")).unwrap();
+    let calib = Calib::load(shared().join("data/kitti/training/calib/000008.txt")).unwrap();
     fov_filter(&mut scan, &calib, "375x1242".parse().unwrap());
     let feats = scan.to_features(&["x", "y", "z", "intensity"]).unwrap();
     filter_by_range(&feats, 4, &KITTI_RANGE)
@@ -62,7 +58,7 @@ fn kitti_000008_points() -> Vec<f32> {
 
 #[test]
 fn kitti_000008_fov_filter_matches_openpcdet_points_bit_for_bit() {
-    let path = shared("data/kitti/training/velodyne/000008.bin");
+    let path = shared().join("data/kitti/training/velodyne/000008.bin");
     let mut scan = Scan::load(&path).unwrap();
     assert_eq!(scan.report().format, Some(ScanFormat::Kitti));
     assert_eq!(scan.len(), 17_238);
@@ -72,7 +68,7 @@ fn kitti_000008_fov_filter_matches_openpcdet_points_bit_for_bit() {
     assert_eq!(scan.columns(), ["x", "y", "z", "intensity"]);
     assert_eq!(scan.source(), path.as_path());
 
-    let calib = Calib::load(shared("data/kitti/training/calib/000008.txt")).unwrap();
+    let calib = Calib::load(shared().join("data/kitti/training/calib/000008.txt")).unwrap();
     let image: ImageSize = "375x1242".parse().unwrap();
     assert_eq!(image, ImageSize { h: 375, w: 1242 });
 
@@ -82,7 +78,7 @@ fn kitti_000008_fov_filter_matches_openpcdet_points_bit_for_bit() {
     assert_eq!(removed, 17);
     assert_eq!(scan.len(), 17_221);
 
-    let reference = read_f32(&shared("reference/pointpillar_kitti_000008/points_in.bin"));
+    let reference = read_f32(&shared().join("reference/pointpillar_kitti_000008/points_in.bin"));
     assert_eq!(reference.len(), 17_221 * 4);
     let ours = scan.to_features(&["x", "y", "z", "intensity"]).unwrap();
     assert!(
@@ -93,7 +89,7 @@ fn kitti_000008_fov_filter_matches_openpcdet_points_bit_for_bit() {
 
 #[test]
 fn kitti_000008_range_mask_keeps_17089() {
-    let reference = read_f32(&shared("reference/pointpillar_kitti_000008/points_in.bin"));
+    let reference = read_f32(&shared().join("reference/pointpillar_kitti_000008/points_in.bin"));
     let mask = mask_points_by_range(&reference, 4, &KITTI_RANGE);
     assert_eq!(mask.len(), 17_221);
     assert_eq!(mask.iter().filter(|&&m| m).count(), 17_089);
@@ -107,10 +103,9 @@ fn kitti_000008_voxels_match_spconv_exactly() {
     assert_eq!(cfg.grid_size().unwrap(), [432, 496, 1]);
     let v = voxelize(&points, 4, &cfg).unwrap();
 
-    let bytes = std::fs::read(shared(
-        "reference/pointpillar_kitti_000008/golden.safetensors",
-    ))
-    .unwrap();
+    let bytes =
+        std::fs::read(shared().join("reference/pointpillar_kitti_000008/golden.safetensors"))
+            .unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (vshape, gvox) = golden_f32(&st, "voxels");
     let (_, gnum) = golden_f32(&st, "voxel_num_points");
@@ -262,7 +257,7 @@ fn voxelizer_boundaries_follow_spconv() {
 
 #[test]
 fn nuscenes_key_frame_matches_openpcdet_points() {
-    let path = shared(
+    let path = shared().join(
         "data/nuscenes/samples/LIDAR_TOP/\
          n015-2018-07-24-11-22-45+0800__LIDAR_TOP__1532402927647951.pcd.bin",
     );
@@ -275,7 +270,7 @@ fn nuscenes_key_frame_matches_openpcdet_points() {
         .map(|s| s.to_string())
         .collect();
     let feats = scan.to_features(&used).unwrap();
-    let reference = read_f32(&shared("reference/centerpoint_pp_nuscenes/points_in.bin"));
+    let reference = read_f32(&shared().join("reference/centerpoint_pp_nuscenes/points_in.bin"));
     assert_eq!(reference.len(), 34_688 * 5);
     assert!(
         bits(&feats) == bits(&reference),
@@ -313,7 +308,7 @@ fn nuscenes_key_frame_matches_openpcdet_points() {
 
 #[test]
 fn kitti_000008_labels_convert_to_lidar_boxes() {
-    let labels = load_labels(shared("data/kitti/training/label_2/000008.txt")).unwrap();
+    let labels = load_labels(shared().join("data/kitti/training/label_2/000008.txt")).unwrap();
     assert_eq!(labels.len(), 10);
     let cars: Vec<_> = labels.iter().filter(|o| o.name == "Car").collect();
     assert_eq!(cars.len(), 6);
@@ -328,9 +323,9 @@ fn kitti_000008_labels_convert_to_lidar_boxes() {
     assert_eq!(first.location, [-2.7, 1.74, 3.68]);
     assert_eq!((first.rotation_y, first.score), (-1.29, None));
 
-    let calib = Calib::load(shared("data/kitti/training/calib/000008.txt")).unwrap();
+    let calib = Calib::load(shared().join("data/kitti/training/calib/000008.txt")).unwrap();
     let image = ImageSize { h: 375, w: 1242 };
-    let scan = Scan::load(shared("data/kitti/training/velodyne/000008.bin")).unwrap();
+    let scan = Scan::load(shared().join("data/kitti/training/velodyne/000008.bin")).unwrap();
     for car in &cars {
         let cam = car.camera_box();
         let lidar = calib.camera_box_to_lidar(&cam);

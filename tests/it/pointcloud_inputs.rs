@@ -1,24 +1,12 @@
 //! Readers on bad and unusual input: every problem is an error value naming the file and the
 //! place, or a counted drop; PCD files in the shapes PCL writes them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::util::{TempDir, shared};
 
 use pruneview::pointcloud::kitti::{load_labels, parse_labels, write_labels};
 use pruneview::pointcloud::{Calib, ImageSize, KittiError, Scan, ScanError, ScanFormat};
-
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(rel)
-}
-
-/// A fresh folder for one test's files.
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pointcloud_inputs-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -26,9 +14,10 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 
 #[test]
 fn truncated_kitti_bin_is_an_error_naming_file_size_and_record() {
-    let dir = temp_dir("truncated");
+    let dir = TempDir::new("truncated");
     let path = dir.join("000001.bin");
-    let mut bytes = std::fs::read(shared("data/kitti/training/velodyne/000000.bin")).unwrap();
+    let mut bytes =
+        std::fs::read(shared().join("data/kitti/training/velodyne/000000.bin")).unwrap();
     assert_eq!(bytes.len(), 12_800);
     bytes.truncate(12_790);
     std::fs::write(&path, &bytes).unwrap();
@@ -57,7 +46,7 @@ fn truncated_kitti_bin_is_an_error_naming_file_size_and_record() {
 
 #[test]
 fn non_finite_points_are_dropped_and_counted() {
-    let dir = temp_dir("nan");
+    let dir = TempDir::new("nan");
     let path = dir.join("nan.bin");
     let pts = [
         1.0,
@@ -97,7 +86,7 @@ fn non_finite_points_are_dropped_and_counted() {
 
 #[test]
 fn empty_scan_loads_and_says_so() {
-    let dir = temp_dir("empty");
+    let dir = TempDir::new("empty");
     let path = dir.join("empty.bin");
     std::fs::write(&path, b"").unwrap();
     let scan = Scan::load(&path).unwrap();
@@ -149,7 +138,7 @@ fn format_comes_from_the_name_or_is_given() {
 
     // A nuScenes sweep read as KITTI: 2000 bytes is a multiple of 16 and 20, so both load,
     // and the columns say which layout was assumed.
-    let sweep = shared(
+    let sweep = shared().join(
         "data/nuscenes/sweeps/LIDAR_TOP/\
          n015-2018-08-02-17-16-37+0800__LIDAR_TOP__1533201470898274.pcd.bin",
     );
@@ -163,13 +152,13 @@ fn format_comes_from_the_name_or_is_given() {
 
 #[test]
 fn scan_writes_round_trip() {
-    let dir = temp_dir("write");
-    let scan = Scan::load(shared("data/kitti/training/velodyne/000000.bin")).unwrap();
+    let dir = TempDir::new("write");
+    let scan = Scan::load(shared().join("data/kitti/training/velodyne/000000.bin")).unwrap();
     let out = dir.join("copy.bin");
     scan.write_bin(&out).unwrap();
     assert_eq!(
         std::fs::read(&out).unwrap(),
-        std::fs::read(shared("data/kitti/training/velodyne/000000.bin")).unwrap()
+        std::fs::read(shared().join("data/kitti/training/velodyne/000000.bin")).unwrap()
     );
     assert!(
         std::fs::read_dir(&dir).unwrap().count() == 1,
@@ -200,7 +189,7 @@ nan nan nan 0 0 0 0 0
 
 #[test]
 fn pcd_ascii_keeps_xyz_intensity_and_counts_nan_points() {
-    let dir = temp_dir("pcd_ascii");
+    let dir = TempDir::new("pcd_ascii");
     let path = dir.join("cloud.pcd");
     std::fs::write(&path, PCD_ASCII).unwrap();
     let scan = Scan::load(&path).unwrap();
@@ -254,7 +243,7 @@ fn binary_pcd(points: &[[f32; 4]], intensity: (&str, usize)) -> Vec<u8> {
 
 #[test]
 fn pcd_binary_reads_any_numeric_intensity_type() {
-    let dir = temp_dir("pcd_binary");
+    let dir = TempDir::new("pcd_binary");
     let pts = [
         [1.0, -2.0, 0.5, 12.0],
         [f32::NAN, 0.0, 0.0, 1.0],
@@ -288,7 +277,7 @@ fn pcd_binary_reads_any_numeric_intensity_type() {
 
 #[test]
 fn pcd_problems_are_named() {
-    let dir = temp_dir("pcd_bad");
+    let dir = TempDir::new("pcd_bad");
     let load = |name: &str, text: &str| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -389,7 +378,7 @@ fn pcd_problems_are_named() {
 
 #[test]
 fn calib_keyed_and_by_index_agree() {
-    let path = shared("data/kitti/training/calib/000008.txt");
+    let path = shared().join("data/kitti/training/calib/000008.txt");
     let calib = Calib::load(&path).unwrap();
     assert_eq!(calib.p2[0], [721.5377, 0.0, 609.5593, 44.85728]);
     assert_eq!(calib.p2[2][3], 2.745884e-3);
@@ -409,7 +398,7 @@ fn calib_keyed_and_by_index_agree() {
     let written = calib.to_kitti_text();
     assert_eq!(written.lines().count(), 7);
     assert_eq!(Calib::parse(&written, "written.txt").unwrap(), calib);
-    let dir = temp_dir("calib");
+    let dir = TempDir::new("calib");
     calib.write(dir.join("000008.txt")).unwrap();
     assert_eq!(Calib::load(dir.join("000008.txt")).unwrap(), calib);
 
@@ -424,7 +413,8 @@ fn calib_keyed_and_by_index_agree() {
 
 #[test]
 fn malformed_calib_lines_are_named() {
-    let text = std::fs::read_to_string(shared("data/kitti/training/calib/000008.txt")).unwrap();
+    let text =
+        std::fs::read_to_string(shared().join("data/kitti/training/calib/000008.txt")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
 
     let short_p2 = text.replace(lines[2], "P2: 7.215377e+02 0.0 6.095593e+02");
@@ -478,7 +468,8 @@ fn malformed_calib_lines_are_named() {
 
 #[test]
 fn malformed_label_lines_are_named() {
-    let good = std::fs::read_to_string(shared("data/kitti/training/label_2/000008.txt")).unwrap();
+    let good =
+        std::fs::read_to_string(shared().join("data/kitti/training/label_2/000008.txt")).unwrap();
     let lines: Vec<&str> = good.lines().collect();
 
     let short = format!("{}\nCar 0.00 0 1.0 1 2 3 4 1.5 1.6 3.9 1 2\n", lines[0]);
@@ -525,13 +516,13 @@ fn malformed_label_lines_are_named() {
 
 #[test]
 fn labels_write_and_read_back_exactly() {
-    let labels = load_labels(shared("data/kitti/training/label_2/000008.txt")).unwrap();
-    let dir = temp_dir("labels");
+    let labels = load_labels(shared().join("data/kitti/training/label_2/000008.txt")).unwrap();
+    let dir = TempDir::new("labels");
     let path = dir.join("000008.txt");
     write_labels(&path, &labels).unwrap();
     assert_eq!(load_labels(&path).unwrap(), labels);
 
-    let calib = Calib::load(shared("data/kitti/training/calib/000008.txt")).unwrap();
+    let calib = Calib::load(shared().join("data/kitti/training/calib/000008.txt")).unwrap();
     let pred = calib.lidar_box_to_prediction(
         &[10.0, 1.0, -0.8, 3.9, 1.6, 1.5, 0.3],
         "Car",
@@ -566,10 +557,10 @@ fn image_size_parses_height_by_width() {
 fn calibration_scans_from_a_kitti_root_get_the_layouts_fov_filter() {
     use pruneview::progress::Control;
     use pruneview::session::scans::{ScanReading, calibration_scans, expand_scan_paths};
-    let root = shared("data/kitti/training");
+    let root = shared().join("data/kitti/training");
     let det = pruneview::detect::Detector::load(
-        Some(&shared("reference/cfgs/kitti_models/pointpillar.yaml")),
-        &shared("reference/pointpillar_kitti_000008/weights.safetensors"),
+        Some(&shared().join("reference/cfgs/kitti_models/pointpillar.yaml")),
+        &shared().join("reference/pointpillar_kitti_000008/weights.safetensors"),
     )
     .unwrap();
     assert!(det.config.data.fov_points_only);
@@ -600,7 +591,7 @@ fn calibration_scans_from_a_kitti_root_get_the_layouts_fov_filter() {
     assert_eq!(unfiltered.len(), 17_238);
     assert_eq!(auto[i].points.len() / 4, 17_221);
     // A scan outside a KITTI layout is read whole.
-    let dir = temp_dir("outside-layout");
+    let dir = TempDir::new("outside-layout");
     let copy = dir.join("000008.bin");
     std::fs::copy(&files[i], &copy).unwrap();
     let whole = calibration_scans(&det, &[copy], &ScanReading::default(), &quiet).unwrap();

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
-use super::util::shared;
+use super::util::{TempDir, shared};
 use pruneview::detect::{Detector, FovFilter, RawOutputs, prepare_scan};
 use pruneview::nn::Tensor;
 use pruneview::progress::Control;
@@ -265,8 +265,7 @@ fn shards_merge_exactly_and_runs_are_deterministic() {
     // Determinism.
     assert_eq!(run(&s.scans[..1]), a);
     // Round trip through the file format.
-    let dir = std::env::temp_dir().join(format!("pruneview-curves-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new("curves");
     let path = dir.join("c.json");
     std::fs::write(&path, whole.to_json()).expect("write");
     assert_eq!(Curves::load(&path).expect("load"), whole);
@@ -298,7 +297,6 @@ fn shards_merge_exactly_and_runs_are_deterministic() {
             "{msg}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -312,8 +310,7 @@ fn cancelled_curves_stop_with_an_error() {
 
 #[test]
 fn bad_curve_files_are_rejected_with_the_layer_named() {
-    let dir = std::env::temp_dir().join(format!("pruneview-badcurves-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new("badcurves");
     let path = dir.join("bad.json");
     let doc = r#"{"format": "pruneview-curves/1", "model": {"name": "m", "weights_sha256": "x"},
       "calibration": {"scans": 1, "probes": 1},
@@ -335,5 +332,4 @@ fn bad_curve_files_are_rejected_with_the_layer_named() {
     std::fs::write(&path, ok).expect("write");
     let c = Curves::load(&path).expect("minimal file");
     assert_eq!(c.layers[0].distortion.confidence, vec![0.0, 2.0]);
-    let _ = std::fs::remove_dir_all(&dir);
 }

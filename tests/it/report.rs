@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use super::util::TempDir;
 use pruneview::detect::{Detector, prepare_scan};
 use pruneview::eval::EvalSet;
 use pruneview::progress::Control;
@@ -149,8 +150,7 @@ fn report_evaluates_every_budget_and_method() {
     assert!(md.contains(&format!("{:.2}", rep.dense.mean_bev)));
     let back: PruningReport = serde_json::from_str(&rep.to_json()).expect("json");
     assert_eq!(back, rep);
-    let dir = std::env::temp_dir().join(format!("pruneview-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new("report");
     let png = dir.join("plot.png");
     report::plot::write_png(&rep, &png).expect("plot");
     let bytes = std::fs::read(&png).expect("png");
@@ -160,7 +160,6 @@ fn report_evaluates_every_budget_and_method() {
         "a plot with text and lines: {} bytes",
         bytes.len()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

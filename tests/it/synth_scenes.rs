@@ -3,6 +3,8 @@
 
 use std::sync::atomic::AtomicBool;
 
+use super::util::TempDir;
+
 use pruneview::pointcloud::kitti::load_labels;
 use pruneview::pointcloud::{Calib, Scan};
 use pruneview::progress::Control;
@@ -10,12 +12,6 @@ use pruneview::synth::{
     Class, IMAGE, Lidar, generate_scene, make_frame, render, scene_labels, standard_calib,
     synth_to_dir, write_kitti,
 };
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("pruneview-synth-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
 
 /// Number of points inside a LiDAR box (gravity centre, heading), with a small margin.
 fn points_in_box(points: &[f32], b: &[f32; 7], margin: f32) -> usize {
@@ -49,7 +45,8 @@ fn same_seed_same_scene_and_points() {
 
 #[test]
 fn files_are_byte_identical_and_parse_back() {
-    let (d1, d2) = (tmp("a"), tmp("b"));
+    let (tmp1, tmp2) = (TempDir::new("synth-a"), TempDir::new("synth-b"));
+    let (d1, d2) = (tmp1.join("scenes"), tmp2.join("scenes"));
     write_kitti(&d1, 0..2, 42).expect("write a");
     write_kitti(&d2, 0..2, 42).expect("write b");
     for i in 0..2 {
@@ -74,13 +71,12 @@ fn files_are_byte_identical_and_parse_back() {
         let frame = make_frame(42, i, &Lidar::hdl64e(), &calib);
         assert_eq!(labels, frame.labels);
     }
-    let _ = std::fs::remove_dir_all(&d1);
-    let _ = std::fs::remove_dir_all(&d2);
 }
 
 #[test]
 fn cli_entry_reports_progress_and_cancels() {
-    let d = tmp("cli");
+    let tmp = TempDir::new("synth-cli");
+    let d = tmp.join("scenes");
     let calls = std::sync::Mutex::new(Vec::new());
     let cancel = AtomicBool::new(false);
     let on_step =
@@ -90,7 +86,7 @@ fn cli_entry_reports_progress_and_cancels() {
     assert_eq!(*calls.lock().expect("lock"), vec![(1, 2), (2, 2)]);
     let cancelled = AtomicBool::new(true);
     let n = synth_to_dir(
-        &tmp("cli2"),
+        &tmp.join("cancelled"),
         5,
         1,
         false,
@@ -108,7 +104,6 @@ fn cli_entry_reports_progress_and_cancels() {
         synth_to_dir(&d, 2, 9, true, &Control::quiet()).expect("synth"),
         2
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]

@@ -1,15 +1,20 @@
 //! Helpers the test modules share: where the fixtures are, a temporary folder that is
-//! removed even when its test fails, and the CLI binary.
+//! removed even when its test fails, and the CLI binary with a command-line builder.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A path in the repository.
+pub fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
 /// `../shared`: the OpenPCDet reference outputs and the real scans.
 pub fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+    repo("../shared")
 }
 
 /// The KITTI training frames in `../shared/data`: `rel` under `training/`.
@@ -19,7 +24,7 @@ pub fn kitti(rel: &str) -> PathBuf {
 
 /// The bundled demo model.
 pub fn demo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_pointpillar.safetensors")
+    repo("assets/demo_pointpillar.safetensors")
 }
 
 /// Runs the `pruneview` binary with `args`.
@@ -28,6 +33,41 @@ pub fn pruneview<S: AsRef<OsStr>>(args: &[S]) -> Output {
         .args(args)
         .output()
         .expect("run pruneview")
+}
+
+/// A `pruneview` command line built flag by flag, so that tests name what differs instead
+/// of repeating whole argument vectors.
+pub struct Cli(Vec<OsString>);
+
+impl Cli {
+    pub fn new(subcommand: &str) -> Cli {
+        Cli(vec![subcommand.into()])
+    }
+
+    /// `--config` (when given) and `--weights`.
+    pub fn model(self, config: Option<&Path>, weights: &Path) -> Cli {
+        let cli = match config {
+            Some(c) => self.flag("--config", c),
+            None => self,
+        };
+        cli.flag("--weights", weights)
+    }
+
+    pub fn flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Cli {
+        self.0.push(name.into());
+        self.0.push(value.as_ref().to_owned());
+        self
+    }
+
+    /// More arguments as they are.
+    pub fn args<S: AsRef<OsStr>>(mut self, more: &[S]) -> Cli {
+        self.0.extend(more.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn run(&self) -> Output {
+        pruneview(&self.0)
+    }
 }
 
 /// An empty folder of its own for one test (all tests share one process), removed with
