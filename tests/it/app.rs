@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use eframe::egui;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, SnapshotOptions};
 
 use super::util::TempDir;
@@ -33,6 +33,15 @@ fn loaded(size: egui::Vec2) -> Harness<'static, PruneviewApp> {
     h.state_mut().state.open(demo_subset(4).unwrap());
     step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
     h
+}
+
+/// With `PRUNEVIEW_SAVE=DIR`, writes the window as DIR/NAME.png (to look at a test's view).
+fn save_if_asked(h: &mut Harness<'_, PruneviewApp>, name: &str) {
+    if let Some(dir) = std::env::var_os("PRUNEVIEW_SAVE") {
+        let img = h.render().unwrap();
+        img.save(PathBuf::from(dir).join(format!("{name}.png")))
+            .unwrap();
+    }
 }
 
 fn errors(h: &Harness<'_, PruneviewApp>) -> Vec<String> {
@@ -432,4 +441,134 @@ fn voxel_model_prunes_and_exports_in_the_app() {
             .any(|k| k.starts_with("backbone_3d.conv"))
     );
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// Side by side: the dense detections on the left, the pruned ones on the right, one camera
+/// for both, each box marked matched, missed or new, score changes in the labels and a table.
+#[test]
+fn side_by_side_marks_matched_missed_and_new_with_one_camera() {
+    use pruneview::app::ui::{MATCHED_COLOR, MISSED_COLOR, NEW_COLOR};
+    let mut h = loaded(screenshots::WINDOW);
+    let s = &mut h.state_mut().state;
+    s.settings.keep = 0.25;
+    s.budget_changed();
+    s.selected_scan = 2;
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    h.get_by_label("side by side").click();
+    h.run_steps(3);
+    let app = h.state();
+    let diff = app.state.detection_diff().unwrap();
+    let scan = app.state.selected().unwrap();
+    let threshold = app.state.settings.score_threshold;
+    let shown =
+        |d: &[pruneview::detect::Detection]| d.iter().filter(|d| d.score >= threshold).count();
+    let pruned = &app.state.pruned.as_ref().unwrap().detections;
+    assert_eq!(diff.matched.len() + diff.missed.len(), shown(&scan.dense));
+    assert_eq!(diff.matched.len() + diff.new.len(), shown(pruned));
+    assert!(!diff.matched.is_empty(), "{diff:?}");
+    let count =
+        |boxes: &[pruneview::app::view3d::Box3d], c| boxes.iter().filter(|b| b.color == c).count();
+    let (left, right) = (app.view.boxes(), app.pruned_view.boxes());
+    assert_eq!(count(left, MATCHED_COLOR), diff.matched.len());
+    assert_eq!(count(left, MISSED_COLOR), diff.missed.len());
+    assert_eq!(count(right, MATCHED_COLOR), diff.matched.len());
+    assert_eq!(count(right, NEW_COLOR), diff.new.len());
+    // Matched pruned boxes carry their score change.
+    let p = diff.matched[0];
+    let label = format!("({:+.2})", p.score_delta);
+    assert!(right.iter().any(|b| b.label.ends_with(&label)), "{right:?}");
+    assert_eq!(app.pruned_view.upload_count(), 1);
+    h.get_by_label_contains(&format!("matched {}", diff.matched.len()));
+    h.get_by_label_contains(&format!("missed (dense only) {}", diff.missed.len()));
+    h.get_by_label_contains(&format!("new (pruned only) {}", diff.new.len()));
+
+    // Orbiting the right view moves the left one with it.
+    let at = h.get_by_label("pruned").rect().center() + egui::vec2(0.0, 150.0);
+    h.hover_at(at);
+    h.drag_at(at);
+    h.step();
+    h.hover_at(at + egui::vec2(80.0, 10.0));
+    h.step();
+    h.drop_at(at + egui::vec2(80.0, 10.0));
+    h.run_steps(2);
+    let app = h.state();
+    let fresh = pruneview::app::view3d::View3d::new().camera_state();
+    assert_ne!(
+        app.pruned_view.camera_state(),
+        fresh,
+        "the drag did not orbit"
+    );
+    assert_eq!(app.view.camera_state(), app.pruned_view.camera_state());
+
+    // The score table lists every compared box.
+    h.get_by_label("score table").click();
+    h.run_steps(2);
+    h.get_by_label("BEV IoU");
+    save_if_asked(&mut h, "side_by_side");
+    assert_eq!(
+        h.query_all_by_label("matched").count(),
+        diff.matched.len(),
+        "one table row per matched pair"
+    );
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// The debug overlay's frame times while the budget slider moves and while the camera
+/// orbits, printed for the record (tests never assert timings). Run with
+/// `cargo test --test it app::frame_times -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn frame_times() {
+    let mut h = loaded(screenshots::WINDOW);
+    h.state_mut().state.settings.debug_overlay = true;
+    h.run_steps(3);
+    let overlay = |h: &Harness<'_, PruneviewApp>, what: &str| -> Option<f64> {
+        let label = h.query_by_label_contains(what)?.accesskit_node().value()?;
+        label
+            .trim_start_matches(what)
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    // The slider: a new budget every frame.
+    let mut ui = Vec::new();
+    for k in 0..40 {
+        let s = &mut h.state_mut().state;
+        s.settings.keep = 0.3 + 0.005 * k as f64;
+        s.budget_changed();
+        h.step();
+        ui.extend(overlay(&h, "ui code"));
+    }
+    eprintln!(
+        "slider: ui code {:.1} ms median over {} frames",
+        median(ui.clone()),
+        ui.len()
+    );
+    // Orbiting: a drag across the 3D view, a new camera every frame.
+    let view = h.get_by_label_contains("points, dense").rect();
+    let from = egui::pos2(view.center().x, view.bottom() + 150.0);
+    h.hover_at(from);
+    h.drag_at(from);
+    let (mut ui, mut render) = (Vec::new(), Vec::new());
+    for k in 1..=40 {
+        h.hover_at(from + egui::vec2(4.0 * k as f32, 0.0));
+        h.step();
+        ui.extend(overlay(&h, "ui code"));
+        render.extend(overlay(&h, "3D render"));
+    }
+    h.drop_at(from + egui::vec2(164.0, 0.0));
+    eprintln!(
+        "orbit: ui code {:.1} ms, 3D render {:.1} ms median over {} frames",
+        median(ui.clone()),
+        median(render),
+        ui.len()
+    );
 }

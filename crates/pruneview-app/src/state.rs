@@ -17,6 +17,7 @@ use pruneview_core::prune::curves::Curves;
 use pruneview_core::prune::probe::CalibScan;
 use pruneview_core::prune::recover::RecoverSettings;
 use pruneview_core::prune::{BudgetKind, Lambdas, Weighting};
+use pruneview_core::session::compare::{self, DetectionDiff};
 use pruneview_core::session::model::LoadedModel;
 use pruneview_core::session::plan::{self, Planner};
 use pruneview_core::session::recover::Recovery;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub show_gt: bool,
     pub show_dense: bool,
     pub show_pruned: bool,
+    /// Dense and pruned boxes in one view, or side by side.
+    pub comparison: Comparison,
     pub export: ExportChoice,
     pub debug_overlay: bool,
 }
@@ -85,6 +88,7 @@ impl Default for Settings {
             show_gt: true,
             show_dense: true,
             show_pruned: true,
+            comparison: Comparison::Overlay,
             export: ExportChoice {
                 dir: default_export_dir(),
                 masks: true,
@@ -96,6 +100,17 @@ impl Default for Settings {
             debug_overlay: false,
         }
     }
+}
+
+/// How the 3D view shows the dense and the pruned detections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Comparison {
+    /// Both box sets in one view, in their own colours.
+    #[default]
+    Overlay,
+    /// Dense on the left, pruned on the right, one camera for both; boxes coloured by what
+    /// became of them (matched, missed, new), since coincident boxes hide each other.
+    SideBySide,
 }
 
 impl Settings {
@@ -625,6 +640,19 @@ impl State {
 
     pub fn selected(&self) -> Option<&ScanEntry> {
         self.scans.get(self.selected_scan)
+    }
+
+    /// The selected scan's dense and pruned detections compared at the score threshold (the
+    /// boxes shown), when there are pruned detections of that scan.
+    pub fn detection_diff(&self) -> Option<DetectionDiff> {
+        let scan = self.selected()?;
+        let pruned = self.pruned.as_ref().filter(|p| p.scan_id == scan.id)?;
+        Some(compare::match_detections(
+            &scan.dense,
+            &pruned.detections,
+            self.settings.score_threshold,
+            compare::MATCH_IOU,
+        ))
     }
 
     /// The scan and allocation the pruned detections should show, when there are both.

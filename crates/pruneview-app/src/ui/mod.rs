@@ -32,7 +32,7 @@ use super::work::OpenRequest;
 use layers::SortKey;
 use pruneview_core::session::scans::expand_scan_paths;
 
-pub use scene::{DENSE_COLOR, GT_COLOR, PRUNED_COLOR};
+pub use scene::{DENSE_COLOR, GT_COLOR, MATCHED_COLOR, MISSED_COLOR, NEW_COLOR, PRUNED_COLOR};
 
 /// UI-only state (not persisted).
 struct UiState {
@@ -48,12 +48,17 @@ struct UiState {
     /// What the 3D view shows, to update it only on change.
     view_scan: Option<std::path::PathBuf>,
     view_boxes: Vec<Box3d>,
+    /// The side-by-side comparison's table of score deltas is open.
+    show_deltas: bool,
 }
 
 /// The app: its state, the 3D view and the UI's own bits.
 pub struct PruneviewApp {
     pub state: State,
     pub view: View3d,
+    /// The right-hand view of the side-by-side comparison (pruned detections); it follows
+    /// the main view's camera.
+    pub pruned_view: View3d,
     ui: UiState,
 }
 
@@ -64,9 +69,13 @@ impl PruneviewApp {
         let mut view = View3d::new();
         view.set_color_by(settings.color_by);
         view.set_projection(settings.projection);
+        let mut pruned_view = View3d::new();
+        pruned_view.set_color_by(settings.color_by);
+        pruned_view.set_projection(settings.projection);
         PruneviewApp {
             state: State::new(settings, Arc::new(move || c.request_repaint())),
             view,
+            pruned_view,
             ui: UiState {
                 sort: SortKey::Order,
                 descending: false,
@@ -77,6 +86,7 @@ impl PruneviewApp {
                 ui_ms: 0.0,
                 view_scan: None,
                 view_boxes: Vec::new(),
+                show_deltas: false,
             },
         }
     }
