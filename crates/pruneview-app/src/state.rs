@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pruneview_core::eval::EvalSet;
 use pruneview_core::pointcloud::scan::is_scan_file;
 use pruneview_core::prune::alloc::{Constraint, Method, Solution};
 use pruneview_core::prune::curves::Curves;
@@ -18,6 +19,7 @@ use pruneview_core::prune::probe::CalibScan;
 use pruneview_core::prune::recover::RecoverSettings;
 use pruneview_core::prune::{BudgetKind, Lambdas, Weighting};
 use pruneview_core::session::compare::{self, DetectionDiff};
+use pruneview_core::session::evaluate::EvalSource;
 use pruneview_core::session::model::LoadedModel;
 use pruneview_core::session::plan::{self, Planner};
 use pruneview_core::session::recover::Recovery;
@@ -26,8 +28,8 @@ use pruneview_core::session::scans::{self, ScanEntry};
 use super::jobs::{JobError, JobKind, Jobs};
 use super::view3d::{ColorBy, Projection};
 use super::work::{
-    self, CurvesResult, EvalPoint, ExportChoice, OpenRequest, PREVIEW_SCANS, PrunedDetections,
-    PrunedModel, RecoveredModel,
+    self, CurvesResult, EvalFrames, EvalPoint, ExportChoice, OpenRequest, PREVIEW_SCANS,
+    PrunedDetections, PrunedModel, RecoveredModel,
 };
 
 /// How long the budget must stay still before the pruned detections are recomputed.
@@ -50,6 +52,9 @@ pub struct Settings {
     pub keep: f64,
     /// The baseline compared with the DP (a method name), if any.
     pub compare: Option<String>,
+    /// What Evaluate runs on (a held-out set by default, never the calibration scans unless
+    /// chosen).
+    pub eval_source: EvalSource,
     /// Per-layer constraints by weight name.
     pub constraints: HashMap<String, Constraint>,
     /// How the pruned model is recovered (the detections shown, Evaluate and Export).
@@ -79,6 +84,7 @@ impl Default for Settings {
             budget_kind: BudgetKind::Flops,
             keep: 0.5,
             compare: Some("lamp".into()),
+            eval_source: EvalSource::default(),
             constraints: HashMap::new(),
             recovery: Recovery::Statistics,
             distill_steps: pruneview_core::prune::recover::DistillSettings::default().steps,
@@ -127,6 +133,8 @@ pub enum Pick {
     Scans,
     ScanFolder,
     ExportDir,
+    /// A labelled KITTI-layout folder to evaluate on.
+    EvalFolder,
 }
 
 /// A job's value.
@@ -140,7 +148,8 @@ pub enum Output {
     Planner(Box<Planner>),
     Pruned(PrunedDetections),
     Measured(Vec<pruneview_core::prune::curves::Measured>),
-    Eval(EvalPoint),
+    /// An evaluation, and the set it read or generated (kept for the next one).
+    Eval(EvalPoint, Option<Arc<EvalSet>>),
     Recovered(Box<RecoveredModel>),
     Exported(Vec<PathBuf>, Option<String>),
     Picked(Pick, Vec<PathBuf>),
@@ -197,6 +206,8 @@ pub struct State {
     pub recovered: Option<Arc<RecoveredModel>>,
     last_change: Instant,
     pub eval_points: Vec<EvalPoint>,
+    /// The last folder or simulator set evaluated on, as the model reads it.
+    eval_set: Option<(EvalSource, Arc<EvalSet>)>,
     pub messages: Vec<Message>,
 }
 
@@ -219,6 +230,7 @@ impl State {
             recovered: None,
             last_change: Instant::now(),
             eval_points: Vec::new(),
+            eval_set: None,
             messages: Vec::new(),
         }
     }
@@ -271,6 +283,7 @@ impl State {
         self.selected_scan = 0;
         self.clear_curves();
         self.eval_points.clear();
+        self.eval_set = None;
         if !req.scans.is_empty() {
             self.add_scans(req.scans.clone());
         }
@@ -484,23 +497,22 @@ impl State {
                     self.info(format!("measured curves in {:.0} s", elapsed.as_secs_f64()));
                 }
             }
-            Output::Eval(p) => {
+            Output::Eval(p, set) => {
                 let a = &p.accuracy;
                 self.info(format!(
-                    "{} at {:.0}% kept, recovery {}: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames",
+                    "{} at {:.0}% kept, recovery {}: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames of {}",
                     p.method,
                     p.keep * 100.0,
                     p.recovery.label(),
                     a.pruned.mean_bev,
                     a.dense.mean_bev,
-                    a.frames
+                    a.frames,
+                    p.source
                 ));
-                self.eval_points.retain(|q| {
-                    !(q.method == p.method
-                        && q.recovery == p.recovery
-                        && (q.keep - p.keep).abs() < 1e-9)
-                });
-                self.eval_points.push(p);
+                if let Some(set) = set {
+                    self.eval_set = Some((p.source.clone(), set));
+                }
+                self.add_eval_point(p);
             }
             Output::Recovered(r) => {
                 let last = r.report.results.last();
@@ -550,6 +562,7 @@ impl State {
             }
             Pick::Scans | Pick::ScanFolder => self.add_scans(paths),
             Pick::ExportDir => self.settings.export.dir = first,
+            Pick::EvalFolder => self.set_eval_source(EvalSource::Folder(first)),
         }
     }
 
@@ -597,7 +610,9 @@ impl State {
                     .add_filter("scans", &["bin", "pcd"])
                     .pick_files()
                     .unwrap_or_default(),
-                Pick::ScanFolder | Pick::ExportDir => d.pick_folder().into_iter().collect(),
+                Pick::ScanFolder | Pick::ExportDir | Pick::EvalFolder => {
+                    d.pick_folder().into_iter().collect()
+                }
             };
             Ok(Tagged {
                 generation: None,
@@ -795,6 +810,46 @@ impl State {
         self.jobs.is_running(JobKind::Recover)
     }
 
+    /// Replaces an earlier point of the same set, method, recovery and budget.
+    fn add_eval_point(&mut self, p: EvalPoint) {
+        self.eval_points.retain(|q| {
+            !(q.source == p.source
+                && q.method == p.method
+                && q.recovery == p.recovery
+                && (q.keep - p.keep).abs() < 1e-9)
+        });
+        self.eval_points.push(p);
+    }
+
+    /// Chooses what Evaluate runs on; a folder chosen again is read again (it may have
+    /// changed).
+    pub fn set_eval_source(&mut self, source: EvalSource) {
+        if matches!(source, EvalSource::Folder(_)) {
+            self.eval_set = None;
+        }
+        self.settings.eval_source = source;
+    }
+
+    /// The evaluations of the chosen set, in the order they were made.
+    pub fn eval_points_of_source(&self) -> Vec<&EvalPoint> {
+        let source = &self.settings.eval_source;
+        self.eval_points
+            .iter()
+            .filter(|p| p.source == *source)
+            .collect()
+    }
+
+    /// Calibration scans that can be evaluated (a KITTI layout with labels).
+    pub fn labelled_calibration_scans(&self) -> Vec<(PathBuf, String)> {
+        self.scans.iter().filter_map(|s| s.kitti.clone()).collect()
+    }
+
+    pub fn is_evaluating(&self) -> bool {
+        self.jobs.is_running(JobKind::Eval)
+    }
+
+    /// KITTI AP of the dense and the pruned model at the current budget and recovery, on
+    /// the chosen set: a background job (reading or generating the set the first time).
     pub fn evaluate(&mut self) {
         let (Some(model), Some(orders)) = (&self.model, &self.orders) else {
             self.error("compute the curves first");
@@ -804,22 +859,30 @@ impl State {
             Ok((keep, sol)) => (keep, sol.sparsity.clone()),
             Err(e) => return self.error(e),
         };
-        let frames: Vec<(PathBuf, String)> =
-            self.scans.iter().filter_map(|s| s.kitti.clone()).collect();
+        let source = self.settings.eval_source.clone();
+        let frames = match (&source, &self.eval_set) {
+            (EvalSource::Calibration, _) => {
+                EvalFrames::Calibration(self.labelled_calibration_scans())
+            }
+            (s, Some((loaded, set))) if s == loaded => EvalFrames::Loaded(set.clone()),
+            (s, _) => EvalFrames::Load(s.clone()),
+        };
         let pruned = self.pruned_model(&sparsity, usize::MAX);
         let (det, orders) = (model.det.clone(), orders.clone());
-        self.spawn(JobKind::Eval, "evaluate dense and pruned", move |ctl| {
-            let p = work::evaluate(
+        let title = format!("evaluate dense and pruned on {source}");
+        self.spawn(JobKind::Eval, title, move |ctl| {
+            let (p, set) = work::evaluate(
                 &det,
                 &orders,
                 &sparsity,
                 &pruned,
                 Method::Dp,
                 keep,
+                source,
                 frames,
                 ctl,
             )?;
-            Ok(Output::Eval(p))
+            Ok(Output::Eval(p, set))
         });
     }
 

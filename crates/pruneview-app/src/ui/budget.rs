@@ -100,16 +100,24 @@ impl PruneviewApp {
         ui.horizontal(|ui| {
             if ui
                 .button("Evaluate")
-                .on_hover_text("KITTI AP of the dense and the pruned model on the labelled scans")
+                .on_hover_text(format!(
+                    "KITTI AP of the dense and the pruned model on {} (choose the set in the \
+                     Evaluation window)",
+                    self.state.settings.eval_source
+                ))
                 .clicked()
             {
                 self.state.evaluate();
+                self.ui.eval.open = true;
+            }
+            if ui.button("Evaluation...").clicked() {
+                self.ui.eval.open = true;
             }
             if ui.button("Export...").clicked() {
                 self.ui.export_open = true;
             }
         });
-        for p in &self.state.eval_points {
+        if let Some(p) = self.state.eval_points_of_source().last() {
             ui.label(format!(
                 "{} {:.0}%, recovery {}: AP_BEV {:.2} (dense {:.2}), {} frames",
                 p.method,

@@ -11,6 +11,7 @@
 mod budget;
 mod calibration;
 mod debug;
+mod evaluation;
 mod export;
 mod jobs_panel;
 mod layers;
@@ -50,6 +51,7 @@ struct UiState {
     view_boxes: Vec<Box3d>,
     /// The side-by-side comparison's table of score deltas is open.
     show_deltas: bool,
+    eval: evaluation::EvalUi,
 }
 
 /// The app: its state, the 3D view and the UI's own bits.
@@ -87,12 +89,18 @@ impl PruneviewApp {
                 view_scan: None,
                 view_boxes: Vec::new(),
                 show_deltas: false,
+                eval: evaluation::EvalUi::default(),
             },
         }
     }
 
     pub fn open_export_dialog(&mut self) {
         self.ui.export_open = true;
+    }
+
+    /// Shows or hides the Evaluation window (the screenshots show it after Evaluate).
+    pub fn show_evaluation_window(&mut self, open: bool) {
+        self.ui.eval.open = open;
     }
 
     /// Draws the whole window into `ui`. `rs` is eframe's wgpu state (the 3D view needs it).
@@ -154,6 +162,9 @@ impl PruneviewApp {
 
         if self.ui.export_open {
             self.export_dialog(ui.ctx());
+        }
+        if self.ui.eval.open {
+            self.evaluation_window(ui.ctx());
         }
         self.ui.ui_ms = start.elapsed().as_secs_f32() * 1e3;
         if self.state.settings.debug_overlay {

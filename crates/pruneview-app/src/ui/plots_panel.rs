@@ -1,10 +1,11 @@
-//! The plots panel: per-layer distortion curves, and the frontier with measured AP under it.
+//! The plots panel: per-layer distortion curves and the frontier (measured AP is in the
+//! Evaluation window).
 
 use eframe::egui;
 use pruneview_core::prune::alloc::Method;
 
 use super::PruneviewApp;
-use crate::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot, Series};
+use crate::plots::{self, FrontierSeries, LayerCurvePlot};
 
 impl PruneviewApp {
     pub(super) fn plots(&mut self, ui: &mut egui::Ui) {
@@ -45,7 +46,6 @@ impl PruneviewApp {
             .collect();
         let planner = self.state.planner.clone();
         let cur = self.state.current.clone();
-        let eval = self.state.eval_points.clone();
         ui.columns(2, |cols| {
             cols[0].label("Distortion vs sparsity per layer (hover to pick a layer)");
             self.ui.hovered_layer =
@@ -64,20 +64,7 @@ impl PruneviewApp {
                 let current = cur
                     .as_ref()
                     .and_then(|c| c.dp.as_ref().ok().map(|s| (c.keep, s.predicted)));
-                let mut ap: Vec<ApPoint> = Vec::new();
-                for e in &eval {
-                    ap.push(ApPoint {
-                        series: Series::Dense,
-                        keep: 1.0,
-                        ap: e.accuracy.dense.mean_bev,
-                    });
-                    ap.push(ApPoint {
-                        series: Series::Pruned(e.method, e.recovery),
-                        keep: e.keep,
-                        ap: e.accuracy.pruned.mean_bev,
-                    });
-                }
-                plots::frontier_plot(&mut cols[1], "frontier", &series, current, &ap);
+                plots::frontier_plot(&mut cols[1], "frontier", &series, current);
             }
         });
     }
