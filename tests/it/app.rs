@@ -615,6 +615,183 @@ fn evaluation_runs_on_held_out_sets_with_per_class_ap() {
     assert_eq!(h.state().state.eval_points.len(), 2);
 }
 
+/// Help > How to use and About open their windows; the lambda sliders warn when a group's
+/// weight is nearly 0 next to the other's.
+#[test]
+fn help_about_and_the_lambda_warning() {
+    let mut h = loaded(screenshots::WINDOW);
+    h.get_by_label("Help").click();
+    h.run_steps(2);
+    h.get_by_label("How to use pruneview").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Predicted distortion D: how much");
+    h.get_by_label_contains("Only their ratio matters");
+    h.get_by_label_contains("Raw (the paper's form)");
+    h.get_by_label_contains("dashed lines with dots are measured");
+    h.get_by_label("Help").click();
+    h.run_steps(2);
+    h.get_by_label("About pruneview").click();
+    h.run_steps(2);
+    h.get_by_label(&format!("pruneview {}", env!("CARGO_PKG_VERSION")));
+
+    assert!(h.query_by_label_contains("weight is nearly 0").is_none());
+    h.state_mut().state.settings.lambdas.confidence = 0.001;
+    h.run_steps(2);
+    h.get_by_label_contains("the confidence weight is nearly 0");
+    // Only the ratio matters: both small is no warning.
+    h.state_mut().state.settings.lambdas.locality = 0.001;
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("weight is nearly 0").is_none());
+    // The legends of the curves and the 3D view.
+    h.get_by_label_contains("solid: predicted");
+    assert_eq!(
+        h.query_all_by_label("ground truth").count(),
+        2,
+        "the checkbox and the legend"
+    );
+    h.get_by_label("-2.5 m");
+}
+
+/// Constraints set in the layer table go into the exported allocation.json; "reset
+/// constraints" clears them all and rebuilds the frontier.
+#[test]
+fn constraints_are_exported_and_reset() {
+    use pruneview::prune::alloc::Constraint;
+    let mut h = loaded(screenshots::WINDOW);
+    let names: Vec<String> = h.state().state.curves.as_ref().unwrap().layers[..2]
+        .iter()
+        .map(|l| l.name.clone())
+        .collect();
+    let locked = Constraint {
+        locked: true,
+        ..Constraint::default()
+    };
+    let bounded = Constraint {
+        min_sparsity: 0.2,
+        max_sparsity: 0.6,
+        locked: false,
+    };
+    let s = &mut h.state_mut().state;
+    s.settings.constraints.insert(names[0].clone(), locked);
+    s.settings.constraints.insert(names[1].clone(), bounded);
+    s.planning_inputs_changed();
+    step_until(&mut h, LONG, "the new frontier", |a| {
+        !a.state.is_planning() && a.state.current.is_some()
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label("2 layer(s) constrained");
+    let dir = TempDir::new("constraints");
+    let s = &mut h.state_mut().state;
+    s.settings.export.dir = dir.to_path_buf();
+    s.export();
+    step_until(&mut h, LONG, "the export", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    let alloc = Allocation::load(&dir.join("allocation.json")).unwrap();
+    let recorded: std::collections::HashMap<_, _> = alloc
+        .constraints
+        .iter()
+        .map(|c| (c.name.clone(), c.constraint))
+        .collect();
+    assert_eq!(recorded.len(), 2, "{:?}", alloc.constraints);
+    assert_eq!(recorded[&names[0]], locked);
+    assert_eq!(recorded[&names[1]], bounded);
+    assert_eq!(
+        alloc.layers[0].sparsity, 0.0,
+        "the locked layer stays dense"
+    );
+
+    h.get_by_label("reset constraints").click();
+    step_until(&mut h, LONG, "the new frontier", |a| {
+        !a.state.is_planning() && a.state.current.is_some()
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label("0 layer(s) constrained");
+    let s = &h.state().state;
+    assert!(s.settings.constraints.is_empty());
+    let p = s.planner.as_ref().unwrap();
+    assert!(
+        p.problem
+            .constraints
+            .iter()
+            .all(|c| *c == Constraint::default())
+    );
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// Curves and evaluations are cached: a restart on the same files shows them without
+/// recomputing; damaged cache files are misses (recomputed, with a note), never errors.
+#[test]
+fn curves_and_evaluations_survive_a_restart_and_damage_is_a_miss() {
+    use pruneview::app::cache::Cache;
+    let dir = TempDir::new("cache");
+    let cache = std::sync::Arc::new(Cache::new(dir.join("cache")));
+    let start = |cache: &std::sync::Arc<Cache>| {
+        let app = PruneviewApp::new(settings(), &egui::Context::default());
+        let mut h = harness(app, screenshots::render_state(), screenshots::WINDOW);
+        h.state_mut().state.cache = Some(cache.clone());
+        h.state_mut().state.open(demo_subset(2).unwrap());
+        step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+        h
+    };
+    let said = |h: &Harness<'_, PruneviewApp>, what: &str| {
+        h.state()
+            .state
+            .messages
+            .iter()
+            .any(|m| m.text.contains(what))
+    };
+    let mut h = start(&cache);
+    assert!(!said(&h, "from the cache"));
+    let source = EvalSource::Synthetic { seed: 7, frames: 2 };
+    h.state_mut().state.set_eval_source(source.clone());
+    h.state_mut().state.evaluate();
+    step_until(&mut h, LONG, "the evaluation", |a| {
+        !a.state.eval_points.is_empty()
+    })
+    .unwrap();
+    let curves = h.state().state.curves.clone().unwrap();
+    let point = h.state().state.eval_points[0].clone();
+    drop(h);
+
+    // A restart: the same curves and the evaluation, read back.
+    let mut h = start(&cache);
+    assert!(said(&h, "from the cache"), "{:?}", h.state().state.messages);
+    assert_eq!(*h.state().state.curves.clone().unwrap(), *curves);
+    assert_eq!(h.state().state.eval_points, vec![point.clone()]);
+    // (Settings persist the chosen set; a fresh harness has the default one.)
+    h.state_mut().state.set_eval_source(source);
+    h.run_steps(2);
+    h.get_by_label_contains(&format!(
+        "AP_BEV {:.2} (dense {:.2})",
+        point.accuracy.pruned.mean_bev, point.accuracy.dense.mean_bev
+    ));
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+    drop(h);
+
+    // Damaged files: recomputed or dropped, said, and no error.
+    for e in std::fs::read_dir(cache.root()).unwrap() {
+        let e = e.unwrap().path();
+        std::fs::write(e.join("curves.json"), "{\"format\": 3").unwrap();
+        for f in std::fs::read_dir(&e).unwrap() {
+            let f = f.unwrap().path();
+            if f.to_string_lossy().contains("eval-") {
+                std::fs::write(&f, [0xff, 0xfe]).unwrap();
+            }
+        }
+    }
+    let h = start(&cache);
+    assert!(said(&h, "cached curves ignored, recomputing"));
+    assert!(said(&h, "cached evaluation ignored"));
+    assert!(!said(&h, "from the cache"));
+    assert_eq!(*h.state().state.curves.clone().unwrap(), *curves);
+    assert!(h.state().state.eval_points.is_empty());
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
 /// The debug overlay's frame times while the budget slider moves and while the camera
 /// orbits, printed for the record (tests never assert timings). Run with
 /// `cargo test --test it app::frame_times -- --ignored --nocapture`.

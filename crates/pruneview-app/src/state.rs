@@ -25,11 +25,12 @@ use pruneview_core::session::plan::{self, Planner};
 use pruneview_core::session::recover::Recovery;
 use pruneview_core::session::scans::{self, ScanEntry};
 
+use super::cache::{Cache, Entry};
 use super::jobs::{JobError, JobKind, Jobs};
 use super::view3d::{ColorBy, Projection};
 use super::work::{
-    self, CurvesResult, EvalFrames, EvalPoint, ExportChoice, OpenRequest, PREVIEW_SCANS,
-    PrunedDetections, PrunedModel, RecoveredModel,
+    self, CurvesCache, CurvesResult, EvalFrames, EvalPoint, ExportChoice, OpenRequest,
+    PREVIEW_SCANS, PrunedDetections, PrunedModel, RecoveredModel,
 };
 
 /// How long the budget must stay still before the pruned detections are recomputed.
@@ -147,9 +148,15 @@ pub enum Output {
     Curves(Box<CurvesResult>),
     Planner(Box<Planner>),
     Pruned(PrunedDetections),
-    Measured(Vec<pruneview_core::prune::curves::Measured>),
-    /// An evaluation, and the set it read or generated (kept for the next one).
-    Eval(EvalPoint, Option<Arc<EvalSet>>),
+    /// Measured curves, and a note when they could not be cached.
+    Measured(Vec<pruneview_core::prune::curves::Measured>, Option<String>),
+    /// An evaluation, the set it read or generated (kept for the next one), and a note
+    /// when it could not be cached.
+    Eval {
+        point: EvalPoint,
+        set: Option<Arc<EvalSet>>,
+        note: Option<String>,
+    },
     Recovered(Box<RecoveredModel>),
     Exported(Vec<PathBuf>, Option<String>),
     Picked(Pick, Vec<PathBuf>),
@@ -206,6 +213,10 @@ pub struct State {
     pub recovered: Option<Arc<RecoveredModel>>,
     last_change: Instant,
     pub eval_points: Vec<EvalPoint>,
+    /// Where curves and evaluations are kept across restarts (`None`: nowhere, as in tests).
+    pub cache: Option<Arc<Cache>>,
+    /// The cache entry of the current curves.
+    cache_entry: Option<Arc<Entry>>,
     /// The last folder or simulator set evaluated on, as the model reads it.
     eval_set: Option<(EvalSource, Arc<EvalSet>)>,
     pub messages: Vec<Message>,
@@ -230,6 +241,8 @@ impl State {
             recovered: None,
             last_change: Instant::now(),
             eval_points: Vec::new(),
+            cache: None,
+            cache_entry: None,
             eval_set: None,
             messages: Vec::new(),
         }
@@ -291,6 +304,7 @@ impl State {
     }
 
     fn clear_curves(&mut self) {
+        self.cache_entry = None;
         self.curves = None;
         self.orders = None;
         self.curves_scans.clear();
@@ -355,8 +369,18 @@ impl State {
         self.scans.iter().map(ScanEntry::calibration).collect()
     }
 
-    /// Starts the predicted curves on the current scans.
+    /// Starts the predicted curves on the current scans, or reads them from the cache when
+    /// they were computed for the same files before.
     pub fn compute_curves(&mut self) {
+        self.start_curves(true);
+    }
+
+    /// Computes the curves afresh (replacing what the cache holds).
+    pub fn recompute_curves(&mut self) {
+        self.start_curves(false);
+    }
+
+    fn start_curves(&mut self, read_cache: bool) {
         let Some(model) = &self.model else {
             self.error("open a model first");
             return;
@@ -367,15 +391,20 @@ impl State {
         }
         let model = model.clone();
         let scans = self.calib_scans();
+        let cache = self.cache.clone().map(|cache| CurvesCache {
+            cache,
+            files: self.scans.iter().map(|s| s.path.clone()).collect(),
+            read: read_cache,
+        });
         let (probes, weighting) = (self.settings.probes, self.settings.weighting);
         let title = format!("curves: {} scans x {probes} probes", scans.len());
         self.spawn(JobKind::Curves, title, move |ctl| {
-            let r = work::compute_curves(&model, &scans, probes, weighting, ctl)?;
+            let r = work::compute_curves(&model, &scans, probes, weighting, cache, ctl)?;
             Ok(Output::Curves(Box::new(r)))
         });
     }
 
-    /// Starts the measured curves (every layer, 9 levels).
+    /// Starts the measured curves (every layer, 9 levels); they are cached with the curves.
     pub fn measure_curves(&mut self) {
         let (Some(model), Some(curves), Some(orders)) = (&self.model, &self.curves, &self.orders)
         else {
@@ -384,6 +413,7 @@ impl State {
         };
         let (det, curves, orders) = (model.det.clone(), curves.clone(), orders.clone());
         let scans = self.calib_scans();
+        let entry = self.cache_entry.clone();
         let levels: Vec<f64> = (1..10).map(|k| k as f64 / 10.0).collect();
         self.spawn(JobKind::MeasuredCurves, "measured curves", move |ctl| {
             let m = ctl.with_control(|c| {
@@ -391,7 +421,12 @@ impl State {
                     &det, &scans, &curves, &orders, &levels, c,
                 )
             })?;
-            Ok(Output::Measured(m))
+            let note = entry.and_then(|e| {
+                e.save_curves(&work::with_measured(&curves, m.clone()))
+                    .err()
+                    .map(|why| format!("measured curves not cached: {why}"))
+            });
+            Ok(Output::Measured(m, note))
         });
     }
 
@@ -463,13 +498,34 @@ impl State {
                 let CurvesResult {
                     predicted,
                     scan_ids,
+                    entry,
+                    from_cache,
+                    evaluations,
+                    notes,
                 } = *r;
+                let how = if from_cache {
+                    "from the cache".to_owned()
+                } else {
+                    format!("in {:.1} s", elapsed.as_secs_f64())
+                };
                 self.info(format!(
-                    "curves for {} layers from {} scans in {:.1} s",
+                    "curves for {} layers from {} scans {how}",
                     predicted.curves.layers.len(),
                     scan_ids.len(),
-                    elapsed.as_secs_f64()
                 ));
+                for n in notes {
+                    self.info(n);
+                }
+                if !evaluations.is_empty() {
+                    self.info(format!(
+                        "{} evaluation(s) from the cache",
+                        evaluations.len()
+                    ));
+                }
+                for p in evaluations {
+                    self.add_eval_point(p);
+                }
+                self.cache_entry = entry;
                 self.curves = Some(Arc::new(predicted.curves));
                 self.orders = Some(Arc::new(predicted.orders));
                 self.curves_scans = scan_ids;
@@ -487,17 +543,23 @@ impl State {
                 }
                 self.pruned = Some(p);
             }
-            Output::Measured(m) => {
+            Output::Measured(m, note) => {
                 if let Some(c) = &self.curves {
-                    let mut c = (**c).clone();
-                    for (l, m) in c.layers.iter_mut().zip(m) {
-                        l.measured = m;
-                    }
-                    self.curves = Some(Arc::new(c));
+                    self.curves = Some(Arc::new(work::with_measured(c, m)));
                     self.info(format!("measured curves in {:.0} s", elapsed.as_secs_f64()));
                 }
+                if let Some(n) = note {
+                    self.info(n);
+                }
             }
-            Output::Eval(p, set) => {
+            Output::Eval {
+                point: p,
+                set,
+                note,
+            } => {
+                if let Some(n) = note {
+                    self.info(n);
+                }
                 let a = &p.accuracy;
                 self.info(format!(
                     "{} at {:.0}% kept, recovery {}: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames of {}",
@@ -625,6 +687,14 @@ impl State {
     pub fn budget_changed(&mut self) {
         self.last_change = Instant::now();
         self.current = None;
+    }
+
+    /// Clears every layer's lock and sparsity bounds, and rebuilds the frontier.
+    pub fn reset_constraints(&mut self) {
+        if !self.settings.constraints.is_empty() {
+            self.settings.constraints.clear();
+            self.planning_inputs_changed();
+        }
     }
 
     pub fn planning_inputs_changed(&mut self) {
@@ -869,9 +939,10 @@ impl State {
         };
         let pruned = self.pruned_model(&sparsity, usize::MAX);
         let (det, orders) = (model.det.clone(), orders.clone());
+        let entry = self.cache_entry.clone();
         let title = format!("evaluate dense and pruned on {source}");
         self.spawn(JobKind::Eval, title, move |ctl| {
-            let (p, set) = work::evaluate(
+            let (point, set) = work::evaluate(
                 &det,
                 &orders,
                 &sparsity,
@@ -882,7 +953,12 @@ impl State {
                 frames,
                 ctl,
             )?;
-            Ok(Output::Eval(p, set))
+            let note = entry.and_then(|e| {
+                e.save_evaluation(&point)
+                    .err()
+                    .map(|why| format!("evaluation not cached: {why}"))
+            });
+            Ok(Output::Eval { point, set, note })
         });
     }
 

@@ -72,8 +72,11 @@ fn ap_of(a: &pruneview_core::report::Accuracy, class: Option<&str>, metric: Metr
 impl PruneviewApp {
     pub(super) fn evaluation_window(&mut self, ctx: &egui::Context) {
         let mut open = self.ui.eval.open;
+        // Over the 3D view, clear of the menu bar and the budget panel's buttons.
+        let area = ctx.content_rect();
         egui::Window::new("Evaluation")
             .open(&mut open)
+            .default_pos(area.min + egui::vec2(area.width() * 0.28, 60.0))
             .default_size([600.0, 640.0])
             .resizable(true)
             .vscroll(true)

@@ -13,6 +13,7 @@ mod calibration;
 mod debug;
 mod evaluation;
 mod export;
+mod help;
 mod jobs_panel;
 mod layers;
 mod menu;
@@ -33,6 +34,7 @@ use super::work::OpenRequest;
 use layers::SortKey;
 use pruneview_core::session::scans::expand_scan_paths;
 
+pub use help::{LAMBDA_OFF_RATIO, switched_off_groups};
 pub use scene::{DENSE_COLOR, GT_COLOR, MATCHED_COLOR, MISSED_COLOR, NEW_COLOR, PRUNED_COLOR};
 
 /// UI-only state (not persisted).
@@ -52,6 +54,7 @@ struct UiState {
     /// The side-by-side comparison's table of score deltas is open.
     show_deltas: bool,
     eval: evaluation::EvalUi,
+    help: help::HelpUi,
 }
 
 /// The app: its state, the 3D view and the UI's own bits.
@@ -90,6 +93,7 @@ impl PruneviewApp {
                 view_boxes: Vec::new(),
                 show_deltas: false,
                 eval: evaluation::EvalUi::default(),
+                help: help::HelpUi::default(),
             },
         }
     }
@@ -165,6 +169,9 @@ impl PruneviewApp {
         }
         if self.ui.eval.open {
             self.evaluation_window(ui.ctx());
+        }
+        if self.ui.help.help || self.ui.help.about {
+            self.help_windows(ui.ctx());
         }
         self.ui.ui_ms = start.elapsed().as_secs_f32() * 1e3;
         if self.state.settings.debug_overlay {

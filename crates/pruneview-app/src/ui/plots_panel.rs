@@ -48,9 +48,27 @@ impl PruneviewApp {
         let cur = self.state.current.clone();
         ui.columns(2, |cols| {
             cols[0].label("Distortion vs sparsity per layer (hover to pick a layer)");
+            // One line each (the full text on hover), so the two plots stay aligned.
+            cols[0].add(
+                egui::Label::new(
+                    egui::RichText::new(
+                        "solid: predicted · dashed with dots: measured · diamond: the \
+                         allocation's sparsity",
+                    )
+                    .weak(),
+                )
+                .truncate(),
+            );
             self.ui.hovered_layer =
                 plots::curves_plot(&mut cols[0], "curves", &layers, self.ui.selected_layer);
             cols[1].label("Frontier: predicted distortion vs budget kept");
+            cols[1].add(
+                egui::Label::new(
+                    egui::RichText::new("thick: dp · circle and dashed line: the current budget")
+                        .weak(),
+                )
+                .truncate(),
+            );
             if let Some(p) = &planner {
                 let series: Vec<FrontierSeries> = p
                     .series
