@@ -841,10 +841,34 @@ fn frame_times() {
         render.extend(overlay(&h, "3D render"));
     }
     h.drop_at(from + egui::vec2(164.0, 0.0));
+    h.step();
     eprintln!(
         "orbit: ui code {:.1} ms, 3D render {:.1} ms median over {} frames",
         median(ui.clone()),
         median(render),
+        ui.len()
+    );
+    // Side by side (where the app has it): both views render every frame of the orbit.
+    let side = h.query_by_label("side by side");
+    let Some(side) = side else { return };
+    side.click();
+    h.run_steps(3);
+    h.hover_at(from);
+    h.drag_at(from);
+    let (mut ui, mut render, mut pruned) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 1..=40 {
+        h.hover_at(from + egui::vec2(-3.0 * k as f32, 0.0));
+        h.step();
+        ui.extend(overlay(&h, "ui code"));
+        render.extend(overlay(&h, "3D render"));
+        pruned.extend(overlay(&h, "pruned view render"));
+    }
+    h.drop_at(from + egui::vec2(-120.0, 0.0));
+    eprintln!(
+        "side by side orbit: ui code {:.1} ms, 3D render {:.1} + {:.1} ms median over {} frames",
+        median(ui.clone()),
+        median(render),
+        median(pruned),
         ui.len()
     );
 }
