@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use eframe::egui;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, SnapshotOptions};
 
 use super::util::TempDir;
@@ -15,6 +15,7 @@ use pruneview::app::state::{Level, Settings};
 use pruneview::app::view3d::Projection;
 use pruneview::model::Weights;
 use pruneview::prune::Allocation;
+use pruneview::session::evaluate::EvalSource;
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -33,6 +34,15 @@ fn loaded(size: egui::Vec2) -> Harness<'static, PruneviewApp> {
     h.state_mut().state.open(demo_subset(4).unwrap());
     step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
     h
+}
+
+/// With `PRUNEVIEW_SAVE=DIR`, writes the window as DIR/NAME.png (to look at a test's view).
+fn save_if_asked(h: &mut Harness<'_, PruneviewApp>, name: &str) {
+    if let Some(dir) = std::env::var_os("PRUNEVIEW_SAVE") {
+        let img = h.render().unwrap();
+        img.save(PathBuf::from(dir).join(format!("{name}.png")))
+            .unwrap();
+    }
 }
 
 fn errors(h: &Harness<'_, PruneviewApp>) -> Vec<String> {
@@ -218,6 +228,7 @@ fn curves_cancel_then_measured_curves_and_evaluation() {
     let app = PruneviewApp::new(
         Settings {
             auto_curves: false,
+            eval_source: EvalSource::Calibration,
             ..settings()
         },
         &egui::Context::default(),
@@ -266,7 +277,11 @@ fn curves_cancel_then_measured_curves_and_evaluation() {
         !a.state.eval_points.is_empty()
     })
     .unwrap();
+    // Evaluating on the calibration scans is said to be optimistic.
+    h.run_steps(2);
+    h.get_by_label_contains("Optimistic: the curves and the statistics repair");
     let p = &h.state().state.eval_points[0];
+    assert_eq!(p.source, EvalSource::Calibration);
     assert_eq!(p.accuracy.frames, 1);
     assert!((p.keep - 0.5).abs() < 1e-9);
     assert!(p.accuracy.dense.mean_bev > 0.0, "{p:?}");
@@ -432,4 +447,428 @@ fn voxel_model_prunes_and_exports_in_the_app() {
             .any(|k| k.starts_with("backbone_3d.conv"))
     );
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// Side by side: the dense detections on the left, the pruned ones on the right, one camera
+/// for both, each box marked matched, missed or new, score changes in the labels and a table.
+#[test]
+fn side_by_side_marks_matched_missed_and_new_with_one_camera() {
+    use pruneview::app::ui::{MATCHED_COLOR, MISSED_COLOR, NEW_COLOR};
+    let mut h = loaded(screenshots::WINDOW);
+    let s = &mut h.state_mut().state;
+    s.settings.keep = 0.25;
+    s.budget_changed();
+    s.selected_scan = 2;
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    h.get_by_label("side by side").click();
+    h.run_steps(3);
+    let app = h.state();
+    let diff = app.state.detection_diff().unwrap();
+    let scan = app.state.selected().unwrap();
+    let threshold = app.state.settings.score_threshold;
+    let shown =
+        |d: &[pruneview::detect::Detection]| d.iter().filter(|d| d.score >= threshold).count();
+    let pruned = &app.state.pruned.as_ref().unwrap().detections;
+    assert_eq!(diff.matched.len() + diff.missed.len(), shown(&scan.dense));
+    assert_eq!(diff.matched.len() + diff.new.len(), shown(pruned));
+    assert!(!diff.matched.is_empty(), "{diff:?}");
+    let count =
+        |boxes: &[pruneview::app::view3d::Box3d], c| boxes.iter().filter(|b| b.color == c).count();
+    let (left, right) = (app.view.boxes(), app.pruned_view.boxes());
+    assert_eq!(count(left, MATCHED_COLOR), diff.matched.len());
+    assert_eq!(count(left, MISSED_COLOR), diff.missed.len());
+    assert_eq!(count(right, MATCHED_COLOR), diff.matched.len());
+    assert_eq!(count(right, NEW_COLOR), diff.new.len());
+    // Matched pruned boxes carry their score change.
+    let p = diff.matched[0];
+    let label = format!("({:+.2})", p.score_delta);
+    assert!(right.iter().any(|b| b.label.ends_with(&label)), "{right:?}");
+    assert_eq!(app.pruned_view.upload_count(), 1);
+    h.get_by_label_contains(&format!("matched {}", diff.matched.len()));
+    h.get_by_label_contains(&format!("missed (dense only) {}", diff.missed.len()));
+    h.get_by_label_contains(&format!("new (pruned only) {}", diff.new.len()));
+
+    // Orbiting the right view moves the left one with it.
+    let at = h.get_by_label("pruned").rect().center() + egui::vec2(0.0, 150.0);
+    h.hover_at(at);
+    h.drag_at(at);
+    h.step();
+    h.hover_at(at + egui::vec2(80.0, 10.0));
+    h.step();
+    h.drop_at(at + egui::vec2(80.0, 10.0));
+    h.run_steps(2);
+    let app = h.state();
+    let fresh = pruneview::app::view3d::View3d::new().camera_state();
+    assert_ne!(
+        app.pruned_view.camera_state(),
+        fresh,
+        "the drag did not orbit"
+    );
+    assert_eq!(app.view.camera_state(), app.pruned_view.camera_state());
+
+    // The score table lists every compared box.
+    h.get_by_label("score table").click();
+    h.run_steps(2);
+    h.get_by_label("BEV IoU");
+    save_if_asked(&mut h, "side_by_side");
+    assert_eq!(
+        h.query_all_by_label("matched").count(),
+        diff.matched.len(),
+        "one table row per matched pair"
+    );
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// Evaluation on held-out sets: frames generated by the simulator (the default, never the
+/// calibration scans) and a labelled folder; per-class AP and the AP-vs-budget plot in the
+/// Evaluation window; the app's dense AP equals `pruneview eval`'s on the same folder; a
+/// folder that is no dataset is named.
+#[test]
+fn evaluation_runs_on_held_out_sets_with_per_class_ap() {
+    let mut h = loaded(screenshots::WINDOW);
+    assert!(matches!(
+        h.state().state.settings.eval_source,
+        EvalSource::Synthetic { .. }
+    ));
+    let synthetic = EvalSource::Synthetic { seed: 7, frames: 3 };
+    h.state_mut().state.set_eval_source(synthetic.clone());
+    h.get_by_label("Evaluate").click();
+    step_until(&mut h, LONG, "the evaluation", |a| {
+        !a.state.eval_points.is_empty()
+    })
+    .unwrap();
+    h.run_steps(3);
+    let p = h.state().state.eval_points[0].clone();
+    assert_eq!(p.source, synthetic);
+    assert_eq!(p.accuracy.frames, 3);
+    assert_eq!(p.accuracy.dense.classes.len(), 3);
+    // The window: the set, a row per class and the mean, the plot.
+    h.get_by_label("moderate difficulty, R40, on 3 frames of 3 synthetic frames (seed 7)");
+    for c in ["Car", "Pedestrian", "Cyclist", "mean"] {
+        h.get_by_label(c);
+    }
+    h.get_by_label("pruned BEV");
+    h.get_by_label("AP vs budget");
+    assert!(h.query_by_label_contains("Optimistic").is_none());
+    save_if_asked(&mut h, "evaluation");
+
+    // A labelled folder (written by the simulator with another seed).
+    let dir = TempDir::new("heldout");
+    pruneview::synth::synth_frames(
+        &dir,
+        0..2,
+        5,
+        &pruneview::synth::Lidar::hdl64e(),
+        &pruneview::progress::Control::quiet(),
+    )
+    .unwrap();
+    let folder = EvalSource::Folder(dir.to_path_buf());
+    h.state_mut().state.set_eval_source(folder.clone());
+    h.run_steps(2);
+    h.get_by_label("No evaluation on this set yet: press Evaluate.");
+    h.get_by_label("Evaluate at this budget").click();
+    step_until(&mut h, LONG, "the evaluation", |a| {
+        a.state.eval_points.len() == 2
+    })
+    .unwrap();
+    let s = &h.state().state;
+    let q = s.eval_points_of_source();
+    assert_eq!(q.len(), 1, "only the folder's evaluation is shown");
+    assert_eq!(q[0].accuracy.frames, 2);
+    // The CLI's dense AP on the same folder.
+    let out = super::util::pruneview(&[
+        "eval",
+        "--weights",
+        &super::util::demo().to_string_lossy(),
+        "--dataset",
+        &dir.to_string_lossy(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report =
+        pruneview::eval::EvalReport::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let classes = pruneview::eval::model_classes(&s.model.as_ref().unwrap().det).unwrap();
+    let cli = pruneview::report::Accuracy::of(&report, &classes);
+    assert_eq!(q[0].accuracy.dense, cli);
+
+    // A folder that is no labelled dataset: named, and the app keeps running.
+    let empty = TempDir::new("not-a-dataset");
+    h.state_mut()
+        .state
+        .set_eval_source(EvalSource::Folder(empty.to_path_buf()));
+    h.state_mut().state.evaluate();
+    step_until(&mut h, LONG, "the error", |a| !a.state.is_evaluating()).unwrap();
+    h.run_steps(2);
+    let e = errors(&h);
+    assert!(
+        e.iter()
+            .any(|m| m.contains(&empty.to_string_lossy().to_string()) && m.contains("label_2")),
+        "{e:?}"
+    );
+    assert_eq!(h.state().state.eval_points.len(), 2);
+}
+
+/// Help > How to use and About open their windows; the lambda sliders warn when a group's
+/// weight is nearly 0 next to the other's.
+#[test]
+fn help_about_and_the_lambda_warning() {
+    let mut h = loaded(screenshots::WINDOW);
+    h.get_by_label("Help").click();
+    h.run_steps(2);
+    h.get_by_label("How to use pruneview").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Predicted distortion D: how much");
+    h.get_by_label_contains("Only their ratio matters");
+    h.get_by_label_contains("Raw (the paper's form)");
+    h.get_by_label_contains("dashed lines with dots are measured");
+    h.get_by_label("Help").click();
+    h.run_steps(2);
+    h.get_by_label("About pruneview").click();
+    h.run_steps(2);
+    h.get_by_label(&format!("pruneview {}", env!("CARGO_PKG_VERSION")));
+
+    assert!(h.query_by_label_contains("weight is nearly 0").is_none());
+    h.state_mut().state.settings.lambdas.confidence = 0.001;
+    h.run_steps(2);
+    h.get_by_label_contains("the confidence weight is nearly 0");
+    // Only the ratio matters: both small is no warning.
+    h.state_mut().state.settings.lambdas.locality = 0.001;
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("weight is nearly 0").is_none());
+    // The legends of the curves and the 3D view.
+    h.get_by_label_contains("solid: predicted");
+    assert_eq!(
+        h.query_all_by_label("ground truth").count(),
+        2,
+        "the checkbox and the legend"
+    );
+    h.get_by_label("-2.5 m");
+}
+
+/// Constraints set in the layer table go into the exported allocation.json; "reset
+/// constraints" clears them all and rebuilds the frontier.
+#[test]
+fn constraints_are_exported_and_reset() {
+    use pruneview::prune::alloc::Constraint;
+    let mut h = loaded(screenshots::WINDOW);
+    let names: Vec<String> = h.state().state.curves.as_ref().unwrap().layers[..2]
+        .iter()
+        .map(|l| l.name.clone())
+        .collect();
+    let locked = Constraint {
+        locked: true,
+        ..Constraint::default()
+    };
+    let bounded = Constraint {
+        min_sparsity: 0.2,
+        max_sparsity: 0.6,
+        locked: false,
+    };
+    let s = &mut h.state_mut().state;
+    s.settings.constraints.insert(names[0].clone(), locked);
+    s.settings.constraints.insert(names[1].clone(), bounded);
+    s.planning_inputs_changed();
+    step_until(&mut h, LONG, "the new frontier", |a| {
+        !a.state.is_planning() && a.state.current.is_some()
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label("2 layer(s) constrained");
+    let dir = TempDir::new("constraints");
+    let s = &mut h.state_mut().state;
+    s.settings.export.dir = dir.to_path_buf();
+    s.export();
+    step_until(&mut h, LONG, "the export", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    let alloc = Allocation::load(&dir.join("allocation.json")).unwrap();
+    let recorded: std::collections::HashMap<_, _> = alloc
+        .constraints
+        .iter()
+        .map(|c| (c.name.clone(), c.constraint))
+        .collect();
+    assert_eq!(recorded.len(), 2, "{:?}", alloc.constraints);
+    assert_eq!(recorded[&names[0]], locked);
+    assert_eq!(recorded[&names[1]], bounded);
+    assert_eq!(
+        alloc.layers[0].sparsity, 0.0,
+        "the locked layer stays dense"
+    );
+
+    h.get_by_label("reset constraints").click();
+    step_until(&mut h, LONG, "the new frontier", |a| {
+        !a.state.is_planning() && a.state.current.is_some()
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label("0 layer(s) constrained");
+    let s = &h.state().state;
+    assert!(s.settings.constraints.is_empty());
+    let p = s.planner.as_ref().unwrap();
+    assert!(
+        p.problem
+            .constraints
+            .iter()
+            .all(|c| *c == Constraint::default())
+    );
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// Curves and evaluations are cached: a restart on the same files shows them without
+/// recomputing; damaged cache files are misses (recomputed, with a note), never errors.
+#[test]
+fn curves_and_evaluations_survive_a_restart_and_damage_is_a_miss() {
+    use pruneview::app::cache::Cache;
+    let dir = TempDir::new("cache");
+    let cache = std::sync::Arc::new(Cache::new(dir.join("cache")));
+    let start = |cache: &std::sync::Arc<Cache>| {
+        let app = PruneviewApp::new(settings(), &egui::Context::default());
+        let mut h = harness(app, screenshots::render_state(), screenshots::WINDOW);
+        h.state_mut().state.cache = Some(cache.clone());
+        h.state_mut().state.open(demo_subset(2).unwrap());
+        step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+        h
+    };
+    let said = |h: &Harness<'_, PruneviewApp>, what: &str| {
+        h.state()
+            .state
+            .messages
+            .iter()
+            .any(|m| m.text.contains(what))
+    };
+    let mut h = start(&cache);
+    assert!(!said(&h, "from the cache"));
+    let source = EvalSource::Synthetic { seed: 7, frames: 2 };
+    h.state_mut().state.set_eval_source(source.clone());
+    h.state_mut().state.evaluate();
+    step_until(&mut h, LONG, "the evaluation", |a| {
+        !a.state.eval_points.is_empty()
+    })
+    .unwrap();
+    let curves = h.state().state.curves.clone().unwrap();
+    let point = h.state().state.eval_points[0].clone();
+    drop(h);
+
+    // A restart: the same curves and the evaluation, read back.
+    let mut h = start(&cache);
+    assert!(said(&h, "from the cache"), "{:?}", h.state().state.messages);
+    assert_eq!(*h.state().state.curves.clone().unwrap(), *curves);
+    assert_eq!(h.state().state.eval_points, vec![point.clone()]);
+    // (Settings persist the chosen set; a fresh harness has the default one.)
+    h.state_mut().state.set_eval_source(source);
+    h.run_steps(2);
+    h.get_by_label_contains(&format!(
+        "AP_BEV {:.2} (dense {:.2})",
+        point.accuracy.pruned.mean_bev, point.accuracy.dense.mean_bev
+    ));
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+    drop(h);
+
+    // Damaged files: recomputed or dropped, said, and no error.
+    for e in std::fs::read_dir(cache.root()).unwrap() {
+        let e = e.unwrap().path();
+        std::fs::write(e.join("curves.json"), "{\"format\": 3").unwrap();
+        for f in std::fs::read_dir(&e).unwrap() {
+            let f = f.unwrap().path();
+            if f.to_string_lossy().contains("eval-") {
+                std::fs::write(&f, [0xff, 0xfe]).unwrap();
+            }
+        }
+    }
+    let h = start(&cache);
+    assert!(said(&h, "cached curves ignored, recomputing"));
+    assert!(said(&h, "cached evaluation ignored"));
+    assert!(!said(&h, "from the cache"));
+    assert_eq!(*h.state().state.curves.clone().unwrap(), *curves);
+    assert!(h.state().state.eval_points.is_empty());
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// The debug overlay's frame times while the budget slider moves and while the camera
+/// orbits, printed for the record (tests never assert timings). Run with
+/// `cargo test --test it app::frame_times -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn frame_times() {
+    let mut h = loaded(screenshots::WINDOW);
+    h.state_mut().state.settings.debug_overlay = true;
+    h.run_steps(3);
+    let overlay = |h: &Harness<'_, PruneviewApp>, what: &str| -> Option<f64> {
+        let label = h.query_by_label_contains(what)?.accesskit_node().value()?;
+        label
+            .trim_start_matches(what)
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    // The slider: a new budget every frame.
+    let mut ui = Vec::new();
+    for k in 0..40 {
+        let s = &mut h.state_mut().state;
+        s.settings.keep = 0.3 + 0.005 * k as f64;
+        s.budget_changed();
+        h.step();
+        ui.extend(overlay(&h, "ui code"));
+    }
+    eprintln!(
+        "slider: ui code {:.1} ms median over {} frames",
+        median(ui.clone()),
+        ui.len()
+    );
+    // Orbiting: a drag across the 3D view, a new camera every frame.
+    let view = h.get_by_label_contains("points, dense").rect();
+    let from = egui::pos2(view.center().x, view.bottom() + 150.0);
+    h.hover_at(from);
+    h.drag_at(from);
+    let (mut ui, mut render) = (Vec::new(), Vec::new());
+    for k in 1..=40 {
+        h.hover_at(from + egui::vec2(4.0 * k as f32, 0.0));
+        h.step();
+        ui.extend(overlay(&h, "ui code"));
+        render.extend(overlay(&h, "3D render"));
+    }
+    h.drop_at(from + egui::vec2(164.0, 0.0));
+    h.step();
+    eprintln!(
+        "orbit: ui code {:.1} ms, 3D render {:.1} ms median over {} frames",
+        median(ui.clone()),
+        median(render),
+        ui.len()
+    );
+    // Side by side (where the app has it): both views render every frame of the orbit.
+    let side = h.query_by_label("side by side");
+    let Some(side) = side else { return };
+    side.click();
+    h.run_steps(3);
+    h.hover_at(from);
+    h.drag_at(from);
+    let (mut ui, mut render, mut pruned) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 1..=40 {
+        h.hover_at(from + egui::vec2(-3.0 * k as f32, 0.0));
+        h.step();
+        ui.extend(overlay(&h, "ui code"));
+        render.extend(overlay(&h, "3D render"));
+        pruned.extend(overlay(&h, "pruned view render"));
+    }
+    h.drop_at(from + egui::vec2(-120.0, 0.0));
+    eprintln!(
+        "side by side orbit: ui code {:.1} ms, 3D render {:.1} + {:.1} ms median over {} frames",
+        median(ui.clone()),
+        median(render),
+        median(pruned),
+        ui.len()
+    );
 }

@@ -3,6 +3,7 @@
 //! [`ui`] draws plain state. The 3D view ([`view3d`]) renders with kiss3d on eframe's own
 //! wgpu device.
 
+pub mod cache;
 pub mod jobs;
 pub mod plots;
 pub mod screenshots;
@@ -12,6 +13,7 @@ pub mod view3d;
 pub mod work;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use eframe::egui;
 
@@ -38,6 +40,7 @@ pub fn run(request: Option<OpenRequest>) -> anyhow::Result<()> {
                 .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
                 .unwrap_or_default();
             let mut app = PruneviewApp::new(settings, &cc.egui_ctx);
+            app.state.cache = cache::Cache::default_location().map(Arc::new);
             if let Some(req) = request.or_else(|| startup_request(&app.state.settings)) {
                 app.state.open(req);
             }

@@ -89,7 +89,8 @@ pub fn demo_subset(n: usize) -> Result<OpenRequest> {
 }
 
 /// Renders the main views of the demo to `out`: the overview (3D view, curves, frontier,
-/// allocation), the bird's-eye view of a real KITTI scan and the export dialog.
+/// allocation), the Evaluation window, the bird's-eye view of a real KITTI scan and the
+/// export dialog.
 pub fn render_all(out: &Path, scans: usize, log: &dyn Fn(&str)) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let rs = render_state();
@@ -124,14 +125,17 @@ pub fn render_all(out: &Path, scans: usize, log: &dyn Fn(&str)) -> Result<Vec<Pa
     };
     save(&mut h, "overview.png")?;
 
-    // The frontier with the measured AP of the dense and the pruned model.
+    // The Evaluation window: per-class AP of the dense and the pruned model on a held-out
+    // synthetic set, and AP against the budget.
     log("evaluating...");
     h.state_mut().state.evaluate();
+    h.state_mut().show_evaluation_window(true);
     step_until(&mut h, long, "the evaluation", |a| {
         !a.state.eval_points.is_empty()
     })?;
     h.run_steps(3);
     save(&mut h, "evaluated.png")?;
+    h.state_mut().show_evaluation_window(false);
 
     let last = h.state().state.scans.len() - 1;
     h.state_mut().state.selected_scan = last;

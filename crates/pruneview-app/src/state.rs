@@ -11,22 +11,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pruneview_core::eval::EvalSet;
 use pruneview_core::pointcloud::scan::is_scan_file;
 use pruneview_core::prune::alloc::{Constraint, Method, Solution};
 use pruneview_core::prune::curves::Curves;
 use pruneview_core::prune::probe::CalibScan;
 use pruneview_core::prune::recover::RecoverSettings;
 use pruneview_core::prune::{BudgetKind, Lambdas, Weighting};
+use pruneview_core::session::compare::{self, DetectionDiff};
+use pruneview_core::session::evaluate::EvalSource;
 use pruneview_core::session::model::LoadedModel;
 use pruneview_core::session::plan::{self, Planner};
 use pruneview_core::session::recover::Recovery;
 use pruneview_core::session::scans::{self, ScanEntry};
 
+use super::cache::{Cache, Entry};
 use super::jobs::{JobError, JobKind, Jobs};
 use super::view3d::{ColorBy, Projection};
 use super::work::{
-    self, CurvesResult, EvalPoint, ExportChoice, OpenRequest, PREVIEW_SCANS, PrunedDetections,
-    PrunedModel, RecoveredModel,
+    self, CurvesCache, CurvesResult, EvalFrames, EvalPoint, ExportChoice, OpenRequest,
+    PREVIEW_SCANS, PrunedDetections, PrunedModel, RecoveredModel,
 };
 
 /// How long the budget must stay still before the pruned detections are recomputed.
@@ -49,6 +53,9 @@ pub struct Settings {
     pub keep: f64,
     /// The baseline compared with the DP (a method name), if any.
     pub compare: Option<String>,
+    /// What Evaluate runs on (a held-out set by default, never the calibration scans unless
+    /// chosen).
+    pub eval_source: EvalSource,
     /// Per-layer constraints by weight name.
     pub constraints: HashMap<String, Constraint>,
     /// How the pruned model is recovered (the detections shown, Evaluate and Export).
@@ -61,6 +68,8 @@ pub struct Settings {
     pub show_gt: bool,
     pub show_dense: bool,
     pub show_pruned: bool,
+    /// Dense and pruned boxes in one view, or side by side.
+    pub comparison: Comparison,
     pub export: ExportChoice,
     pub debug_overlay: bool,
 }
@@ -76,6 +85,7 @@ impl Default for Settings {
             budget_kind: BudgetKind::Flops,
             keep: 0.5,
             compare: Some("lamp".into()),
+            eval_source: EvalSource::default(),
             constraints: HashMap::new(),
             recovery: Recovery::Statistics,
             distill_steps: pruneview_core::prune::recover::DistillSettings::default().steps,
@@ -85,6 +95,7 @@ impl Default for Settings {
             show_gt: true,
             show_dense: true,
             show_pruned: true,
+            comparison: Comparison::Overlay,
             export: ExportChoice {
                 dir: default_export_dir(),
                 masks: true,
@@ -96,6 +107,17 @@ impl Default for Settings {
             debug_overlay: false,
         }
     }
+}
+
+/// How the 3D view shows the dense and the pruned detections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Comparison {
+    /// Both box sets in one view, in their own colours.
+    #[default]
+    Overlay,
+    /// Dense on the left, pruned on the right, one camera for both; boxes coloured by what
+    /// became of them (matched, missed, new), since coincident boxes hide each other.
+    SideBySide,
 }
 
 impl Settings {
@@ -112,6 +134,8 @@ pub enum Pick {
     Scans,
     ScanFolder,
     ExportDir,
+    /// A labelled KITTI-layout folder to evaluate on.
+    EvalFolder,
 }
 
 /// A job's value.
@@ -124,8 +148,15 @@ pub enum Output {
     Curves(Box<CurvesResult>),
     Planner(Box<Planner>),
     Pruned(PrunedDetections),
-    Measured(Vec<pruneview_core::prune::curves::Measured>),
-    Eval(EvalPoint),
+    /// Measured curves, and a note when they could not be cached.
+    Measured(Vec<pruneview_core::prune::curves::Measured>, Option<String>),
+    /// An evaluation, the set it read or generated (kept for the next one), and a note
+    /// when it could not be cached.
+    Eval {
+        point: EvalPoint,
+        set: Option<Arc<EvalSet>>,
+        note: Option<String>,
+    },
     Recovered(Box<RecoveredModel>),
     Exported(Vec<PathBuf>, Option<String>),
     Picked(Pick, Vec<PathBuf>),
@@ -182,6 +213,12 @@ pub struct State {
     pub recovered: Option<Arc<RecoveredModel>>,
     last_change: Instant,
     pub eval_points: Vec<EvalPoint>,
+    /// Where curves and evaluations are kept across restarts (`None`: nowhere, as in tests).
+    pub cache: Option<Arc<Cache>>,
+    /// The cache entry of the current curves.
+    cache_entry: Option<Arc<Entry>>,
+    /// The last folder or simulator set evaluated on, as the model reads it.
+    eval_set: Option<(EvalSource, Arc<EvalSet>)>,
     pub messages: Vec<Message>,
 }
 
@@ -204,6 +241,9 @@ impl State {
             recovered: None,
             last_change: Instant::now(),
             eval_points: Vec::new(),
+            cache: None,
+            cache_entry: None,
+            eval_set: None,
             messages: Vec::new(),
         }
     }
@@ -256,6 +296,7 @@ impl State {
         self.selected_scan = 0;
         self.clear_curves();
         self.eval_points.clear();
+        self.eval_set = None;
         if !req.scans.is_empty() {
             self.add_scans(req.scans.clone());
         }
@@ -263,6 +304,7 @@ impl State {
     }
 
     fn clear_curves(&mut self) {
+        self.cache_entry = None;
         self.curves = None;
         self.orders = None;
         self.curves_scans.clear();
@@ -327,8 +369,18 @@ impl State {
         self.scans.iter().map(ScanEntry::calibration).collect()
     }
 
-    /// Starts the predicted curves on the current scans.
+    /// Starts the predicted curves on the current scans, or reads them from the cache when
+    /// they were computed for the same files before.
     pub fn compute_curves(&mut self) {
+        self.start_curves(true);
+    }
+
+    /// Computes the curves afresh (replacing what the cache holds).
+    pub fn recompute_curves(&mut self) {
+        self.start_curves(false);
+    }
+
+    fn start_curves(&mut self, read_cache: bool) {
         let Some(model) = &self.model else {
             self.error("open a model first");
             return;
@@ -339,15 +391,20 @@ impl State {
         }
         let model = model.clone();
         let scans = self.calib_scans();
+        let cache = self.cache.clone().map(|cache| CurvesCache {
+            cache,
+            files: self.scans.iter().map(|s| s.path.clone()).collect(),
+            read: read_cache,
+        });
         let (probes, weighting) = (self.settings.probes, self.settings.weighting);
         let title = format!("curves: {} scans x {probes} probes", scans.len());
         self.spawn(JobKind::Curves, title, move |ctl| {
-            let r = work::compute_curves(&model, &scans, probes, weighting, ctl)?;
+            let r = work::compute_curves(&model, &scans, probes, weighting, cache, ctl)?;
             Ok(Output::Curves(Box::new(r)))
         });
     }
 
-    /// Starts the measured curves (every layer, 9 levels).
+    /// Starts the measured curves (every layer, 9 levels); they are cached with the curves.
     pub fn measure_curves(&mut self) {
         let (Some(model), Some(curves), Some(orders)) = (&self.model, &self.curves, &self.orders)
         else {
@@ -356,6 +413,7 @@ impl State {
         };
         let (det, curves, orders) = (model.det.clone(), curves.clone(), orders.clone());
         let scans = self.calib_scans();
+        let entry = self.cache_entry.clone();
         let levels: Vec<f64> = (1..10).map(|k| k as f64 / 10.0).collect();
         self.spawn(JobKind::MeasuredCurves, "measured curves", move |ctl| {
             let m = ctl.with_control(|c| {
@@ -363,7 +421,12 @@ impl State {
                     &det, &scans, &curves, &orders, &levels, c,
                 )
             })?;
-            Ok(Output::Measured(m))
+            let note = entry.and_then(|e| {
+                e.save_curves(&work::with_measured(&curves, m.clone()))
+                    .err()
+                    .map(|why| format!("measured curves not cached: {why}"))
+            });
+            Ok(Output::Measured(m, note))
         });
     }
 
@@ -435,13 +498,34 @@ impl State {
                 let CurvesResult {
                     predicted,
                     scan_ids,
+                    entry,
+                    from_cache,
+                    evaluations,
+                    notes,
                 } = *r;
+                let how = if from_cache {
+                    "from the cache".to_owned()
+                } else {
+                    format!("in {:.1} s", elapsed.as_secs_f64())
+                };
                 self.info(format!(
-                    "curves for {} layers from {} scans in {:.1} s",
+                    "curves for {} layers from {} scans {how}",
                     predicted.curves.layers.len(),
                     scan_ids.len(),
-                    elapsed.as_secs_f64()
                 ));
+                for n in notes {
+                    self.info(n);
+                }
+                if !evaluations.is_empty() {
+                    self.info(format!(
+                        "{} evaluation(s) from the cache",
+                        evaluations.len()
+                    ));
+                }
+                for p in evaluations {
+                    self.add_eval_point(p);
+                }
+                self.cache_entry = entry;
                 self.curves = Some(Arc::new(predicted.curves));
                 self.orders = Some(Arc::new(predicted.orders));
                 self.curves_scans = scan_ids;
@@ -459,33 +543,38 @@ impl State {
                 }
                 self.pruned = Some(p);
             }
-            Output::Measured(m) => {
+            Output::Measured(m, note) => {
                 if let Some(c) = &self.curves {
-                    let mut c = (**c).clone();
-                    for (l, m) in c.layers.iter_mut().zip(m) {
-                        l.measured = m;
-                    }
-                    self.curves = Some(Arc::new(c));
+                    self.curves = Some(Arc::new(work::with_measured(c, m)));
                     self.info(format!("measured curves in {:.0} s", elapsed.as_secs_f64()));
                 }
+                if let Some(n) = note {
+                    self.info(n);
+                }
             }
-            Output::Eval(p) => {
+            Output::Eval {
+                point: p,
+                set,
+                note,
+            } => {
+                if let Some(n) = note {
+                    self.info(n);
+                }
                 let a = &p.accuracy;
                 self.info(format!(
-                    "{} at {:.0}% kept, recovery {}: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames",
+                    "{} at {:.0}% kept, recovery {}: mean moderate AP_BEV {:.2} (dense {:.2}) on {} frames of {}",
                     p.method,
                     p.keep * 100.0,
                     p.recovery.label(),
                     a.pruned.mean_bev,
                     a.dense.mean_bev,
-                    a.frames
+                    a.frames,
+                    p.source
                 ));
-                self.eval_points.retain(|q| {
-                    !(q.method == p.method
-                        && q.recovery == p.recovery
-                        && (q.keep - p.keep).abs() < 1e-9)
-                });
-                self.eval_points.push(p);
+                if let Some(set) = set {
+                    self.eval_set = Some((p.source.clone(), set));
+                }
+                self.add_eval_point(p);
             }
             Output::Recovered(r) => {
                 let last = r.report.results.last();
@@ -535,6 +624,7 @@ impl State {
             }
             Pick::Scans | Pick::ScanFolder => self.add_scans(paths),
             Pick::ExportDir => self.settings.export.dir = first,
+            Pick::EvalFolder => self.set_eval_source(EvalSource::Folder(first)),
         }
     }
 
@@ -582,7 +672,9 @@ impl State {
                     .add_filter("scans", &["bin", "pcd"])
                     .pick_files()
                     .unwrap_or_default(),
-                Pick::ScanFolder | Pick::ExportDir => d.pick_folder().into_iter().collect(),
+                Pick::ScanFolder | Pick::ExportDir | Pick::EvalFolder => {
+                    d.pick_folder().into_iter().collect()
+                }
             };
             Ok(Tagged {
                 generation: None,
@@ -595,6 +687,14 @@ impl State {
     pub fn budget_changed(&mut self) {
         self.last_change = Instant::now();
         self.current = None;
+    }
+
+    /// Clears every layer's lock and sparsity bounds, and rebuilds the frontier.
+    pub fn reset_constraints(&mut self) {
+        if !self.settings.constraints.is_empty() {
+            self.settings.constraints.clear();
+            self.planning_inputs_changed();
+        }
     }
 
     pub fn planning_inputs_changed(&mut self) {
@@ -625,6 +725,19 @@ impl State {
 
     pub fn selected(&self) -> Option<&ScanEntry> {
         self.scans.get(self.selected_scan)
+    }
+
+    /// The selected scan's dense and pruned detections compared at the score threshold (the
+    /// boxes shown), when there are pruned detections of that scan.
+    pub fn detection_diff(&self) -> Option<DetectionDiff> {
+        let scan = self.selected()?;
+        let pruned = self.pruned.as_ref().filter(|p| p.scan_id == scan.id)?;
+        Some(compare::match_detections(
+            &scan.dense,
+            &pruned.detections,
+            self.settings.score_threshold,
+            compare::MATCH_IOU,
+        ))
     }
 
     /// The scan and allocation the pruned detections should show, when there are both.
@@ -767,6 +880,46 @@ impl State {
         self.jobs.is_running(JobKind::Recover)
     }
 
+    /// Replaces an earlier point of the same set, method, recovery and budget.
+    fn add_eval_point(&mut self, p: EvalPoint) {
+        self.eval_points.retain(|q| {
+            !(q.source == p.source
+                && q.method == p.method
+                && q.recovery == p.recovery
+                && (q.keep - p.keep).abs() < 1e-9)
+        });
+        self.eval_points.push(p);
+    }
+
+    /// Chooses what Evaluate runs on; a folder chosen again is read again (it may have
+    /// changed).
+    pub fn set_eval_source(&mut self, source: EvalSource) {
+        if matches!(source, EvalSource::Folder(_)) {
+            self.eval_set = None;
+        }
+        self.settings.eval_source = source;
+    }
+
+    /// The evaluations of the chosen set, in the order they were made.
+    pub fn eval_points_of_source(&self) -> Vec<&EvalPoint> {
+        let source = &self.settings.eval_source;
+        self.eval_points
+            .iter()
+            .filter(|p| p.source == *source)
+            .collect()
+    }
+
+    /// Calibration scans that can be evaluated (a KITTI layout with labels).
+    pub fn labelled_calibration_scans(&self) -> Vec<(PathBuf, String)> {
+        self.scans.iter().filter_map(|s| s.kitti.clone()).collect()
+    }
+
+    pub fn is_evaluating(&self) -> bool {
+        self.jobs.is_running(JobKind::Eval)
+    }
+
+    /// KITTI AP of the dense and the pruned model at the current budget and recovery, on
+    /// the chosen set: a background job (reading or generating the set the first time).
     pub fn evaluate(&mut self) {
         let (Some(model), Some(orders)) = (&self.model, &self.orders) else {
             self.error("compute the curves first");
@@ -776,22 +929,36 @@ impl State {
             Ok((keep, sol)) => (keep, sol.sparsity.clone()),
             Err(e) => return self.error(e),
         };
-        let frames: Vec<(PathBuf, String)> =
-            self.scans.iter().filter_map(|s| s.kitti.clone()).collect();
+        let source = self.settings.eval_source.clone();
+        let frames = match (&source, &self.eval_set) {
+            (EvalSource::Calibration, _) => {
+                EvalFrames::Calibration(self.labelled_calibration_scans())
+            }
+            (s, Some((loaded, set))) if s == loaded => EvalFrames::Loaded(set.clone()),
+            (s, _) => EvalFrames::Load(s.clone()),
+        };
         let pruned = self.pruned_model(&sparsity, usize::MAX);
         let (det, orders) = (model.det.clone(), orders.clone());
-        self.spawn(JobKind::Eval, "evaluate dense and pruned", move |ctl| {
-            let p = work::evaluate(
+        let entry = self.cache_entry.clone();
+        let title = format!("evaluate dense and pruned on {source}");
+        self.spawn(JobKind::Eval, title, move |ctl| {
+            let (point, set) = work::evaluate(
                 &det,
                 &orders,
                 &sparsity,
                 &pruned,
                 Method::Dp,
                 keep,
+                source,
                 frames,
                 ctl,
             )?;
-            Ok(Output::Eval(p))
+            let note = entry.and_then(|e| {
+                e.save_evaluation(&point)
+                    .err()
+                    .map(|why| format!("evaluation not cached: {why}"))
+            });
+            Ok(Output::Eval { point, set, note })
         });
     }
 

@@ -6,17 +6,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pruneview_core::detect::{Detection, Detector};
+use pruneview_core::eval::EvalSet;
 use pruneview_core::model::Weights;
 use pruneview_core::prune::alloc::Method;
-use pruneview_core::prune::curves::Curves;
+use pruneview_core::prune::curves::{Curves, Measured};
 use pruneview_core::prune::probe::{self, CalibScan, CurveSettings, Predicted};
 use pruneview_core::prune::recover::{RecoverSettings, RecoveryReport};
 use pruneview_core::prune::{Allocation, Weighting};
-use pruneview_core::session::evaluate::Evaluation;
+use pruneview_core::session::evaluate::{EvalSource, Evaluation};
 use pruneview_core::session::export::{ExportFiles, ExportInputs, Recovered};
 use pruneview_core::session::recover::{Recovery, sparsity_masks, statistics_repaired};
 use pruneview_core::session::{self, model::LoadedModel};
 
+use super::cache::{Cache, Entry};
 use super::jobs::{JobCtl, JobResult};
 
 /// Calibration scans the statistics preview re-estimates BatchNorm on (the first ones): a
@@ -40,6 +42,23 @@ pub struct CurvesResult {
     pub predicted: Predicted,
     /// Ids of the scans they were computed on.
     pub scan_ids: Vec<String>,
+    /// Where they are cached (and later evaluations and measured curves go), if anywhere.
+    pub entry: Option<Arc<Entry>>,
+    /// Read from the cache rather than computed.
+    pub from_cache: bool,
+    /// Evaluations cached with them.
+    pub evaluations: Vec<EvalPoint>,
+    /// What the user should know about the cache (a damaged file ignored, a failed write).
+    pub notes: Vec<String>,
+}
+
+/// How the curves job may use the cache.
+pub struct CurvesCache {
+    pub cache: Arc<Cache>,
+    /// The scan files the curves are computed on (their stamps are part of the key).
+    pub files: Vec<PathBuf>,
+    /// Read cached curves (false: recompute, and replace what is cached).
+    pub read: bool,
 }
 
 pub fn compute_curves(
@@ -47,8 +66,53 @@ pub fn compute_curves(
     scans: &[CalibScan],
     probes: usize,
     weighting: Weighting,
+    cache: Option<CurvesCache>,
     ctl: &JobCtl,
 ) -> JobResult<CurvesResult> {
+    let scan_ids = scans.iter().map(|s| s.id.clone()).collect();
+    let mut notes = Vec::new();
+    let entry = cache.as_ref().and_then(|c| {
+        c.cache
+            .entry(model, &c.files, probes, weighting)
+            .map_err(|e| notes.push(format!("curves not cached: {e}")))
+            .ok()
+            .map(Arc::new)
+    });
+    if let (Some(e), Some(c)) = (&entry, &cache)
+        && c.read
+    {
+        ctl.step(0, 1, "reading the cache");
+        match e.load_curves() {
+            Ok(Some(curves)) => {
+                let (evaluations, more) = e.load_evaluations();
+                notes.extend(more);
+                return Ok(CurvesResult {
+                    predicted: Predicted {
+                        curves,
+                        orders: session::curves::magnitude_orders(&model.det),
+                        gn_diagonal: None,
+                    },
+                    scan_ids,
+                    entry,
+                    from_cache: true,
+                    evaluations,
+                    notes,
+                });
+            }
+            Ok(None) => {}
+            Err(why) => notes.push(format!("cached curves ignored, recomputing: {why}")),
+        }
+    }
+    // Evaluations depend on the key, not on how the curves were obtained: cached ones hold
+    // for recomputed curves too.
+    let evaluations = match &entry {
+        Some(e) => {
+            let (points, more) = e.load_evaluations();
+            notes.extend(more);
+            points
+        }
+        None => Vec::new(),
+    };
     let settings = CurveSettings {
         probes,
         weighting,
@@ -57,10 +121,28 @@ pub fn compute_curves(
     let predicted = ctl.with_control(|c| {
         probe::predicted_curves(&model.det, scans, &settings, model.info.clone(), c)
     })?;
+    if let Some(e) = &entry
+        && let Err(why) = e.save_curves(&predicted.curves)
+    {
+        notes.push(format!("curves not cached: {why}"));
+    }
     Ok(CurvesResult {
         predicted,
-        scan_ids: scans.iter().map(|s| s.id.clone()).collect(),
+        scan_ids,
+        entry,
+        from_cache: false,
+        evaluations,
+        notes,
     })
+}
+
+/// `curves` with the measured curves of every layer (in curve order).
+pub fn with_measured(curves: &Curves, measured: Vec<Measured>) -> Curves {
+    let mut c = curves.clone();
+    for (l, m) in c.layers.iter_mut().zip(measured) {
+        l.measured = m;
+    }
+    c
 }
 
 /// The pruned model as the user chose to recover it.
@@ -162,15 +244,29 @@ pub fn pruned_detections(
     })
 }
 
-/// Moderate R40 AP of the dense and the pruned model on the labelled scans.
-#[derive(Clone, Debug, PartialEq)]
+/// Moderate R40 AP of the dense and the pruned model on a labelled set.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalPoint {
     pub method: Method,
     pub recovery: Recovery,
     pub keep: f64,
+    /// What it was evaluated on (points of different sets are never plotted together).
+    pub source: EvalSource,
     pub accuracy: Evaluation,
 }
 
+/// The frames an evaluation runs on.
+pub enum EvalFrames {
+    /// Calibration scans in KITTI layouts: `(dataset root, frame id)`.
+    Calibration(Vec<(PathBuf, String)>),
+    /// A set read or generated by an earlier evaluation (kept, so the next one starts at once).
+    Loaded(Arc<EvalSet>),
+    /// A folder or simulator set to read or generate first.
+    Load(EvalSource),
+}
+
+/// Evaluates the dense and the pruned model of `sparsity` on `frames`; returns the point and
+/// the set it read or generated (for the next evaluation), if any.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     dense: &Detector,
@@ -179,18 +275,37 @@ pub fn evaluate(
     model: &PrunedModel,
     method: Method,
     keep: f64,
-    frames: Vec<(PathBuf, String)>,
+    source: EvalSource,
+    frames: EvalFrames,
     ctl: &JobCtl,
-) -> JobResult<EvalPoint> {
+) -> JobResult<(EvalPoint, Option<Arc<EvalSet>>)> {
+    let set = match frames {
+        EvalFrames::Calibration(f) => Err(f),
+        EvalFrames::Loaded(set) => Ok(set),
+        EvalFrames::Load(s) => {
+            Ok(Arc::new(ctl.with_control(|c| {
+                session::evaluate::load_set(dense, &s, c)
+            })?))
+        }
+    };
     let masks = sparsity_masks(sparsity, orders);
     let pruned = model.build(dense, &masks, ctl)?;
-    let accuracy = ctl.with_control(|c| session::evaluate::evaluate(dense, &pruned, frames, c))?;
-    Ok(EvalPoint {
+    let accuracy = match &set {
+        Ok(set) => ctl.with_control(|c| {
+            session::evaluate::evaluate_sets(dense, &pruned, std::slice::from_ref(&**set), c)
+        })?,
+        Err(frames) => {
+            ctl.with_control(|c| session::evaluate::evaluate(dense, &pruned, frames.clone(), c))?
+        }
+    };
+    let point = EvalPoint {
         method,
         recovery: model.recovery(),
         keep,
+        source,
         accuracy,
-    })
+    };
+    Ok((point, set.ok()))
 }
 
 /// Which files to write (see the export dialog for what each one is).

@@ -1,11 +1,12 @@
-//! The measured accuracy plot under the frontier: mean AP per series vs budget kept.
+//! The measured accuracy plot of the Evaluation window: AP per series vs budget kept, the
+//! dense model at 100%.
 
 use eframe::egui;
-use egui_plot::{HoverPosition, Legend, Line, LineStyle, PlotUi, Points, VLine};
+use egui_plot::{Corner, HoverPosition, Legend, Line, LineStyle, PlotUi, Points, VLine};
 
 use super::axis::{format_percent, percent_x_axis};
 use super::frontier::budget_color;
-use super::{Series, base_plot};
+use super::{MIN_PLOT_HEIGHT, Series, base_plot};
 
 /// A measured accuracy point from an evaluation: fraction kept and mean AP in %, per series.
 pub struct ApPoint {
@@ -14,12 +15,27 @@ pub struct ApPoint {
     pub ap: f64,
 }
 
-/// Measured mean AP (%) vs kept fraction, one line per [`Series`].
-pub(super) fn ap_plot(
+/// Measured AP (%, named by `y_label`) vs kept fraction, one line per [`Series`], with the
+/// current budget as a dashed line, `height` points tall (never less than the plots' minimum)
+/// so that it stays readable wherever it is put.
+pub fn accuracy_plot(
+    ui: &mut egui::Ui,
+    id: &str,
+    y_label: &str,
+    ap: &[ApPoint],
+    budget: Option<f64>,
+    height: f32,
+) {
+    let plot_id = ui.make_persistent_id(("pruneview-accuracy", id));
+    let size = egui::vec2(ui.available_width().max(200.0), height.max(MIN_PLOT_HEIGHT));
+    ap_plot(ui, plot_id, size, y_label, ap, budget);
+}
+
+fn ap_plot(
     ui: &mut egui::Ui,
     plot_id: egui::Id,
     size: egui::Vec2,
-    link: egui::Id,
+    y_label: &str,
     ap: &[ApPoint],
     budget: Option<f64>,
 ) {
@@ -27,14 +43,17 @@ pub(super) fn ap_plot(
     let (y_lo, y_hi) = ap_y_range(ap);
     base_plot(plot_id, size)
         .custom_x_axes(vec![percent_x_axis("kept")])
-        .y_axis_label("mAP %")
+        .y_axis_label(y_label)
         .include_x(0.0)
         .include_x(1.0)
         .include_y(y_lo)
         .include_y(y_hi)
-        .link_axis(link, [true, false])
-        .link_cursor(link, [true, false])
-        .legend(Legend::default().follow_insertion_order(true))
+        // Bottom left: low AP at a small budget, the corner the points leave free.
+        .legend(
+            Legend::default()
+                .follow_insertion_order(true)
+                .position(Corner::LeftBottom),
+        )
         .label_formatter(|pos| {
             let (name, p) = match pos {
                 HoverPosition::NearDataPoint {

@@ -4,15 +4,11 @@ use eframe::egui::{self, Color32};
 use egui_plot::{Legend, Line, LineStyle, MarkerShape, PlotUi, Points, VLine};
 use pruneview_core::prune::alloc::Method;
 
-use super::ap::{ApPoint, ap_plot};
 use super::axis::{
     log_floor, log_grid_marks, log_hover_text, log_points, log_y_axis, log10_clamped,
     percent_x_axis,
 };
 use super::{MIN_PLOT_HEIGHT, base_plot, method_color, plot_size};
-
-/// The accuracy plot under the frontier only needs room for a few points.
-const MIN_AP_PLOT_HEIGHT: f32 = 110.0;
 
 /// One method's frontier: predicted distortion vs fraction of FLOPs (or params) kept.
 pub struct FrontierSeries<'a> {
@@ -24,25 +20,15 @@ pub struct FrontierSeries<'a> {
 }
 
 /// Predicted distortion (log y) vs kept fraction (x, as %) for DP and the baselines, with the
-/// current budget as a marked point and a vertical line. Measured AP points, when given, go in a
-/// small plot below whose x axis is linked to the frontier's, so both zoom and pan together.
+/// current budget as a marked point and a vertical line. Measured AP has a plot of its own
+/// (the Evaluation window): squeezed under this one it was unreadable.
 pub fn frontier_plot(
     ui: &mut egui::Ui,
     id: &str,
     series: &[FrontierSeries<'_>],
     current: Option<(f64, f64)>,
-    ap: &[ApPoint],
 ) {
     let size = plot_size(ui, MIN_PLOT_HEIGHT);
-    let link = ui.make_persistent_id(("pruneview-frontier-link", id));
-    let budget = current.map(|c| c.0).filter(|k| k.is_finite());
-    let heights = if ap.is_empty() {
-        (size.y, 0.0)
-    } else {
-        let gap = ui.spacing().item_spacing.y;
-        let top = (size.y * 0.65).max(MIN_PLOT_HEIGHT);
-        (top, (size.y - top - gap).max(MIN_AP_PLOT_HEIGHT))
-    };
     let frontier_id = ui.make_persistent_id(("pruneview-frontier", id));
     let floor = log_floor(
         series
@@ -50,14 +36,12 @@ pub fn frontier_plot(
             .flat_map(|s| s.points.iter().map(|p| p.1))
             .chain(current.map(|c| c.1)),
     );
-    base_plot(frontier_id, egui::vec2(size.x, heights.0))
+    base_plot(frontier_id, size)
         .custom_x_axes(vec![percent_x_axis("kept")])
         .custom_y_axes(vec![log_y_axis("distortion")])
         .y_grid_spacer(log_grid_marks)
         .include_x(0.0)
         .include_x(1.0)
-        .link_axis(link, [true, false])
-        .link_cursor(link, [true, false])
         .legend(Legend::default().follow_insertion_order(true))
         .label_formatter(move |pos| Some(log_hover_text(pos, "kept", "distortion", floor)))
         .show(ui, |pui| {
@@ -68,10 +52,6 @@ pub fn frontier_plot(
             }
             draw_budget(pui, current, floor);
         });
-    if !ap.is_empty() {
-        let ap_id = ui.make_persistent_id(("pruneview-frontier-ap", id));
-        ap_plot(ui, ap_id, egui::vec2(size.x, heights.1), link, ap, budget);
-    }
 }
 
 fn draw_frontier_series(pui: &mut PlotUi<'_>, s: &FrontierSeries<'_>, floor: f64) {

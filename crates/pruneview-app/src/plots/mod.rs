@@ -22,7 +22,7 @@ use egui_plot::Plot;
 use pruneview_core::prune::alloc::Method;
 use pruneview_core::session::recover::Recovery;
 
-pub use ap::ApPoint;
+pub use ap::{ApPoint, accuracy_plot};
 pub use axis::{LOG_FLOOR, format_value, log_floor, log10_clamped};
 pub use bars::allocation_bars;
 pub use curves::{LayerCurvePlot, curves_plot, pick_curve};
@@ -238,9 +238,10 @@ mod tests {
                 ap: 60.0,
             },
         ];
-        ui.allocate_ui(egui::vec2(ui.available_width(), 300.0), |ui| {
-            frontier_plot(ui, "f", &series, Some((0.5, 0.05)), &ap)
+        ui.allocate_ui(egui::vec2(ui.available_width(), 200.0), |ui| {
+            frontier_plot(ui, "f", &series, Some((0.5, 0.05)))
         });
+        accuracy_plot(ui, "ap", "AP_BEV %", &ap, Some(0.5), 160.0);
         let names = ["conv1", "conv2", "head"];
         let compare: &[f64] = &[0.5, 0.5];
         allocation_bars(
@@ -259,7 +260,8 @@ mod tests {
             .with_size(egui::vec2(500.0, 700.0))
             .build_ui(|ui| {
                 assert_eq!(curves_plot(ui, "c", &[], Some(3)), None);
-                frontier_plot(ui, "f", &[], None, &[]);
+                frontier_plot(ui, "f", &[], None);
+                accuracy_plot(ui, "ap", "AP %", &[], None, 0.0);
                 allocation_bars(ui, "a", &[], &[], None, &[]);
             });
         h.run();
@@ -306,7 +308,7 @@ mod tests {
                     emphasised: true,
                 }];
                 ui.allocate_ui(egui::vec2(400.0, 200.0), |ui| {
-                    frontier_plot(ui, "f", &series, Some((f64::NAN, f64::NAN)), &[])
+                    frontier_plot(ui, "f", &series, Some((f64::NAN, f64::NAN)))
                 });
                 allocation_bars(
                     ui,

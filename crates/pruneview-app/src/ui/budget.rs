@@ -7,7 +7,7 @@ use pruneview_core::prune::alloc::KindName;
 use pruneview_core::session::plan::BASELINES;
 use pruneview_core::session::recover::Recovery;
 
-use super::PruneviewApp;
+use super::{PruneviewApp, help};
 use crate::plots;
 
 impl PruneviewApp {
@@ -65,18 +65,32 @@ impl PruneviewApp {
             }
         });
         ui.separator();
-        ui.label("Group weights (lambda)");
+        ui.label("Group weights (lambda, log scale)")
+            .on_hover_text(help::LAMBDA);
         let l = &mut self.state.settings.lambdas;
-        let a = ui.add(
-            egui::Slider::new(&mut l.confidence, 0.0..=10.0)
-                .logarithmic(true)
-                .text("confidence"),
-        );
-        let b = ui.add(
-            egui::Slider::new(&mut l.locality, 0.0..=10.0)
-                .logarithmic(true)
-                .text("locality"),
-        );
+        let a = ui
+            .add(
+                egui::Slider::new(&mut l.confidence, 0.0..=10.0)
+                    .logarithmic(true)
+                    .text("confidence"),
+            )
+            .on_hover_text(help::LAMBDA);
+        let b = ui
+            .add(
+                egui::Slider::new(&mut l.locality, 0.0..=10.0)
+                    .logarithmic(true)
+                    .text("locality"),
+            )
+            .on_hover_text(help::LAMBDA);
+        for g in help::switched_off_groups(l.confidence, l.locality) {
+            ui.colored_label(
+                egui::Color32::from_rgb(255, 170, 60),
+                format!(
+                    "warning: the {g} weight is nearly 0 next to the other: the allocation \
+                     ignores how pruning changes the {g} outputs"
+                ),
+            );
+        }
         if a.drag_stopped()
             || b.drag_stopped()
             || (a.changed() && !a.dragged())
@@ -100,16 +114,24 @@ impl PruneviewApp {
         ui.horizontal(|ui| {
             if ui
                 .button("Evaluate")
-                .on_hover_text("KITTI AP of the dense and the pruned model on the labelled scans")
+                .on_hover_text(format!(
+                    "KITTI AP of the dense and the pruned model on {} (choose the set in the \
+                     Evaluation window)",
+                    self.state.settings.eval_source
+                ))
                 .clicked()
             {
                 self.state.evaluate();
+                self.ui.eval.open = true;
+            }
+            if ui.button("Evaluation...").clicked() {
+                self.ui.eval.open = true;
             }
             if ui.button("Export...").clicked() {
                 self.ui.export_open = true;
             }
         });
-        for p in &self.state.eval_points {
+        if let Some(p) = self.state.eval_points_of_source().last() {
             ui.label(format!(
                 "{} {:.0}%, recovery {}: AP_BEV {:.2} (dense {:.2}), {} frames",
                 p.method,
@@ -212,7 +234,10 @@ impl PruneviewApp {
                 .into_iter()
                 .enumerate()
             {
-                ui.label(label);
+                let l = ui.label(label);
+                if row == 3 {
+                    l.on_hover_text(help::PREDICTED_D);
+                }
                 match &cur.dp {
                     Ok(s) => ui.label(cell(row, s)),
                     Err(e) => ui

@@ -3,7 +3,7 @@
 use eframe::egui;
 use pruneview_core::prune::Weighting;
 
-use super::{PruneviewApp, si};
+use super::{PruneviewApp, help, si};
 use crate::state::Pick;
 
 impl PruneviewApp {
@@ -66,20 +66,26 @@ impl PruneviewApp {
             ui.add(egui::DragValue::new(&mut self.state.settings.probes).range(1..=32));
         });
         ui.horizontal(|ui| {
-            ui.label("distortion");
+            ui.label("distortion").on_hover_text(
+                "What the curves compare between the dense and the pruned outputs \
+                 (recompute the curves after changing it)",
+            );
             let w = &mut self.state.settings.weighting;
             ui.radio_value(w, Weighting::Detection, "detection")
-                .on_hover_text("scores after the sigmoid, box errors weighted by confidence");
+                .on_hover_text(help::DETECTION);
             ui.radio_value(w, Weighting::Raw, "raw")
-                .on_hover_text("every logit and regression value equally (the paper's form)");
+                .on_hover_text(help::RAW);
         });
         ui.horizontal(|ui| {
-            let label = if self.state.curves.is_some() {
-                "Recompute curves"
-            } else {
-                "Compute curves"
-            };
-            if ui.button(label).clicked() {
+            if self.state.curves.is_some() {
+                if ui
+                    .button("Recompute curves")
+                    .on_hover_text("compute afresh, replacing the cached curves")
+                    .clicked()
+                {
+                    self.state.recompute_curves();
+                }
+            } else if ui.button("Compute curves").clicked() {
                 self.state.compute_curves();
             }
             if ui

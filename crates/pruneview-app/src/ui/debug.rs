@@ -24,6 +24,11 @@ impl PruneviewApp {
                     if let Some(r) = self.view.last_render_seconds() {
                         ui.monospace(format!("3D render {:5.1} ms", r * 1e3));
                     }
+                    if self.state.settings.comparison == crate::state::Comparison::SideBySide
+                        && let Some(r) = self.pruned_view.last_render_seconds()
+                    {
+                        ui.monospace(format!("pruned view render {:5.1} ms", r * 1e3));
+                    }
                     ui.monospace(format!("jobs running {}", self.state.jobs.running().len()));
                 });
             });

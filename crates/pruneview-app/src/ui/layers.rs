@@ -39,6 +39,17 @@ impl PruneviewApp {
             rows.reverse();
         }
         ui.label("Layers (click a header to sort, a row to constrain it)");
+        let constrained = self.state.settings.constraints.len();
+        ui.horizontal(|ui| {
+            ui.label(format!("{constrained} layer(s) constrained"));
+            if ui
+                .add_enabled(constrained > 0, egui::Button::new("reset constraints"))
+                .on_hover_text("unlock every layer and clear every min / max sparsity")
+                .clicked()
+            {
+                self.state.reset_constraints();
+            }
+        });
         egui::Grid::new("layers")
             .striped(true)
             .num_columns(6)

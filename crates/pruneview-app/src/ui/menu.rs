@@ -1,4 +1,5 @@
-//! The menu bar: opening files and the demo, export, the debug overlay, and the status line.
+//! The menu bar: opening files and the demo, export, the debug overlay, help, and the status
+//! line.
 
 use eframe::egui;
 
@@ -38,6 +39,7 @@ impl PruneviewApp {
                     "Debug overlay (frame time)",
                 );
             });
+            ui.menu_button("Help", |ui| self.help_menu(ui));
             ui.separator();
             ui.label(self.status_line());
         });

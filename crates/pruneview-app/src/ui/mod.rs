@@ -11,7 +11,9 @@
 mod budget;
 mod calibration;
 mod debug;
+mod evaluation;
 mod export;
+mod help;
 mod jobs_panel;
 mod layers;
 mod menu;
@@ -32,7 +34,8 @@ use super::work::OpenRequest;
 use layers::SortKey;
 use pruneview_core::session::scans::expand_scan_paths;
 
-pub use scene::{DENSE_COLOR, GT_COLOR, PRUNED_COLOR};
+pub use help::{LAMBDA_OFF_RATIO, switched_off_groups};
+pub use scene::{DENSE_COLOR, GT_COLOR, MATCHED_COLOR, MISSED_COLOR, NEW_COLOR, PRUNED_COLOR};
 
 /// UI-only state (not persisted).
 struct UiState {
@@ -48,12 +51,19 @@ struct UiState {
     /// What the 3D view shows, to update it only on change.
     view_scan: Option<std::path::PathBuf>,
     view_boxes: Vec<Box3d>,
+    /// The side-by-side comparison's table of score deltas is open.
+    show_deltas: bool,
+    eval: evaluation::EvalUi,
+    help: help::HelpUi,
 }
 
 /// The app: its state, the 3D view and the UI's own bits.
 pub struct PruneviewApp {
     pub state: State,
     pub view: View3d,
+    /// The right-hand view of the side-by-side comparison (pruned detections); it follows
+    /// the main view's camera.
+    pub pruned_view: View3d,
     ui: UiState,
 }
 
@@ -64,9 +74,13 @@ impl PruneviewApp {
         let mut view = View3d::new();
         view.set_color_by(settings.color_by);
         view.set_projection(settings.projection);
+        let mut pruned_view = View3d::new();
+        pruned_view.set_color_by(settings.color_by);
+        pruned_view.set_projection(settings.projection);
         PruneviewApp {
             state: State::new(settings, Arc::new(move || c.request_repaint())),
             view,
+            pruned_view,
             ui: UiState {
                 sort: SortKey::Order,
                 descending: false,
@@ -77,12 +91,20 @@ impl PruneviewApp {
                 ui_ms: 0.0,
                 view_scan: None,
                 view_boxes: Vec::new(),
+                show_deltas: false,
+                eval: evaluation::EvalUi::default(),
+                help: help::HelpUi::default(),
             },
         }
     }
 
     pub fn open_export_dialog(&mut self) {
         self.ui.export_open = true;
+    }
+
+    /// Shows or hides the Evaluation window (the screenshots show it after Evaluate).
+    pub fn show_evaluation_window(&mut self, open: bool) {
+        self.ui.eval.open = open;
     }
 
     /// Draws the whole window into `ui`. `rs` is eframe's wgpu state (the 3D view needs it).
@@ -144,6 +166,12 @@ impl PruneviewApp {
 
         if self.ui.export_open {
             self.export_dialog(ui.ctx());
+        }
+        if self.ui.eval.open {
+            self.evaluation_window(ui.ctx());
+        }
+        if self.ui.help.help || self.ui.help.about {
+            self.help_windows(ui.ctx());
         }
         self.ui.ui_ms = start.elapsed().as_secs_f32() * 1e3;
         if self.state.settings.debug_overlay {

@@ -1,10 +1,11 @@
-//! The plots panel: per-layer distortion curves, and the frontier with measured AP under it.
+//! The plots panel: per-layer distortion curves and the frontier (measured AP is in the
+//! Evaluation window).
 
 use eframe::egui;
 use pruneview_core::prune::alloc::Method;
 
 use super::PruneviewApp;
-use crate::plots::{self, ApPoint, FrontierSeries, LayerCurvePlot, Series};
+use crate::plots::{self, FrontierSeries, LayerCurvePlot};
 
 impl PruneviewApp {
     pub(super) fn plots(&mut self, ui: &mut egui::Ui) {
@@ -45,12 +46,29 @@ impl PruneviewApp {
             .collect();
         let planner = self.state.planner.clone();
         let cur = self.state.current.clone();
-        let eval = self.state.eval_points.clone();
         ui.columns(2, |cols| {
             cols[0].label("Distortion vs sparsity per layer (hover to pick a layer)");
+            // One line each (the full text on hover), so the two plots stay aligned.
+            cols[0].add(
+                egui::Label::new(
+                    egui::RichText::new(
+                        "solid: predicted · dashed with dots: measured · diamond: the \
+                         allocation's sparsity",
+                    )
+                    .weak(),
+                )
+                .truncate(),
+            );
             self.ui.hovered_layer =
                 plots::curves_plot(&mut cols[0], "curves", &layers, self.ui.selected_layer);
             cols[1].label("Frontier: predicted distortion vs budget kept");
+            cols[1].add(
+                egui::Label::new(
+                    egui::RichText::new("thick: dp · circle and dashed line: the current budget")
+                        .weak(),
+                )
+                .truncate(),
+            );
             if let Some(p) = &planner {
                 let series: Vec<FrontierSeries> = p
                     .series
@@ -64,20 +82,7 @@ impl PruneviewApp {
                 let current = cur
                     .as_ref()
                     .and_then(|c| c.dp.as_ref().ok().map(|s| (c.keep, s.predicted)));
-                let mut ap: Vec<ApPoint> = Vec::new();
-                for e in &eval {
-                    ap.push(ApPoint {
-                        series: Series::Dense,
-                        keep: 1.0,
-                        ap: e.accuracy.dense.mean_bev,
-                    });
-                    ap.push(ApPoint {
-                        series: Series::Pruned(e.method, e.recovery),
-                        keep: e.keep,
-                        ap: e.accuracy.pruned.mean_bev,
-                    });
-                }
-                plots::frontier_plot(&mut cols[1], "frontier", &series, current, &ap);
+                plots::frontier_plot(&mut cols[1], "frontier", &series, current);
             }
         });
     }

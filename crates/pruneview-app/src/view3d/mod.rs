@@ -54,6 +54,14 @@ pub struct Box3d {
     pub label: String,
 }
 
+/// Where a view looks from (its orbit and bird's-eye cameras both), so two views can share
+/// one viewpoint: the side-by-side comparison copies it from the view the user moved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CameraState {
+    orbit: OrbitCam,
+    bev: BevCam,
+}
+
 /// Heights (m, LiDAR frame) mapped to the two ends of the height ramp: KITTI's ground is near
 /// -1.7 m, car roofs near 0 m.
 pub const HEIGHT_RANGE: (f32, f32) = (-2.5, 1.5);
@@ -227,6 +235,20 @@ impl View3d {
             Projection::Perspective => self.orbit = OrbitCam::DEFAULT,
             Projection::BirdsEye => self.bev = BevCam::DEFAULT,
         }
+    }
+
+    /// Both cameras, to give another view the same viewpoint.
+    pub fn camera_state(&self) -> CameraState {
+        CameraState {
+            orbit: self.orbit,
+            bev: self.bev,
+        }
+    }
+
+    /// Looks from `c` (the next render shows it).
+    pub fn set_camera_state(&mut self, c: CameraState) {
+        self.orbit = c.orbit;
+        self.bev = c.bev;
     }
 
     /// Seconds the last kiss3d render took on the CPU (scene update, encoding, submit; the GPU

@@ -14,6 +14,18 @@ use crate::prune::{BudgetKind, Lambdas, Weighting};
 
 use super::{Result, fail};
 
+/// The prune orders that curves ranked by magnitude assume, one per unit
+/// ([`Detector::units`] order): what [`crate::prune::probe::predicted_curves`] returns with
+/// them, rebuilt from the weights alone (for curves read back from a file). Saliency orders
+/// need the probes' Gauss-Newton diagonal and cannot be rebuilt this way.
+pub fn magnitude_orders(det: &Detector) -> Vec<Vec<u32>> {
+    use rayon::prelude::*;
+    det.units()
+        .par_iter()
+        .map(|u| crate::prune::rank::magnitude_order(&u.weight.data))
+        .collect()
+}
+
 /// The output normalisation of an earlier curves file, so that shards computed on different
 /// scans can be merged exactly (refused when it was made for another distortion).
 pub fn normalization_from(path: &Path, weighting: Weighting) -> Result<Vec<OutputNorm>> {

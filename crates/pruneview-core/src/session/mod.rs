@@ -6,6 +6,7 @@
 //! Every long function takes a [`Control`](crate::progress::Control) and fails with an
 //! [`Error`]: cancelled, or a message for the user that names the file and the problem.
 
+pub mod compare;
 pub mod curves;
 pub mod evaluate;
 pub mod export;
