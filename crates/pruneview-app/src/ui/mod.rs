@@ -32,6 +32,7 @@ use super::work::OpenRequest;
 use layers::SortKey;
 use pruneview_core::session::scans::expand_scan_paths;
 
+pub use debug::DebugFigures;
 pub use scene::{DENSE_COLOR, GT_COLOR, PRUNED_COLOR};
 
 /// UI-only state (not persisted).
