@@ -10,7 +10,10 @@ use egui_kittest::{Harness, SnapshotOptions};
 
 use super::util::TempDir;
 use pruneview::app::PruneviewApp;
-use pruneview::app::screenshots::{self, demo_subset, harness, step_until};
+use pruneview::app::jobs::JobKind;
+use pruneview::app::screenshots::{
+    self, demo_subset, drag_slider, harness, slider_point, step_until,
+};
 use pruneview::app::state::{Level, Settings};
 use pruneview::app::view3d::Projection;
 use pruneview::model::Weights;
@@ -293,7 +296,7 @@ fn snapshots_of_the_main_views() {
         .max_failed_pixels(4000);
     let snapshot = |h: &mut Harness<'_, PruneviewApp>, name: &str| {
         h.run_steps(3);
-        let timing = h.get_by_label_contains("points, dense").rect();
+        let timing = h.get_by_label_contains("points | boxes with score").rect();
         h.mask(timing);
         h.snapshot_options(name, &opts);
     };
@@ -432,4 +435,215 @@ fn voxel_model_prunes_and_exports_in_the_app() {
             .any(|k| k.starts_with("backbone_3d.conv"))
     );
     assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// A fast release (the pointer moving on past the slider's end in the frame that lets go)
+/// leaves the budget where the pointer let go, not at 100%; letting go starts the pruned
+/// forward at once.
+#[test]
+fn budget_slider_release_lands_where_the_pointer_let_go() {
+    let mut h = loaded(screenshots::WINDOW);
+    let fraction = |pct: f32| (pct - 1.0) / 99.0;
+    for (from, to) in [(50.0, 30.0), (30.0, 42.0)] {
+        let past_the_end = slider_point(&h, "kept", 1.0) + egui::vec2(300.0, 0.0);
+        drag_slider(
+            &mut h,
+            "kept",
+            fraction(from),
+            fraction(to),
+            &[egui::Event::PointerMoved(past_the_end)],
+        );
+        let s = &h.state().state;
+        let keep = s.settings.keep;
+        assert!(
+            (keep - f64::from(to) / 100.0).abs() < 0.02,
+            "let go at {to}%, the budget is {keep}"
+        );
+        assert!(
+            s.jobs.is_running(JobKind::PrunedForward) || s.pruned_is_current(),
+            "the pruned forward waits although the slider was let go"
+        );
+        h.run_steps(3);
+        assert_eq!(h.state().state.settings.keep, keep, "the moves after it");
+        step_until(&mut h, LONG, "pruned detections", |a| {
+            a.state.pruned_is_current()
+        })
+        .unwrap();
+    }
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// Every control in view at 1600x1000 and 1280x800 (the score slider of the 3D view's
+/// toolbar, the selected layer's constraints, the budget slider next to the debug overlay),
+/// side panels that can be dragged narrower and wider, and a layout that holds still while
+/// jobs and messages come and go.
+#[test]
+fn every_control_is_reachable_and_the_layout_holds_still() {
+    use egui::accesskit::Role;
+    let mut h = loaded(screenshots::WINDOW);
+    h.state_mut().state.settings.debug_overlay = true;
+    for size in [screenshots::WINDOW, egui::vec2(1280.0, 800.0)] {
+        h.set_size(size);
+        h.run_steps(4);
+        let window = egui::Rect::from_min_size(egui::Pos2::ZERO, size);
+        let p = h.state().panel_rects();
+        let score = h.get_by_role_and_label(Role::Slider, "score").rect();
+        assert!(
+            p.central.contains_rect(score) && window.contains_rect(score),
+            "{size:?}: the score slider {score:?} is outside the 3D view's panel {:?}",
+            p.central
+        );
+        let kept = h.get_by_role_and_label(Role::Slider, "kept").rect();
+        assert!(p.right.contains_rect(kept), "{size:?}: {kept:?}");
+        let overlay = h.get_by_label_contains("ui code").rect();
+        assert!(
+            p.central.contains_rect(overlay) && !overlay.intersects(p.right),
+            "{size:?}: the debug overlay {overlay:?} covers a panel"
+        );
+
+        // The last layer's constraints, selected from the bottom of the table.
+        let last = h.state().state.model.as_ref().unwrap().layers.len() - 1;
+        let name = h.state().state.model.as_ref().unwrap().layers[last]
+            .name
+            .clone();
+        if h.query_by_role_and_label(Role::Slider, "min sparsity")
+            .is_none()
+        {
+            h.get_by_label(name.trim_end_matches(".weight"))
+                .click_accesskit();
+            h.run_steps(3);
+        }
+        let min = h.get_by_role_and_label(Role::Slider, "min sparsity").rect();
+        assert!(
+            p.left.contains_rect(min) && window.contains_rect(min),
+            "{size:?}: the constraint editor {min:?} is out of view of {:?}",
+            p.left
+        );
+    }
+
+    // The side panels follow their edges when dragged.
+    let button = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::default(),
+    };
+    let drag = |h: &mut Harness<'_, PruneviewApp>, from: egui::Pos2, dx: f32| {
+        h.input_mut().events.push(egui::Event::PointerMoved(from));
+        h.step();
+        h.input_mut().events.push(button(from, true));
+        h.step();
+        for i in 1..=5 {
+            let at = from + egui::vec2(dx * i as f32 / 5.0, 0.0);
+            h.input_mut().events.push(egui::Event::PointerMoved(at));
+            h.step();
+        }
+        h.input_mut()
+            .events
+            .push(button(from + egui::vec2(dx, 0.0), false));
+        h.run_steps(3);
+    };
+    for (dx, side) in [
+        (-120.0, "left"),
+        (150.0, "left"),
+        (120.0, "right"),
+        (-150.0, "right"),
+    ] {
+        let before = h.state().panel_rects();
+        let (edge, width) = match side {
+            "left" => (before.left.right(), before.left.width()),
+            _ => (before.right.left(), before.right.width()),
+        };
+        let y = before.left.center().y;
+        drag(&mut h, egui::pos2(edge, y), dx);
+        let after = h.state().panel_rects();
+        let (new_width, want) = match side {
+            "left" => (after.left.width(), width + dx),
+            _ => (after.right.width(), width - dx),
+        };
+        assert!(
+            (new_width - want).abs() < 4.0,
+            "the {side} panel: {width} dragged by {dx} is {new_width}"
+        );
+    }
+
+    // Jobs and messages come and go: nothing else moves.
+    h.state_mut().state.messages.clear();
+    h.run_steps(3);
+    let still = |h: &Harness<'_, PruneviewApp>| {
+        (
+            h.state().panel_rects(),
+            h.get_by_role_and_label(Role::Slider, "kept").rect(),
+        )
+    };
+    let before = still(&h);
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for i in 0..4 {
+        let g = gate.clone();
+        h.state_mut()
+            .state
+            .jobs
+            .spawn(JobKind::Export, format!("a test job {i}"), move |_| {
+                while !g.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(pruneview::app::jobs::JobError::Cancelled)
+            });
+    }
+    for i in 0..20 {
+        h.state_mut().state.info(format!("message {i}"));
+    }
+    h.run_steps(3);
+    h.get_by_label_contains("a test job 3");
+    assert_eq!(still(&h), before, "jobs and messages moved the layout");
+    gate.store(true, std::sync::atomic::Ordering::Relaxed);
+    step_until(&mut h, LONG, "the test jobs", |a| a.state.jobs.is_idle()).unwrap();
+    h.state_mut().state.messages.clear();
+    h.run_steps(3);
+    assert_eq!(still(&h), before, "jobs and messages moved the layout");
+}
+
+/// The 3D view's status line says what the pruned detections wait for, from the jobs that
+/// run, and counts boxes as drawn: at or above the score threshold.
+#[test]
+fn status_line_follows_the_jobs_and_the_score_threshold() {
+    use pruneview::app::ui::DENSE_COLOR;
+    let mut h = loaded(screenshots::WINDOW);
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    for t in [0.0f32, 0.5, 0.99] {
+        h.state_mut().state.settings.score_threshold = t;
+        h.run_steps(3);
+        let s = &h.state().state;
+        let scan = s.selected().unwrap();
+        let dense = scan.dense.iter().filter(|d| d.score >= t).count();
+        let pruned = s.pruned.as_ref().unwrap();
+        let pruned = pruned.detections.iter().filter(|d| d.score >= t).count();
+        let drawn = h
+            .state()
+            .view
+            .boxes()
+            .iter()
+            .filter(|b| b.color == DENSE_COLOR)
+            .count();
+        assert_eq!(drawn, dense);
+        h.get_by_label_contains(&format!("boxes with score >= {t:.2}: dense {dense} ("));
+        h.get_by_label_contains(&format!("pruned {pruned} ("));
+    }
+    // A frontier that failed, with nothing running: said so, not "preparing".
+    let s = &mut h.state_mut().state;
+    s.planner = None;
+    s.current = None;
+    h.run_steps(2);
+    h.get_by_label_contains("pruned: no frontier (see Messages)");
+    h.get_by_label_contains("No frontier: its job failed");
+    assert!(
+        h.query_by_label_contains("Preparing the frontier")
+            .is_none()
+    );
+    // Replanning brings the allocation back.
+    h.state_mut().state.replan();
+    step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
 }

@@ -161,6 +161,77 @@ pub struct Current {
     pub warnings: Vec<String>,
 }
 
+/// How far the pipeline has got towards an allocation: what the budget panel and the 3D
+/// view's status line say, from the jobs actually running (never "preparing" when nothing
+/// is).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlanStatus {
+    NoModel,
+    ModelLoading,
+    NoScans,
+    ScansLoading,
+    /// Scans are open, no curves and no curves job (auto curves off, or it failed).
+    NoCurves,
+    CurvesRunning,
+    /// Curves, but no frontier and no frontier job (it failed).
+    NoFrontier,
+    FrontierRunning,
+    /// The frontier has no allocation at this budget (why).
+    NoAllocation(String),
+    Ready,
+}
+
+impl PlanStatus {
+    /// The budget panel's sentence.
+    pub fn explain(&self) -> String {
+        match self {
+            PlanStatus::NoModel => "Open a model (File > Open model) to plan an allocation.".into(),
+            PlanStatus::ModelLoading => "Loading the model...".into(),
+            PlanStatus::NoScans => "Add calibration scans: the curves are computed on them.".into(),
+            PlanStatus::ScansLoading => "Reading the scans...".into(),
+            PlanStatus::NoCurves => "No curves yet: press Compute curves.".into(),
+            PlanStatus::CurvesRunning => {
+                "The allocation appears when the curves are ready (see Jobs).".into()
+            }
+            PlanStatus::NoFrontier => "No frontier: its job failed (see Messages). Change the \
+                 constraints or the group weights, or recompute the curves."
+                .into(),
+            PlanStatus::FrontierRunning => "Preparing the frontier...".into(),
+            PlanStatus::NoAllocation(e) => format!("No allocation at this budget: {e}"),
+            PlanStatus::Ready => String::new(),
+        }
+    }
+
+    /// The same, in a few words (the 3D view's status line).
+    pub fn short(&self) -> String {
+        match self {
+            PlanStatus::NoModel => "no model".into(),
+            PlanStatus::ModelLoading => "waiting for the model".into(),
+            PlanStatus::NoScans => "no scans".into(),
+            PlanStatus::ScansLoading => "waiting for the scans".into(),
+            PlanStatus::NoCurves => "no curves (Compute curves)".into(),
+            PlanStatus::CurvesRunning => "waiting for the curves".into(),
+            PlanStatus::NoFrontier => "no frontier (see Messages)".into(),
+            PlanStatus::FrontierRunning => "waiting for the frontier".into(),
+            PlanStatus::NoAllocation(_) => "no allocation at this budget".into(),
+            PlanStatus::Ready => "ready".into(),
+        }
+    }
+}
+
+/// Where the pruned detections of the current allocation are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PrunedStatus {
+    /// No allocation yet.
+    Waiting(PlanStatus),
+    /// Shown.
+    Shown,
+    /// Being computed, or about to be once the budget rests.
+    Updating,
+    /// The forward for this allocation failed or was cancelled; a new budget retries.
+    NotComputed,
+}
+
 /// The whole app state (without egui or GPU handles, so tests can drive it).
 pub struct State {
     pub settings: Settings,
@@ -183,6 +254,8 @@ pub struct State {
     last_change: Instant,
     pub eval_points: Vec<EvalPoint>,
     pub messages: Vec<Message>,
+    /// [`scan_labels`] of the scans.
+    labels: Vec<String>,
 }
 
 impl State {
@@ -205,6 +278,7 @@ impl State {
             last_change: Instant::now(),
             eval_points: Vec::new(),
             messages: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -291,8 +365,7 @@ impl State {
         if index < self.scans.len() {
             self.scans.remove(index);
             self.selected_scan = self.selected_scan.min(self.scans.len().saturating_sub(1));
-            self.remember_scans();
-            self.refresh_layer_flops();
+            self.scans_changed();
         }
     }
 
@@ -319,8 +392,42 @@ impl State {
         self.curves.is_some() && self.curves_scans != self.scan_ids()
     }
 
+    /// The scans' identities ([`scan_key`]: two `000000.bin` from different folders differ).
     fn scan_ids(&self) -> Vec<String> {
-        self.scans.iter().map(|s| s.id.clone()).collect()
+        self.scans.iter().map(scan_key).collect()
+    }
+
+    /// The name the UI gives scan `i`: its file name, with its folders when another scan
+    /// shares that name (see [`scan_labels`]).
+    pub fn scan_label(&self, i: usize) -> String {
+        self.scan_labels().into_iter().nth(i).unwrap_or_default()
+    }
+
+    /// [`Self::scan_label`] of every scan (kept from the last change of the scans).
+    pub fn scan_labels(&self) -> Vec<String> {
+        if self.labels.len() == self.scans.len() {
+            return self.labels.clone();
+        }
+        scan_labels(
+            &self
+                .scans
+                .iter()
+                .map(|s| s.path.clone())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The scans changed: their labels, the path list that reopens them, the layer FLOPs.
+    fn scans_changed(&mut self) {
+        self.labels = scan_labels(
+            &self
+                .scans
+                .iter()
+                .map(|s| s.path.clone())
+                .collect::<Vec<_>>(),
+        );
+        self.remember_scans();
+        self.refresh_layer_flops();
     }
 
     fn calib_scans(&self) -> Vec<CalibScan> {
@@ -339,10 +446,13 @@ impl State {
         }
         let model = model.clone();
         let scans = self.calib_scans();
+        let keys = self.scan_ids();
         let (probes, weighting) = (self.settings.probes, self.settings.weighting);
         let title = format!("curves: {} scans x {probes} probes", scans.len());
         self.spawn(JobKind::Curves, title, move |ctl| {
-            let r = work::compute_curves(&model, &scans, probes, weighting, ctl)?;
+            let mut r = work::compute_curves(&model, &scans, probes, weighting, ctl)?;
+            // Staleness is judged by path: the curves file keeps the scans' file names.
+            r.scan_ids = keys;
             Ok(Output::Curves(Box::new(r)))
         });
     }
@@ -393,6 +503,57 @@ impl State {
         self.jobs.is_running(JobKind::Frontier)
     }
 
+    /// How far the pipeline has got towards an allocation (see [`PlanStatus`]).
+    pub fn plan_status(&self) -> PlanStatus {
+        let running = |k| self.jobs.is_running(k);
+        if self.model.is_none() {
+            return if running(JobKind::LoadModel) {
+                PlanStatus::ModelLoading
+            } else {
+                PlanStatus::NoModel
+            };
+        }
+        if self.curves.is_none() {
+            return if running(JobKind::Curves) {
+                PlanStatus::CurvesRunning
+            } else if running(JobKind::LoadScans) {
+                PlanStatus::ScansLoading
+            } else if self.scans.is_empty() {
+                PlanStatus::NoScans
+            } else {
+                PlanStatus::NoCurves
+            };
+        }
+        let Some(cur) = self.current.as_ref().filter(|_| self.planner.is_some()) else {
+            return if running(JobKind::Frontier) || self.planner.is_some() {
+                PlanStatus::FrontierRunning
+            } else {
+                PlanStatus::NoFrontier
+            };
+        };
+        match &cur.dp {
+            Ok(_) => PlanStatus::Ready,
+            Err(e) => PlanStatus::NoAllocation(e.clone()),
+        }
+    }
+
+    /// Where the pruned detections of the current allocation are (see [`PrunedStatus`]).
+    pub fn pruned_status(&self) -> PrunedStatus {
+        match self.plan_status() {
+            PlanStatus::Ready => {}
+            p => return PrunedStatus::Waiting(p),
+        }
+        if self.pruned_is_current() {
+            PrunedStatus::Shown
+        } else if self.jobs.is_running(JobKind::PrunedForward)
+            || self.pruned_target != self.pruned_target()
+        {
+            PrunedStatus::Updating
+        } else {
+            PrunedStatus::NotComputed
+        }
+    }
+
     // ------------------------------------------------------------------------------------
     // per frame
 
@@ -425,8 +586,7 @@ impl State {
                 let known: Vec<PathBuf> = self.scans.iter().map(|s| s.path.clone()).collect();
                 self.scans
                     .extend(scans.into_iter().filter(|s| !known.contains(&s.path)));
-                self.remember_scans();
-                self.refresh_layer_flops();
+                self.scans_changed();
                 if self.settings.auto_curves && self.curves.is_none() && !self.scans.is_empty() {
                     self.compute_curves();
                 }
@@ -597,6 +757,16 @@ impl State {
         self.current = None;
     }
 
+    /// The budget slider was let go: the pruned forward starts at once instead of after
+    /// [`SETTLE`] (which is for a budget that moves by keys or a held pointer).
+    pub fn budget_released(&mut self) {
+        self.last_change = Instant::now()
+            .checked_sub(SETTLE)
+            .unwrap_or(self.last_change);
+        self.update_current();
+        self.schedule_pruned();
+    }
+
     pub fn planning_inputs_changed(&mut self) {
         self.budget_changed();
         self.replan();
@@ -666,7 +836,7 @@ impl State {
     fn pruned_target(&self) -> Option<PrunedTarget> {
         let (scan, sol) = self.pruned_goal()?;
         Some(PrunedTarget {
-            scan_id: scan.id.clone(),
+            scan_id: scan_key(scan),
             recovery: self.effective_recovery(&sol.sparsity),
             sparsity: sol.sparsity.clone(),
         })
@@ -821,6 +991,45 @@ impl State {
             Ok(Output::Exported(files, warning))
         });
     }
+}
+
+/// A scan's identity in the app: its path (file names repeat across datasets).
+pub fn scan_key(scan: &ScanEntry) -> String {
+    scan.path.to_string_lossy().into_owned()
+}
+
+/// Names that tell `paths` apart: each file name, with as many of its folders as it takes
+/// to differ from every other path's (`kitti/velodyne/000000.bin` and
+/// `synthetic/velodyne/000000.bin`; a unique name stays bare).
+pub fn scan_labels(paths: &[PathBuf]) -> Vec<String> {
+    let parts: Vec<Vec<String>> = paths
+        .iter()
+        .map(|p| {
+            p.components()
+                .rev()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        })
+        .collect();
+    let label = |j: usize, n: usize| {
+        let p = &parts[j];
+        let mut v: Vec<&str> = p[..n.min(p.len())].iter().map(String::as_str).collect();
+        v.reverse();
+        v.join("/")
+    };
+    (0..parts.len())
+        .map(|i| {
+            let mut n = 1;
+            loop {
+                let mine = label(i, n);
+                let clash = (0..parts.len()).any(|j| j != i && label(j, n) == mine);
+                if !clash || n >= parts[i].len() {
+                    return mine;
+                }
+                n += 1;
+            }
+        })
+        .collect()
 }
 
 /// What a pruned forward shows: a scan, an allocation and a recovery.

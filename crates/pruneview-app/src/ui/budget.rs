@@ -35,6 +35,10 @@ impl PruneviewApp {
             s.keep = (pct / 100.0).clamp(0.01, 1.0);
             self.state.budget_changed();
         }
+        if slider.drag_stopped() {
+            // Let go: the budget rests now, no need to wait for it to keep still.
+            self.state.budget_released();
+        }
         ui.label(format!(
             "{:.2}x fewer {}",
             1.0 / self.state.settings.keep.max(1e-6),
@@ -87,9 +91,11 @@ impl PruneviewApp {
         if replan {
             self.state.planning_inputs_changed();
         }
-        if self.state.is_planning() {
-            ui.label("updating the frontier...");
-        }
+        // Its room is kept when hidden, so the panel does not jump when a replan starts.
+        ui.add_visible(
+            self.state.is_planning(),
+            egui::Label::new("updating the frontier..."),
+        );
         ui.separator();
         self.recovery_control(ui);
         ui.separator();
@@ -183,11 +189,7 @@ impl PruneviewApp {
 
     fn totals(&self, ui: &mut egui::Ui) {
         let Some(cur) = &self.state.current else {
-            ui.label(if self.state.curves.is_none() {
-                "The allocation appears when the curves are ready."
-            } else {
-                "Preparing the frontier..."
-            });
+            ui.label(self.state.plan_status().explain());
             return;
         };
         let dense_flops = self

@@ -39,10 +39,11 @@ impl PruneviewApp {
                 ui.label("labels");
                 ui.label("");
                 ui.end_row();
-                for (i, s) in self.state.scans.iter().enumerate() {
+                let labels = self.state.scan_labels();
+                for (i, (s, label)) in self.state.scans.iter().zip(&labels).enumerate() {
                     let selected = self.state.selected_scan == i;
                     if ui
-                        .selectable_label(selected, &s.id)
+                        .selectable_label(selected, label)
                         .on_hover_text(s.path.display().to_string())
                         .clicked()
                     {

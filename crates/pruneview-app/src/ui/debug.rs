@@ -36,8 +36,12 @@ impl PruneviewApp {
 
     pub(super) fn debug_overlay(&self, ctx: &egui::Context) {
         let f = self.debug_figures();
+        // In the 3D view's lower left corner: over the point cloud, never over a control.
+        let corner = self.ui.panels.central.left_bottom() + egui::vec2(8.0, -8.0);
         egui::Area::new(egui::Id::unique("debug-overlay"))
-            .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 32.0))
+            .fixed_pos(corner)
+            .pivot(egui::Align2::LEFT_BOTTOM)
+            .interactable(false)
             .show(ctx, |ui| {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
                     if let (Some(median), Some(worst)) = (f.frame_median_ms, f.frame_worst_ms) {

@@ -103,12 +103,10 @@ impl PruneviewApp {
                     ui.end_row();
                 }
             });
-        if let Some(i) = self.ui.selected_layer.filter(|&i| i < m.layers.len()) {
-            self.constraint_editor(ui, &m.layers[i].name);
-        }
     }
 
-    fn constraint_editor(&mut self, ui: &mut egui::Ui, name: &str) {
+    /// The selected layer's constraints (drawn at the foot of the left panel).
+    pub(super) fn constraint_editor(&mut self, ui: &mut egui::Ui, name: &str) {
         ui.group(|ui| {
             ui.label(format!("Constraints of {name}"));
             let mut c = self

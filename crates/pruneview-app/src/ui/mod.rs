@@ -49,7 +49,41 @@ struct UiState {
     /// What the 3D view shows, to update it only on change.
     view_scan: Option<std::path::PathBuf>,
     view_boxes: Vec<Box3d>,
+    /// Where the panels were drawn in the last frame.
+    panels: PanelRects,
+    /// Whether the input fix-ups ([`crate::input`]) are on this context.
+    input_fixes: bool,
 }
+
+/// Where each panel was drawn (screen points), for the overlay's place and for tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PanelRects {
+    /// Model, calibration scans and layers.
+    pub left: egui::Rect,
+    /// Budget.
+    pub right: egui::Rect,
+    /// The 3D view and its toolbar.
+    pub central: egui::Rect,
+    pub plots: egui::Rect,
+    /// Jobs and messages.
+    pub jobs: egui::Rect,
+}
+
+impl Default for PanelRects {
+    fn default() -> Self {
+        let r = egui::Rect::NOTHING;
+        PanelRects {
+            left: r,
+            right: r,
+            central: r,
+            plots: r,
+            jobs: r,
+        }
+    }
+}
+
+/// Height the jobs and messages panel starts with (it keeps it, however many rows it holds).
+const JOBS_HEIGHT: f32 = 130.0;
 
 /// The app: its state, the 3D view and the UI's own bits.
 pub struct PruneviewApp {
@@ -78,6 +112,8 @@ impl PruneviewApp {
                 ui_ms: 0.0,
                 view_scan: None,
                 view_boxes: Vec::new(),
+                panels: PanelRects::default(),
+                input_fixes: false,
             },
         }
     }
@@ -86,9 +122,18 @@ impl PruneviewApp {
         self.ui.export_open = true;
     }
 
+    /// Where the panels were drawn in the last frame.
+    pub fn panel_rects(&self) -> PanelRects {
+        self.ui.panels
+    }
+
     /// Draws the whole window into `ui`. `rs` is eframe's wgpu state (the 3D view needs it).
     pub fn show(&mut self, ui: &mut egui::Ui, rs: Option<&RenderState>) {
         let start = Instant::now();
+        if !self.ui.input_fixes {
+            ui.ctx().add_plugin(crate::input::ReleaseFirst::default());
+            self.ui.input_fixes = true;
+        }
         let dropped: Vec<std::path::PathBuf> = ui.ctx().input(|i| {
             i.raw
                 .dropped_files
@@ -111,37 +156,77 @@ impl PruneviewApp {
         }
 
         egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
-        egui::Panel::bottom("jobs")
+        // Panels keep the size they were given (or dragged to): their contents scroll
+        // inside instead of growing them, so a job row, a message or a wide table never
+        // moves the rest of the window.
+        let jobs = egui::Panel::bottom("jobs")
             .resizable(true)
-            .default_size(130.0)
-            .show(ui, |ui| self.jobs_panel(ui));
-        egui::Panel::left("model")
+            .default_size(JOBS_HEIGHT)
+            .min_size(60.0)
+            .show(ui, |ui| self.jobs_panel(ui))
+            .response
+            .rect;
+        let left = egui::Panel::left("model")
             .resizable(true)
             .default_size(400.0)
-            .max_size(560.0)
+            .min_size(200.0)
+            .max_size(800.0)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| {
-                    self.model_panel(ui);
-                    ui.separator();
-                    self.calibration_panel(ui);
-                    ui.separator();
-                    if let Some(m) = self.state.model.clone() {
-                        self.layer_table(ui, &m);
-                    }
-                });
-            });
-        egui::Panel::right("budget")
+                let m = self.state.model.clone();
+                // The selected layer's constraints stay at the panel's foot, in view however
+                // far the table is scrolled.
+                if let Some(m) = &m
+                    && let Some(i) = self.ui.selected_layer.filter(|&i| i < m.layers.len())
+                {
+                    egui::Panel::bottom("constraints")
+                        .show(ui, |ui| self.constraint_editor(ui, &m.layers[i].name));
+                }
+                egui::ScrollArea::both()
+                    .id_salt("left")
+                    .auto_shrink(false)
+                    .show(ui, |ui| {
+                        self.model_panel(ui);
+                        ui.separator();
+                        self.calibration_panel(ui);
+                        ui.separator();
+                        if let Some(m) = &m {
+                            self.layer_table(ui, m);
+                        }
+                    });
+            })
+            .response
+            .rect;
+        let right = egui::Panel::right("budget")
             .resizable(true)
             .default_size(340.0)
-            .max_size(480.0)
+            .min_size(220.0)
+            .max_size(800.0)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| self.budget_panel(ui));
-            });
-        egui::Panel::bottom("plots")
+                egui::ScrollArea::both()
+                    .id_salt("budget")
+                    .auto_shrink(false)
+                    .show(ui, |ui| self.budget_panel(ui));
+            })
+            .response
+            .rect;
+        let plots = egui::Panel::bottom("plots")
             .resizable(true)
             .default_size(280.0)
-            .show(ui, |ui| self.plots(ui));
-        egui::CentralPanel::default().show(ui, |ui| self.scene(ui, rs));
+            .min_size(80.0)
+            .show(ui, |ui| self.plots(ui))
+            .response
+            .rect;
+        let central = egui::CentralPanel::default()
+            .show(ui, |ui| self.scene(ui, rs))
+            .response
+            .rect;
+        self.ui.panels = PanelRects {
+            left,
+            right,
+            central,
+            plots,
+            jobs,
+        };
 
         if self.ui.export_open {
             self.export_dialog(ui.ctx());

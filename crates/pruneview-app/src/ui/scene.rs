@@ -5,6 +5,7 @@ use eframe::egui;
 use eframe::egui_wgpu::RenderState;
 
 use super::PruneviewApp;
+use crate::state::PrunedStatus;
 use crate::view3d::{Box3d, ColorBy, Projection};
 
 /// Colours of the three box sets in the 3D view (and their legend).
@@ -16,8 +17,8 @@ impl PruneviewApp {
     pub(super) fn scene(&mut self, ui: &mut egui::Ui, rs: Option<&RenderState>) {
         let mut changed_view = false;
         ui.horizontal_wrapped(|ui| {
+            let names = self.state.scan_labels();
             let s = &mut self.state.settings;
-            let names: Vec<String> = self.state.scans.iter().map(|s| s.id.clone()).collect();
             let sel = &mut self.state.selected_scan;
             egui::ComboBox::from_id_salt("scan")
                 .selected_text(names.get(*sel).cloned().unwrap_or("no scan".into()))
@@ -55,6 +56,12 @@ impl PruneviewApp {
                 &mut s.show_pruned,
                 egui::RichText::new("pruned").color(PRUNED_COLOR),
             );
+            // A slider is a row of widgets, which egui does not wrap as a whole: give it a
+            // new row when this one is too short, or it runs on under the Budget panel.
+            let slider_width = ui.spacing().slider_width + 110.0;
+            if ui.available_size_before_wrap().x < slider_width {
+                ui.end_row();
+            }
             ui.add(
                 egui::Slider::new(&mut s.score_threshold, 0.0..=1.0)
                     .text("score")
@@ -70,23 +77,28 @@ impl PruneviewApp {
         }
         self.sync_view();
         if let Some(s) = self.state.selected() {
-            let pruned = if self.state.pruned_is_current() {
-                let p = self.state.pruned.as_ref().map_or(0, |p| p.detections.len());
-                let ms = self.state.pruned.as_ref().map_or(0.0, |p| p.ms);
-                format!("pruned {p} boxes ({ms:.0} ms)")
-            } else if self.state.current.is_some() {
-                "pruned: updating...".into()
-            } else {
-                "pruned: waiting for the curves".into()
+            // Counted as drawn: the boxes at or above the score threshold.
+            let t = self.state.settings.score_threshold;
+            let above =
+                |d: &[pruneview_core::detect::Detection]| d.iter().filter(|d| d.score >= t).count();
+            let pruned = match self.state.pruned_status() {
+                PrunedStatus::Shown => self.state.pruned.as_ref().map_or(String::new(), |p| {
+                    format!("pruned {} ({:.0} ms)", above(&p.detections), p.ms)
+                }),
+                PrunedStatus::Updating => "pruned: updating...".into(),
+                PrunedStatus::NotComputed => "pruned: not computed (see Messages)".into(),
+                PrunedStatus::Waiting(p) => format!("pruned: {}", p.short()),
             };
-            ui.label(format!(
-                "{}: {} points, dense {} boxes ({:.0} ms), {}",
-                s.id,
+            let text = format!(
+                "{}: {} points | boxes with score >= {t:.2}: dense {} ({:.0} ms), {pruned}",
+                self.state.scan_label(self.state.selected_scan),
                 s.points.len() / s.num_features.max(1),
-                s.dense.len(),
+                above(&s.dense),
                 s.dense_ms,
-                pruned
-            ));
+            );
+            // One line, whatever its length: a wrapped status would move the view.
+            ui.add(egui::Label::new(&text).truncate())
+                .on_hover_text(&text);
         }
         self.view.ui(ui, rs);
     }
@@ -142,7 +154,7 @@ impl PruneviewApp {
         }
         if s.show_pruned
             && let Some(p) = &self.state.pruned
-            && p.scan_id == scan.id
+            && p.scan_id == crate::state::scan_key(scan)
         {
             dets(&p.detections, PRUNED_COLOR);
         }
