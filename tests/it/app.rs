@@ -647,3 +647,154 @@ fn status_line_follows_the_jobs_and_the_score_threshold() {
     h.state_mut().state.replan();
     step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
 }
+
+/// Files that fail say so, in the app: a file dialog that cannot open says why and opens
+/// the path field, which opens what is typed; scans given without a model, or with a model
+/// that does not load, wait for the next model; bad YAMLs are named; dropped non-finite
+/// points are reported; curves from a near-empty scan warn; two `000000.bin` are told
+/// apart by their folders.
+#[test]
+fn files_that_fail_say_so() {
+    use egui::accesskit::Role;
+    let dir = TempDir::new("files");
+    let app = PruneviewApp::new(
+        Settings {
+            auto_curves: false,
+            ..settings()
+        },
+        &egui::Context::default(),
+    );
+    let mut h = harness(app, screenshots::render_state(), egui::vec2(1280.0, 800.0));
+    h.state_mut()
+        .state
+        .set_file_dialog(std::sync::Arc::new(|_| {
+            Err("Failed to connect to session bus: no DBUS_SESSION_BUS_ADDRESS".into())
+        }));
+    let demo = demo_subset(1).unwrap();
+    let scan = demo.scans[0].clone();
+
+    // Scans before any model wait for one.
+    h.state_mut().state.dropped(vec![scan.clone()]);
+    h.run_steps(2);
+    h.get_by_label_contains("1 scan path(s) wait for a model");
+
+    // File > Open model: no dialog can open; the message says so, the path field opens.
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Open model (.safetensors)...").click();
+    step_until(&mut h, LONG, "the dialog's failure", |a| {
+        a.state.path_prompt.is_some()
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label_contains("the file dialog could not open (Failed to connect");
+    let field = h.get_by_role(Role::TextInput);
+    field.focus();
+    field.type_text(&demo.weights.display().to_string());
+    h.run_steps(2);
+    h.get_by_label("Open").click();
+    step_until(&mut h, LONG, "the model and its waiting scan", |a| {
+        a.state.scans.len() == 1 && a.state.jobs.is_idle()
+    })
+    .unwrap();
+    assert!(h.state().state.path_prompt.is_none());
+    assert!(h.state().state.pending_scans.is_empty());
+    assert_eq!(
+        h.state().state.model.as_ref().unwrap().weights_path,
+        demo.weights
+    );
+    h.state_mut().state.messages.clear();
+
+    // A bad model dropped with good scans: named, and the scans wait for the next model.
+    let truncated = dir.join("truncated.safetensors");
+    let good = std::fs::read(&demo.weights).unwrap();
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let other = demo.scans[1].clone();
+    h.state_mut()
+        .state
+        .dropped(vec![truncated.clone(), other.clone()]);
+    step_until(&mut h, LONG, "the error", |a| a.state.jobs.is_idle()).unwrap();
+    h.run_steps(2);
+    let e = errors(&h);
+    assert!(
+        e.iter().any(|m| m.contains("truncated.safetensors")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|m| m.contains("wait for a model")), "{e:?}");
+    assert_eq!(h.state().state.pending_scans, vec![other.clone()]);
+    h.state_mut().state.dropped(vec![demo.weights.clone()]);
+    step_until(&mut h, LONG, "the model with the waiting scan", |a| {
+        a.state.jobs.is_idle() && a.state.scans.len() == 1
+    })
+    .unwrap();
+    assert_eq!(h.state().state.scans[0].path, other);
+
+    // Bad YAMLs, each named.
+    for (name, text) in [
+        ("syntax.yaml", &b"MODEL: [unclosed\n"[..]),
+        ("empty.yaml", &b""[..]),
+        ("garbage.yaml", &[0xff, 0xfe, 0x00, 0x81][..]),
+        ("other.yaml", &b"foo: 1\n"[..]),
+    ] {
+        h.state_mut().state.messages.clear();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        h.state_mut().state.dropped(vec![path]);
+        step_until(&mut h, LONG, "the error", |a| a.state.jobs.is_idle()).unwrap();
+        let e = errors(&h);
+        assert!(e.iter().any(|m| m.contains(name)), "{name}: {e:?}");
+        assert_eq!(
+            h.state().state.model.as_ref().unwrap().weights_path,
+            demo.weights
+        );
+    }
+
+    // Two scans of one name in different folders, one with a NaN point; a near-empty one.
+    h.state_mut().state.messages.clear();
+    let mut bytes = std::fs::read(&scan).unwrap();
+    let (a, b) = (dir.join("a/velodyne"), dir.join("b/velodyne"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("000000.bin"), &bytes).unwrap();
+    bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(b.join("000000.bin"), &bytes).unwrap();
+    let tiny = dir.join("tiny.bin");
+    std::fs::write(&tiny, &bytes[16..16 + 20 * 16]).unwrap();
+    let s = &mut h.state_mut().state;
+    s.remove_scan(0);
+    s.add_scans(vec![a.join("000000.bin"), b.join("000000.bin")]);
+    step_until(&mut h, LONG, "the scans", |a| a.state.scans.len() == 2).unwrap();
+    h.run_steps(2);
+    h.get_by_label("a/velodyne/000000.bin");
+    h.get_by_label("b/velodyne/000000.bin");
+    let infos: Vec<String> = h
+        .state()
+        .state
+        .messages
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert!(
+        infos
+            .iter()
+            .any(|m| m.contains("b/velodyne/000000.bin: dropped 1 points with NaN")),
+        "{infos:?}"
+    );
+    h.get_by_label_contains("17.5 k !");
+
+    let s = &mut h.state_mut().state;
+    s.remove_scan(1);
+    s.remove_scan(0);
+    s.add_scans(vec![tiny]);
+    step_until(&mut h, LONG, "the tiny scan", |a| a.state.scans.len() == 1).unwrap();
+    h.state_mut().state.compute_curves();
+    step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+    h.run_steps(2);
+    // In the budget panel, next to the allocation (and in the messages).
+    let budget = h.state().panel_rects().right;
+    let warned = h
+        .query_all_by_label_contains("1 near-empty scan(s) (tiny.bin; at most 20 points")
+        .filter(|n| budget.contains_rect(n.rect()))
+        .count();
+    assert_eq!(warned, 1);
+}

@@ -3,6 +3,7 @@
 //! [`ui`] draws plain state. The 3D view ([`view3d`]) renders with kiss3d on eframe's own
 //! wgpu device.
 
+pub mod dialogs;
 pub mod input;
 pub mod jobs;
 pub mod plots;

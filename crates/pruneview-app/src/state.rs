@@ -129,7 +129,15 @@ pub enum Output {
     Recovered(Box<RecoveredModel>),
     Exported(Vec<PathBuf>, Option<String>),
     Picked(Pick, Vec<PathBuf>),
+    /// No dialog could open (why).
+    DialogFailed(Pick, String),
+    /// The model of this request did not load (why, naming the file).
+    ModelFailed(OpenRequest, String),
 }
+
+/// How a file dialog is shown: the native one ([`crate::dialogs::native`]), or a stand-in in
+/// tests. `Ok(vec![])` is a cancel; `Err` says why no dialog opened.
+pub type FileDialog = Arc<dyn Fn(Pick) -> Result<Vec<PathBuf>, String> + Send + Sync>;
 
 /// A job's value and the model generation it belongs to (`None`: any, e.g. a file dialog).
 pub struct Tagged {
@@ -256,6 +264,14 @@ pub struct State {
     pub messages: Vec<Message>,
     /// [`scan_labels`] of the scans.
     labels: Vec<String>,
+    /// Scans given with a model that did not load (or before any model): they load with the
+    /// next model opened.
+    pub pending_scans: Vec<PathBuf>,
+    /// What the path field is asked for: shown after a dialog failed, or from the File menu.
+    pub path_prompt: Option<Pick>,
+    /// What the curves warn of (near-empty calibration scans), for the budget panel.
+    pub curves_warnings: Vec<String>,
+    file_dialog: FileDialog,
 }
 
 impl State {
@@ -279,6 +295,10 @@ impl State {
             eval_points: Vec::new(),
             messages: Vec::new(),
             labels: Vec::new(),
+            pending_scans: Vec::new(),
+            path_prompt: None,
+            curves_warnings: Vec::new(),
+            file_dialog: Arc::new(super::dialogs::native),
         }
     }
 
@@ -316,9 +336,42 @@ impl State {
     pub fn open(&mut self, req: OpenRequest) {
         let title = format!("load {}", req.weights.display());
         self.spawn(JobKind::LoadModel, title, move |ctl| {
-            let m = work::load_model(&req, ctl)?;
-            Ok(Output::Model(Box::new(m), req))
+            match work::load_model(&req, ctl) {
+                Ok(m) => Ok(Output::Model(Box::new(m), req)),
+                // The request comes back with the error: its scans must not vanish with it.
+                Err(JobError::Failed(e)) => Ok(Output::ModelFailed(req, e)),
+                Err(e) => Err(e),
+            }
         });
+    }
+
+    /// A model did not load: say why, and keep the scans that came with it (those not open
+    /// already) for the next model.
+    fn model_failed(&mut self, req: OpenRequest, error: String) {
+        self.error(format!("load {}: {error}", req.weights.display()));
+        let open: Vec<&PathBuf> = self.scans.iter().map(|s| &s.path).collect();
+        let waiting: Vec<PathBuf> = req
+            .scans
+            .into_iter()
+            .filter(|p| !open.contains(&p))
+            .collect();
+        if !waiting.is_empty() {
+            self.error(format!(
+                "the {} scan path(s) given with it wait for a model: open one (File > Open \
+                 model) and they load with it",
+                waiting.len()
+            ));
+            self.hold_scans(waiting);
+        }
+    }
+
+    /// Keeps scans for the next model (no duplicates).
+    fn hold_scans(&mut self, paths: Vec<PathBuf>) {
+        for p in paths {
+            if !self.pending_scans.contains(&p) {
+                self.pending_scans.push(p);
+            }
+        }
     }
 
     /// Replaces what is open by a freshly loaded model, then loads the request's scans.
@@ -330,14 +383,17 @@ impl State {
         self.selected_scan = 0;
         self.clear_curves();
         self.eval_points.clear();
-        if !req.scans.is_empty() {
-            self.add_scans(req.scans.clone());
+        let mut scans = req.scans.clone();
+        scans.extend(std::mem::take(&mut self.pending_scans));
+        if !scans.is_empty() {
+            self.add_scans(scans);
         }
         self.settings.open = Some(req);
     }
 
     fn clear_curves(&mut self) {
         self.curves = None;
+        self.curves_warnings.clear();
         self.orders = None;
         self.curves_scans.clear();
         self.planner = None;
@@ -347,10 +403,16 @@ impl State {
         self.recovered = None;
     }
 
-    /// Adds scans (files or folders) to the calibration set.
+    /// Adds scans (files or folders) to the calibration set; without a model they wait for
+    /// one.
     pub fn add_scans(&mut self, paths: Vec<PathBuf>) {
         let Some(model) = &self.model else {
-            self.error("open a model before adding scans");
+            self.error(format!(
+                "no model is open: the {} scan path(s) load with the next model opened (File > \
+                 Open model)",
+                paths.len()
+            ));
+            self.hold_scans(paths);
             return;
         };
         let det = model.det.clone();
@@ -583,6 +645,9 @@ impl State {
                 for e in errors {
                     self.error(e);
                 }
+                for s in scans.iter().filter(|s| s.non_finite_dropped > 0) {
+                    self.info(scans::non_finite_warning(&s.path, s.non_finite_dropped));
+                }
                 let known: Vec<PathBuf> = self.scans.iter().map(|s| s.path.clone()).collect();
                 self.scans
                     .extend(scans.into_iter().filter(|s| !known.contains(&s.path)));
@@ -604,6 +669,16 @@ impl State {
                 ));
                 self.curves = Some(Arc::new(predicted.curves));
                 self.orders = Some(Arc::new(predicted.orders));
+                let counts: Vec<(String, usize)> = self
+                    .scans
+                    .iter()
+                    .filter(|s| scan_ids.contains(&scan_key(s)))
+                    .map(|s| (s.id.clone(), s.points.len() / s.num_features.max(1)))
+                    .collect();
+                self.curves_warnings = scans::thin_calibration(&counts).into_iter().collect();
+                for w in self.curves_warnings.clone() {
+                    self.error(format!("warning: {w}"));
+                }
                 self.curves_scans = scan_ids;
                 self.planner = None;
                 self.replan();
@@ -671,6 +746,13 @@ impl State {
                 self.info(format!("wrote {}", names.join(", ")));
             }
             Output::Picked(pick, paths) => self.picked(pick, paths),
+            Output::DialogFailed(pick, why) => {
+                self.error(format!(
+                    "the file dialog could not open ({why}): type the path instead"
+                ));
+                self.path_prompt = Some(pick);
+            }
+            Output::ModelFailed(req, e) => self.model_failed(req, e),
         }
     }
 
@@ -679,38 +761,62 @@ impl State {
             return;
         };
         match pick {
-            Pick::Model => {
-                let mut req = self.settings.open.clone().unwrap_or_default();
-                req.weights = first;
-                self.open(req);
-            }
-            Pick::Config => {
-                let mut req = self.settings.open.clone().unwrap_or_default();
-                if req.weights.as_os_str().is_empty() {
-                    self.error("pick the weights (.safetensors) first");
-                    return;
-                }
-                req.config = Some(first);
-                self.open(req);
-            }
+            Pick::Model => self.open_files(Some(first), None, Vec::new()),
+            Pick::Config => self.open_files(None, Some(first), Vec::new()),
             Pick::Scans | Pick::ScanFolder => self.add_scans(paths),
             Pick::ExportDir => self.settings.export.dir = first,
         }
     }
 
-    /// Dropped files: weights open a model, a YAML reopens it with that config, scans and
-    /// folders are added.
+    /// Opens the model again with new weights and / or a new config, and with `scans`: the
+    /// given ones and those waiting for a model, or else the ones open now.
+    fn open_files(
+        &mut self,
+        weights: Option<PathBuf>,
+        config: Option<PathBuf>,
+        scans: Vec<PathBuf>,
+    ) {
+        let mut req = self.settings.open.clone().unwrap_or_default();
+        if let Some(w) = weights {
+            req.weights = w;
+        }
+        if config.is_some() {
+            req.config = config;
+        }
+        if req.weights.as_os_str().is_empty() {
+            self.error("pick the weights (.safetensors) first: the config is read with them");
+            self.hold_scans(scans);
+            return;
+        }
+        let mut given = std::mem::take(&mut self.pending_scans);
+        for p in scans {
+            if !given.contains(&p) {
+                given.push(p);
+            }
+        }
+        if !given.is_empty() {
+            req.scans = given;
+        }
+        self.open(req);
+    }
+
+    /// Dropped files: weights and a YAML open one model together (with the dropped scans,
+    /// if any); scans and folders alone are added to the open model.
     pub fn dropped(&mut self, paths: Vec<PathBuf>) {
         let ext = |p: &PathBuf| {
             p.extension()
                 .map(|e| e.to_string_lossy().to_lowercase())
                 .unwrap_or_default()
         };
-        let mut scans = Vec::new();
+        let (mut weights, mut config, mut scans) = (None, None, Vec::new());
         for p in paths {
             match ext(&p).as_str() {
-                "safetensors" => self.picked(Pick::Model, vec![p]),
-                "yaml" | "yml" => self.picked(Pick::Config, vec![p]),
+                "safetensors" if weights.is_none() => weights = Some(p),
+                "yaml" | "yml" if config.is_none() => config = Some(p),
+                "safetensors" | "yaml" | "yml" => self.error(format!(
+                    "{}: not opened: one model (weights and config) at a time",
+                    p.display()
+                )),
                 _ if p.is_dir() || is_scan_file(&p) => scans.push(p),
                 _ => self.error(format!(
                     "{}: not a model (.safetensors), config (.yaml) or scan (.bin, .pcd)",
@@ -718,37 +824,55 @@ impl State {
                 )),
             }
         }
-        if !scans.is_empty() {
+        if weights.is_some() || config.is_some() {
+            self.open_files(weights, config, scans);
+        } else if !scans.is_empty() {
             self.add_scans(scans);
         }
     }
 
-    /// Opens a native file dialog on a job thread (the sync dialog would block the UI).
+    /// Opens a file dialog on a job thread (the native one blocks until it closes).
     pub fn pick(&mut self, pick: Pick) {
+        let dialog = self.file_dialog.clone();
         self.jobs.spawn(JobKind::Dialog, "file dialog", move |_| {
-            let d = rfd::FileDialog::new();
-            let paths = match pick {
-                Pick::Model => d
-                    .add_filter("safetensors", &["safetensors"])
-                    .pick_file()
-                    .into_iter()
-                    .collect(),
-                Pick::Config => d
-                    .add_filter("OpenPCDet config", &["yaml", "yml"])
-                    .pick_file()
-                    .into_iter()
-                    .collect(),
-                Pick::Scans => d
-                    .add_filter("scans", &["bin", "pcd"])
-                    .pick_files()
-                    .unwrap_or_default(),
-                Pick::ScanFolder | Pick::ExportDir => d.pick_folder().into_iter().collect(),
+            let output = match dialog(pick) {
+                Ok(paths) => Output::Picked(pick, paths),
+                Err(why) => Output::DialogFailed(pick, why),
             };
             Ok(Tagged {
                 generation: None,
-                output: Output::Picked(pick, paths),
+                output,
             })
         });
+    }
+
+    /// Replaces the native file dialog (tests use a stand-in).
+    pub fn set_file_dialog(&mut self, dialog: FileDialog) {
+        self.file_dialog = dialog;
+    }
+
+    /// A path typed for `pick` (the path field): used as a dialog's choice once it is one
+    /// (true), else the error says why not (false, the field stays).
+    pub fn typed_path(&mut self, pick: Pick, text: &str) -> bool {
+        let Some(path) = super::dialogs::typed_path(text) else {
+            self.error("type a path first");
+            return false;
+        };
+        let problem = match pick {
+            Pick::ExportDir if path.is_file() => Some("is a file, not a folder"),
+            Pick::ExportDir => None,
+            _ if !path.exists() => Some("no such file or folder"),
+            Pick::Model | Pick::Config if path.is_dir() => Some("is a folder, not a file"),
+            Pick::ScanFolder if !path.is_dir() => Some("is not a folder"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            self.error(format!("{}: {problem}", path.display()));
+            return false;
+        }
+        self.path_prompt = None;
+        self.picked(pick, vec![path]);
+        true
     }
 
     /// The budget, lambdas or constraints changed.

@@ -45,7 +45,7 @@ impl PruneviewApp {
             KindName(self.state.settings.budget_kind)
         ));
         if let Some(c) = &self.state.current {
-            for w in &c.warnings {
+            for w in self.state.curves_warnings.iter().chain(&c.warnings) {
                 ui.colored_label(
                     egui::Color32::from_rgb(255, 170, 60),
                     format!("warning: {w}"),

@@ -17,6 +17,22 @@ impl PruneviewApp {
                 self.state.pick(Pick::ScanFolder);
             }
         });
+        if !self.state.pending_scans.is_empty() {
+            let names: Vec<String> = self
+                .state
+                .pending_scans
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            ui.colored_label(
+                egui::Color32::YELLOW,
+                format!(
+                    "{} scan path(s) wait for a model: they load with the next one opened",
+                    names.len()
+                ),
+            )
+            .on_hover_text(names.join("\n"));
+        }
         let mut remove = None;
         egui::ScrollArea::vertical()
             .id_salt("scan-list")
@@ -49,7 +65,16 @@ impl PruneviewApp {
                     {
                         self.state.selected_scan = i;
                     }
-                    ui.label(si((s.points.len() / s.num_features.max(1)) as f64));
+                    let points = si((s.points.len() / s.num_features.max(1)) as f64);
+                    if s.non_finite_dropped > 0 {
+                        ui.colored_label(egui::Color32::YELLOW, format!("{points} !"))
+                            .on_hover_text(format!(
+                                "{} points with NaN or infinite values were dropped",
+                                s.non_finite_dropped
+                            ));
+                    } else {
+                        ui.label(points);
+                    }
                     ui.label(s.pillars.to_string());
                     ui.label(s.gt.as_ref().map_or("-".into(), |g| g.len().to_string()));
                     if ui.small_button("x").on_hover_text("remove").clicked() {

@@ -21,6 +21,15 @@ impl PruneviewApp {
                 if ui.button("Add scan folder...").clicked() {
                     self.state.pick(Pick::ScanFolder);
                 }
+                if ui
+                    .button("Type a path...")
+                    .on_hover_text(
+                        "For a model, config, scans or the export folder, without a dialog",
+                    )
+                    .clicked()
+                {
+                    self.state.path_prompt = Some(Pick::Model);
+                }
                 if ui.button("Open the demo").clicked() {
                     match demo_request() {
                         Some(r) => self.state.open(r),

@@ -4,7 +4,8 @@
 //!
 //! One file per panel: `menu.rs`, `model.rs`, `calibration.rs` and `layers.rs` (left),
 //! `budget.rs` (right), `jobs_panel.rs` and `plots_panel.rs` (bottom), `scene.rs` (the 3D view
-//! and its toolbar), `export.rs` (the export dialog) and `debug.rs` (the frame-time overlay).
+//! and its toolbar), `export.rs` (the export dialog), `path_prompt.rs` (the path field, for
+//! when no file dialog opens) and `debug.rs` (the frame-time overlay).
 //! Each is an `impl PruneviewApp` block; this file holds the app, its UI-only state, the layout
 //! ([`PruneviewApp::show`]) and the helpers the panels share.
 
@@ -16,6 +17,7 @@ mod jobs_panel;
 mod layers;
 mod menu;
 mod model;
+mod path_prompt;
 mod plots_panel;
 mod scene;
 
@@ -53,6 +55,8 @@ struct UiState {
     panels: PanelRects,
     /// Whether the input fix-ups ([`crate::input`]) are on this context.
     input_fixes: bool,
+    /// The path field's text.
+    path_text: String,
 }
 
 /// Where each panel was drawn (screen points), for the overlay's place and for tests.
@@ -114,6 +118,7 @@ impl PruneviewApp {
                 view_boxes: Vec::new(),
                 panels: PanelRects::default(),
                 input_fixes: false,
+                path_text: String::new(),
             },
         }
     }
@@ -231,6 +236,7 @@ impl PruneviewApp {
         if self.ui.export_open {
             self.export_dialog(ui.ctx());
         }
+        self.path_prompt(ui.ctx());
         self.ui.ui_ms = start.elapsed().as_secs_f32() * 1e3;
         if self.state.settings.debug_overlay {
             self.debug_overlay(ui.ctx());
