@@ -29,8 +29,10 @@ use super::work::{
     PrunedModel, RecoveredModel,
 };
 
-/// How long the budget must stay still before the pruned detections are recomputed.
-pub const SETTLE: Duration = Duration::from_millis(250);
+/// How long the budget must stay still (moved by keys, or by a pointer still held) before
+/// the pruned detections are recomputed: longer than a held key's repeat, so holding one
+/// does not start a forward per step. Letting the slider go starts it at once.
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// What persists between runs (eframe storage): the last files and every user choice.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

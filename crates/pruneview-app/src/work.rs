@@ -20,7 +20,10 @@ use pruneview_core::session::{self, model::LoadedModel};
 use super::jobs::{JobCtl, JobResult};
 
 /// Calibration scans the statistics preview re-estimates BatchNorm on (the first ones): a
-/// preview within about a second of the slider resting; Evaluate and Export use them all.
+/// preview within half a second of letting go of the slider on the demo (fewer scans are
+/// faster and further from what Export writes: at 35% kept, 6% of the boxes differ from the
+/// repair on all 16 demo scans with one preview scan, 1% with four); Evaluate and Export use
+/// them all.
 pub const PREVIEW_SCANS: usize = 4;
 
 /// What to open: a model (weights, optionally a YAML config) and calibration scans.
