@@ -798,3 +798,141 @@ fn files_that_fail_say_so() {
         .count();
     assert_eq!(warned, 1);
 }
+
+/// Consistency: with no model (or no scans) the buttons that need them are disabled and say
+/// why; the model panel, the layer table, the budget panel and report.csv count the same
+/// FLOPs; "save screenshot" writes the 3D view as drawn, box labels and legend included.
+#[test]
+fn panels_agree_buttons_wait_and_screenshots_show_what_is_drawn() {
+    use egui::accesskit::Role;
+    use egui_kittest::kittest::NodeT;
+    let dir = TempDir::new("consistency");
+    let app = PruneviewApp::new(
+        Settings {
+            auto_curves: false,
+            ..settings()
+        },
+        &egui::Context::default(),
+    );
+    let mut h = harness(app, screenshots::render_state(), screenshots::WINDOW);
+    h.run_steps(2);
+    let disabled = |h: &Harness<'_, PruneviewApp>, label: &str| {
+        h.get_by_role_and_label(Role::Button, label)
+            .accesskit_node()
+            .is_disabled()
+    };
+    for label in ["Compute curves", "Measure curves", "Evaluate", "Export..."] {
+        assert!(disabled(&h, label), "{label} is enabled without a model");
+        h.get_by_role_and_label(Role::Button, label).click();
+        h.run_steps(2);
+    }
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+
+    // The model without scans: the VFE's FLOPs are unknown, not 0%.
+    let mut req = demo_subset(4).unwrap();
+    let scans = std::mem::take(&mut req.scans);
+    h.state_mut().state.open(req);
+    step_until(&mut h, LONG, "the model", |a| a.state.model.is_some()).unwrap();
+    h.run_steps(2);
+    assert!(disabled(&h, "Compute curves"));
+    let f = h.state().state.layer_flops().unwrap();
+    assert_eq!(f.share(0), "-");
+    assert!(f.source.contains("no scans"), "{}", f.source);
+
+    h.state_mut().state.add_scans(scans);
+    step_until(&mut h, LONG, "the scans", |a| a.state.jobs.is_idle()).unwrap();
+    h.run_steps(2);
+    assert!(!disabled(&h, "Compute curves"));
+    h.get_by_label("Compute curves").click();
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    h.run_steps(3);
+    assert!(!disabled(&h, "Evaluate") && !disabled(&h, "Export..."));
+
+    // One FLOPs count everywhere.
+    let label = |h: &Harness<'_, PruneviewApp>, part: &str| {
+        let n = h.get_by_label_contains(part);
+        let text = n.accesskit_node().label().map(|l| l.to_string());
+        text.or_else(|| n.value()).unwrap_or_default()
+    };
+    let number = |text: &str, before: &str| -> f64 {
+        let at = text.find(before).unwrap();
+        let tail: String = text[..at]
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        tail.parse().unwrap()
+    };
+    let model = label(&h, "GFLOPs (prunable layers)");
+    let budget = label(&h, "GFLOPs per scan");
+    assert_eq!(
+        number(&model, "GFLOPs"),
+        number(&budget, "GFLOPs"),
+        "{model} | {budget}"
+    );
+    let s = &mut h.state_mut().state;
+    s.settings.export.dir = dir.to_path_buf();
+    s.export();
+    step_until(&mut h, LONG, "the export", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    let csv = std::fs::read_to_string(dir.join("report.csv")).unwrap();
+    let rows: Vec<(String, f64)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[3].parse().unwrap())
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    let f = h.state().state.layer_flops().unwrap();
+    let layers = h.state().state.model.as_ref().unwrap().layers.clone();
+    for (i, l) in layers.iter().enumerate() {
+        let (_, flops) = rows.iter().find(|r| r.0 == l.name).unwrap();
+        assert_eq!(
+            f.share(i),
+            format!("{:.1}%", 100.0 * flops / total),
+            "{}",
+            l.name
+        );
+    }
+    assert!(f.share(0) != "0.0%", "the VFE's share is {}", f.share(0));
+    assert!(h.query_all_by_label(&f.share(0)).next().is_some());
+
+    // The screenshot is the view as drawn: its labels and legend are in the file.
+    h.state_mut().state.messages.clear();
+    h.get_by_label("save screenshot").click();
+    step_until(&mut h, LONG, "the screenshot", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+    let view = h.state().panel_rects().view;
+    let legend = h.get_by_label_contains("pruned model: DP at").rect();
+    assert!(view.contains_rect(legend), "{legend:?} outside {view:?}");
+    let path = dir.join("screenshot-000000_bin.png");
+    let saved = screenshots::image::open(&path).unwrap().to_rgba8();
+    assert_eq!(
+        (saved.width() as f32, saved.height() as f32),
+        (view.width().round(), view.height().round())
+    );
+    let frame = h.render().unwrap();
+    let (x0, y0) = (view.min.x.round() as u32, view.min.y.round() as u32);
+    let differ = saved
+        .enumerate_pixels()
+        .filter(|(x, y, p)| {
+            let q = frame.get_pixel(x0 + x, y0 + y);
+            p.0.iter().zip(q.0).any(|(a, b)| a.abs_diff(b) > 8)
+        })
+        .count();
+    assert!(
+        differ * 200 < (saved.width() * saved.height()) as usize,
+        "{differ} pixels differ from the view on screen"
+    );
+}

@@ -16,6 +16,9 @@ use super::ui::PruneviewApp;
 use super::view3d::Projection;
 use super::work::OpenRequest;
 
+/// The image crate the harness renders with (tests read the PNGs the app writes with it).
+pub use image;
+
 /// The window size the screenshots and tests use.
 pub const WINDOW: egui::Vec2 = egui::vec2(1600.0, 1000.0);
 

@@ -242,6 +242,51 @@ pub enum PrunedStatus {
     NotComputed,
 }
 
+/// What a button asks for; [`State::unavailable`] says why it cannot be done yet, so the
+/// button is disabled with the reason on hover instead of failing when pressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    ComputeCurves,
+    MeasureCurves,
+    Evaluate,
+    Export,
+    /// Opening a config: it is read with the weights, so they come first.
+    OpenConfig,
+}
+
+/// Per-layer FLOPs as the panels show them (see [`State::layer_flops`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerFlops {
+    /// In [`LoadedModel::layers`] order; `None` where they depend on scans and none is open.
+    pub flops: Vec<Option<f64>>,
+    /// Where they come from, for the model panel.
+    pub source: String,
+}
+
+impl LayerFlops {
+    /// The known FLOPs' sum.
+    pub fn total(&self) -> f64 {
+        self.flops.iter().flatten().sum()
+    }
+
+    /// Layer `i`'s share of the total, as the layer table prints it.
+    pub fn share(&self, i: usize) -> String {
+        let total = self.total();
+        match self.flops.get(i).copied().flatten() {
+            None => "-".into(),
+            Some(_) if total <= 0.0 => "-".into(),
+            Some(f) => {
+                let pct = 100.0 * f / total;
+                if pct > 0.0 && pct < 0.05 {
+                    "<0.1%".into()
+                } else {
+                    format!("{pct:.1}%")
+                }
+            }
+        }
+    }
+}
+
 /// The whole app state (without egui or GPU handles, so tests can drive it).
 pub struct State {
     pub settings: Settings,
@@ -567,6 +612,77 @@ impl State {
         self.jobs.is_running(JobKind::Frontier)
     }
 
+    /// Why `action` cannot be done now (`None`: it can).
+    pub fn unavailable(&self, action: Action) -> Option<String> {
+        let no_model = || "open a model first (File > Open model)".to_string();
+        match action {
+            Action::ComputeCurves if self.model.is_none() => Some(no_model()),
+            Action::ComputeCurves if self.scans.is_empty() => {
+                Some("add calibration scans first: the curves are computed on them".into())
+            }
+            Action::MeasureCurves if self.curves.is_none() => {
+                Some("compute the curves first: they are measured at their sparsities".into())
+            }
+            Action::Evaluate | Action::Export if self.current_dp().is_err() => {
+                Some(match self.plan_status() {
+                    PlanStatus::Ready => "no allocation at this budget".into(),
+                    p => p.explain(),
+                })
+            }
+            Action::Evaluate if !self.scans.iter().any(|s| s.kitti.is_some()) => Some(
+                "no labelled scans: evaluation needs scans in a KITTI layout (velodyne/ with \
+                 label_2/ and calib/ beside it)"
+                    .into(),
+            ),
+            Action::OpenConfig
+                if self
+                    .settings
+                    .open
+                    .as_ref()
+                    .is_none_or(|o| o.weights.as_os_str().is_empty()) =>
+            {
+                Some("open the weights (.safetensors) first: the config is read with them".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Per-layer FLOPs for the model panel and the layer table, from one source so that
+    /// they agree with the budget panel and report.csv: the curves' (the mean over the
+    /// scans they were computed on, what the allocation counts) once there are curves, else
+    /// the mean over the open scans. `None` without a model.
+    pub fn layer_flops(&self) -> Option<LayerFlops> {
+        let m = self.model.as_ref()?;
+        if let Some(c) = &self.curves {
+            return Some(LayerFlops {
+                flops: m
+                    .layers
+                    .iter()
+                    .map(|l| Some(c.layer(&l.name).map_or(l.flops, |cl| cl.flops)))
+                    .collect(),
+                source: format!(
+                    "mean of the {} scans the curves were computed on",
+                    c.calibration.scans
+                ),
+            });
+        }
+        if self.scans.is_empty() {
+            // The VFE's and the sparse convs' cost is a scan's: unknown until one is open.
+            return Some(LayerFlops {
+                flops: m
+                    .layers
+                    .iter()
+                    .map(|l| (l.flops > 0.0).then_some(l.flops))
+                    .collect(),
+                source: "no scans yet: layers whose cost depends on the scan show -".into(),
+            });
+        }
+        Some(LayerFlops {
+            flops: m.layers.iter().map(|l| Some(l.flops)).collect(),
+            source: format!("mean of the {} open scans", self.scans.len()),
+        })
+    }
+
     /// How far the pipeline has got towards an allocation (see [`PlanStatus`]).
     pub fn plan_status(&self) -> PlanStatus {
         let running = |k| self.jobs.is_running(k);
@@ -846,6 +962,18 @@ impl State {
                 output,
             })
         });
+    }
+
+    /// Writes a picture (RGBA rows) to `path` as a PNG in a job; says "wrote" when done.
+    pub fn write_picture(&mut self, path: PathBuf, width: u32, height: u32, rgba: Vec<u8>) {
+        self.jobs
+            .spawn(JobKind::Export, "save screenshot", move |_| {
+                work::write_png(&path, width, height, rgba)?;
+                Ok(Tagged {
+                    generation: None,
+                    output: Output::Exported(vec![path], None),
+                })
+            });
     }
 
     /// Replaces the native file dialog (tests use a stand-in).

@@ -276,3 +276,15 @@ pub fn export(
     let written = ctl.with_control(|c| session::export::write(&from, &files, c))?;
     Ok((written, warning))
 }
+
+/// Writes an RGBA picture (`width x height`, unpremultiplied, row-major) as a PNG, atomically
+/// (a screenshot of the 3D view; the encoding takes too long for the UI thread).
+pub fn write_png(path: &std::path::Path, width: u32, height: u32, rgba: Vec<u8>) -> JobResult<()> {
+    let img = image::RgbaImage::from_raw(width, height, rgba)
+        .ok_or_else(|| format!("{}: the picture's size does not match", path.display()))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    pruneview_core::io::write_atomic(path, png.get_ref(), &[]).map_err(session::fail)?;
+    Ok(())
+}

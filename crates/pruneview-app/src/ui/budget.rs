@@ -7,8 +7,9 @@ use pruneview_core::prune::alloc::KindName;
 use pruneview_core::session::plan::BASELINES;
 use pruneview_core::session::recover::Recovery;
 
-use super::PruneviewApp;
+use super::{PruneviewApp, action_button};
 use crate::plots;
+use crate::state::Action;
 
 impl PruneviewApp {
     pub(super) fn budget_panel(&mut self, ui: &mut egui::Ui) {
@@ -104,14 +105,15 @@ impl PruneviewApp {
         self.allocation_chart(ui);
         ui.separator();
         ui.horizontal(|ui| {
-            if ui
-                .button("Evaluate")
-                .on_hover_text("KITTI AP of the dense and the pruned model on the labelled scans")
-                .clicked()
-            {
+            if action_button(
+                ui,
+                "Evaluate",
+                "KITTI AP of the dense and the pruned model on the labelled scans",
+                self.state.unavailable(Action::Evaluate),
+            ) {
                 self.state.evaluate();
             }
-            if ui.button("Export...").clicked() {
+            if action_button(ui, "Export...", "", self.state.unavailable(Action::Export)) {
                 self.ui.export_open = true;
             }
         });

@@ -3,8 +3,8 @@
 use eframe::egui;
 use pruneview_core::prune::Weighting;
 
-use super::{PruneviewApp, si};
-use crate::state::Pick;
+use super::{PruneviewApp, action_button, si};
+use crate::state::{Action, Pick};
 
 impl PruneviewApp {
     pub(super) fn calibration_panel(&mut self, ui: &mut egui::Ui) {
@@ -105,14 +105,15 @@ impl PruneviewApp {
             } else {
                 "Compute curves"
             };
-            if ui.button(label).clicked() {
+            if action_button(ui, label, "", self.state.unavailable(Action::ComputeCurves)) {
                 self.state.compute_curves();
             }
-            if ui
-                .button("Measure curves")
-                .on_hover_text("prune each layer alone at 10..90% and re-run the scans (slow)")
-                .clicked()
-            {
+            if action_button(
+                ui,
+                "Measure curves",
+                "prune each layer alone at 10..90% and re-run the scans (slow)",
+                self.state.unavailable(Action::MeasureCurves),
+            ) {
                 self.state.measure_curves();
             }
         });

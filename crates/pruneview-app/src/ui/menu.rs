@@ -2,8 +2,8 @@
 
 use eframe::egui;
 
-use super::{PruneviewApp, demo_request};
-use crate::state::Pick;
+use super::{PruneviewApp, action_button, demo_request};
+use crate::state::{Action, Pick};
 
 impl PruneviewApp {
     pub(super) fn menu_bar(&mut self, ui: &mut egui::Ui) {
@@ -12,7 +12,12 @@ impl PruneviewApp {
                 if ui.button("Open model (.safetensors)...").clicked() {
                     self.state.pick(Pick::Model);
                 }
-                if ui.button("Open config (.yaml)...").clicked() {
+                if action_button(
+                    ui,
+                    "Open config (.yaml)...",
+                    "",
+                    self.state.unavailable(Action::OpenConfig),
+                ) {
                     self.state.pick(Pick::Config);
                 }
                 if ui.button("Add scans...").clicked() {
@@ -37,7 +42,7 @@ impl PruneviewApp {
                     }
                 }
                 ui.separator();
-                if ui.button("Export...").clicked() {
+                if action_button(ui, "Export...", "", self.state.unavailable(Action::Export)) {
                     self.ui.export_open = true;
                 }
             });

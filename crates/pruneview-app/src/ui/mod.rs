@@ -4,8 +4,9 @@
 //!
 //! One file per panel: `menu.rs`, `model.rs`, `calibration.rs` and `layers.rs` (left),
 //! `budget.rs` (right), `jobs_panel.rs` and `plots_panel.rs` (bottom), `scene.rs` (the 3D view
-//! and its toolbar), `export.rs` (the export dialog), `path_prompt.rs` (the path field, for
-//! when no file dialog opens) and `debug.rs` (the frame-time overlay).
+//! and its toolbar), `view_shot.rs` (its legend and screenshots), `export.rs` (the export
+//! dialog), `path_prompt.rs` (the path field, for when no file dialog opens) and `debug.rs`
+//! (the frame-time overlay).
 //! Each is an `impl PruneviewApp` block; this file holds the app, its UI-only state, the layout
 //! ([`PruneviewApp::show`]) and the helpers the panels share.
 
@@ -20,6 +21,7 @@ mod model;
 mod path_prompt;
 mod plots_panel;
 mod scene;
+mod view_shot;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -57,6 +59,10 @@ struct UiState {
     input_fixes: bool,
     /// The path field's text.
     path_text: String,
+    /// Where the 3D view was drawn in the last frame.
+    view_rect: egui::Rect,
+    /// A screenshot of the view asked for and not yet written.
+    shot: Option<view_shot::Shot>,
 }
 
 /// Where each panel was drawn (screen points), for the overlay's place and for tests.
@@ -68,6 +74,8 @@ pub struct PanelRects {
     pub right: egui::Rect,
     /// The 3D view and its toolbar.
     pub central: egui::Rect,
+    /// The 3D view itself (what "save screenshot" writes).
+    pub view: egui::Rect,
     pub plots: egui::Rect,
     /// Jobs and messages.
     pub jobs: egui::Rect,
@@ -80,6 +88,7 @@ impl Default for PanelRects {
             left: r,
             right: r,
             central: r,
+            view: r,
             plots: r,
             jobs: r,
         }
@@ -119,6 +128,8 @@ impl PruneviewApp {
                 panels: PanelRects::default(),
                 input_fixes: false,
                 path_text: String::new(),
+                view_rect: egui::Rect::NOTHING,
+                shot: None,
             },
         }
     }
@@ -225,10 +236,12 @@ impl PruneviewApp {
             .show(ui, |ui| self.scene(ui, rs))
             .response
             .rect;
+        self.finish_view_shot(ui.ctx().pixels_per_point());
         self.ui.panels = PanelRects {
             left,
             right,
             central,
+            view: self.ui.view_rect,
             plots,
             jobs,
         };
@@ -289,6 +302,18 @@ pub fn demo_request() -> Option<OpenRequest> {
         weights,
         scans,
     })
+}
+
+/// A button that is disabled, with the reason on hover, while `why_not` says it cannot be
+/// used (instead of failing when pressed); `hover` explains it otherwise.
+fn action_button(ui: &mut egui::Ui, label: &str, hover: &str, why_not: Option<String>) -> bool {
+    let response = ui.add_enabled(why_not.is_none(), egui::Button::new(label));
+    let response = match why_not {
+        Some(why) => response.on_disabled_hover_text(why),
+        None if !hover.is_empty() => response.on_hover_text(hover),
+        None => response,
+    };
+    response.clicked()
 }
 
 fn file_name(p: &std::path::Path) -> String {

@@ -67,8 +67,15 @@ impl PruneviewApp {
                     .text("score")
                     .fixed_decimals(2),
             );
-            if ui.button("save screenshot").clicked() {
-                self.save_screenshot(rs);
+            if ui
+                .add_enabled(
+                    self.state.selected().is_some(),
+                    egui::Button::new("save screenshot"),
+                )
+                .on_hover_text("The 3D view as shown, labels and legend included, as a PNG in the export folder")
+                .clicked()
+            {
+                self.request_view_shot(ui.ctx());
             }
         });
         if changed_view {
@@ -100,7 +107,8 @@ impl PruneviewApp {
             ui.add(egui::Label::new(&text).truncate())
                 .on_hover_text(&text);
         }
-        self.view.ui(ui, rs);
+        self.ui.view_rect = self.view.ui(ui, rs).rect;
+        self.view_legend(ui.ctx(), self.ui.view_rect);
     }
 
     /// Gives the 3D view the selected scan and the boxes to draw, when they changed.
@@ -161,27 +169,6 @@ impl PruneviewApp {
         if boxes != self.ui.view_boxes {
             self.view.set_boxes(boxes.clone());
             self.ui.view_boxes = boxes;
-        }
-    }
-
-    fn save_screenshot(&mut self, rs: Option<&RenderState>) {
-        let Some(rs) = rs else {
-            self.state.error("screenshots need the wgpu renderer");
-            return;
-        };
-        let id = self
-            .state
-            .selected()
-            .map_or("view".into(), |s| s.id.clone());
-        let dir = self.state.settings.export.dir.clone();
-        let path = dir.join(format!("screenshot-{}.png", id.replace('.', "_")));
-        let result = self.view.render_image(rs, 1600, 900).and_then(|img| {
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            img.save(&path).map_err(|e| e.to_string())
-        });
-        match result {
-            Ok(()) => self.state.info(format!("saved {}", path.display())),
-            Err(e) => self.state.error(format!("{}: {e}", path.display())),
         }
     }
 }
