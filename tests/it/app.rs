@@ -10,7 +10,10 @@ use egui_kittest::{Harness, SnapshotOptions};
 
 use super::util::TempDir;
 use pruneview::app::PruneviewApp;
-use pruneview::app::screenshots::{self, demo_subset, harness, step_until};
+use pruneview::app::jobs::JobKind;
+use pruneview::app::screenshots::{
+    self, demo_subset, drag_slider, harness, slider_point, step_until,
+};
 use pruneview::app::state::{Level, Settings};
 use pruneview::app::view3d::Projection;
 use pruneview::model::Weights;
@@ -308,7 +311,7 @@ fn snapshots_of_the_main_views() {
         .max_failed_pixels(4000);
     let snapshot = |h: &mut Harness<'_, PruneviewApp>, name: &str| {
         h.run_steps(3);
-        let timing = h.get_by_label_contains("points, dense").rect();
+        let timing = h.get_by_label_contains("points | boxes with score").rect();
         h.mask(timing);
         h.snapshot_options(name, &opts);
     };
@@ -870,5 +873,505 @@ fn frame_times() {
         median(render),
         median(pruned),
         ui.len()
+    );
+}
+
+/// A fast release (the pointer moving on past the slider's end in the frame that lets go)
+/// leaves the budget where the pointer let go, not at 100%; letting go starts the pruned
+/// forward at once.
+#[test]
+fn budget_slider_release_lands_where_the_pointer_let_go() {
+    let mut h = loaded(screenshots::WINDOW);
+    let fraction = |pct: f32| (pct - 1.0) / 99.0;
+    for (from, to) in [(50.0, 30.0), (30.0, 42.0)] {
+        let past_the_end = slider_point(&h, "kept", 1.0) + egui::vec2(300.0, 0.0);
+        drag_slider(
+            &mut h,
+            "kept",
+            fraction(from),
+            fraction(to),
+            &[egui::Event::PointerMoved(past_the_end)],
+        );
+        let s = &h.state().state;
+        let keep = s.settings.keep;
+        assert!(
+            (keep - f64::from(to) / 100.0).abs() < 0.02,
+            "let go at {to}%, the budget is {keep}"
+        );
+        assert!(
+            s.jobs.is_running(JobKind::PrunedForward) || s.pruned_is_current(),
+            "the pruned forward waits although the slider was let go"
+        );
+        h.run_steps(3);
+        assert_eq!(h.state().state.settings.keep, keep, "the moves after it");
+        step_until(&mut h, LONG, "pruned detections", |a| {
+            a.state.pruned_is_current()
+        })
+        .unwrap();
+    }
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+}
+
+/// Every control in view at 1600x1000 and 1280x800 (the score slider of the 3D view's
+/// toolbar, the selected layer's constraints, the budget slider next to the debug overlay),
+/// side panels that can be dragged narrower and wider, and a layout that holds still while
+/// jobs and messages come and go.
+#[test]
+fn every_control_is_reachable_and_the_layout_holds_still() {
+    use egui::accesskit::Role;
+    let mut h = loaded(screenshots::WINDOW);
+    h.state_mut().state.settings.debug_overlay = true;
+    for size in [screenshots::WINDOW, egui::vec2(1280.0, 800.0)] {
+        h.set_size(size);
+        h.run_steps(4);
+        let window = egui::Rect::from_min_size(egui::Pos2::ZERO, size);
+        let p = h.state().panel_rects();
+        let score = h.get_by_role_and_label(Role::Slider, "score").rect();
+        assert!(
+            p.central.contains_rect(score) && window.contains_rect(score),
+            "{size:?}: the score slider {score:?} is outside the 3D view's panel {:?}",
+            p.central
+        );
+        let kept = h.get_by_role_and_label(Role::Slider, "kept").rect();
+        assert!(p.right.contains_rect(kept), "{size:?}: {kept:?}");
+        let overlay = h.get_by_label_contains("ui code").rect();
+        assert!(
+            p.central.contains_rect(overlay) && !overlay.intersects(p.right),
+            "{size:?}: the debug overlay {overlay:?} covers a panel"
+        );
+
+        // The last layer's constraints, selected from the bottom of the table.
+        let last = h.state().state.model.as_ref().unwrap().layers.len() - 1;
+        let name = h.state().state.model.as_ref().unwrap().layers[last]
+            .name
+            .clone();
+        if h.query_by_role_and_label(Role::Slider, "min sparsity")
+            .is_none()
+        {
+            h.get_by_label(name.trim_end_matches(".weight"))
+                .click_accesskit();
+            h.run_steps(3);
+        }
+        let min = h.get_by_role_and_label(Role::Slider, "min sparsity").rect();
+        assert!(
+            p.left.contains_rect(min) && window.contains_rect(min),
+            "{size:?}: the constraint editor {min:?} is out of view of {:?}",
+            p.left
+        );
+    }
+
+    // The side panels follow their edges when dragged.
+    let button = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::default(),
+    };
+    let drag = |h: &mut Harness<'_, PruneviewApp>, from: egui::Pos2, dx: f32| {
+        h.input_mut().events.push(egui::Event::PointerMoved(from));
+        h.step();
+        h.input_mut().events.push(button(from, true));
+        h.step();
+        for i in 1..=5 {
+            let at = from + egui::vec2(dx * i as f32 / 5.0, 0.0);
+            h.input_mut().events.push(egui::Event::PointerMoved(at));
+            h.step();
+        }
+        h.input_mut()
+            .events
+            .push(button(from + egui::vec2(dx, 0.0), false));
+        h.run_steps(3);
+    };
+    for (dx, side) in [
+        (-120.0, "left"),
+        (150.0, "left"),
+        (120.0, "right"),
+        (-150.0, "right"),
+    ] {
+        let before = h.state().panel_rects();
+        let (edge, width) = match side {
+            "left" => (before.left.right(), before.left.width()),
+            _ => (before.right.left(), before.right.width()),
+        };
+        let y = before.left.center().y;
+        drag(&mut h, egui::pos2(edge, y), dx);
+        let after = h.state().panel_rects();
+        let (new_width, want) = match side {
+            "left" => (after.left.width(), width + dx),
+            _ => (after.right.width(), width - dx),
+        };
+        assert!(
+            (new_width - want).abs() < 4.0,
+            "the {side} panel: {width} dragged by {dx} is {new_width}"
+        );
+    }
+
+    // Jobs and messages come and go: nothing else moves.
+    h.state_mut().state.messages.clear();
+    h.run_steps(3);
+    let still = |h: &Harness<'_, PruneviewApp>| {
+        (
+            h.state().panel_rects(),
+            h.get_by_role_and_label(Role::Slider, "kept").rect(),
+        )
+    };
+    let before = still(&h);
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for i in 0..4 {
+        let g = gate.clone();
+        h.state_mut()
+            .state
+            .jobs
+            .spawn(JobKind::Export, format!("a test job {i}"), move |_| {
+                while !g.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(pruneview::app::jobs::JobError::Cancelled)
+            });
+    }
+    for i in 0..20 {
+        h.state_mut().state.info(format!("message {i}"));
+    }
+    h.run_steps(3);
+    h.get_by_label_contains("a test job 3");
+    assert_eq!(still(&h), before, "jobs and messages moved the layout");
+    gate.store(true, std::sync::atomic::Ordering::Relaxed);
+    step_until(&mut h, LONG, "the test jobs", |a| a.state.jobs.is_idle()).unwrap();
+    h.state_mut().state.messages.clear();
+    h.run_steps(3);
+    assert_eq!(still(&h), before, "jobs and messages moved the layout");
+}
+
+/// The 3D view's status line says what the pruned detections wait for, from the jobs that
+/// run, and counts boxes as drawn: at or above the score threshold.
+#[test]
+fn status_line_follows_the_jobs_and_the_score_threshold() {
+    use pruneview::app::ui::DENSE_COLOR;
+    let mut h = loaded(screenshots::WINDOW);
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    for t in [0.0f32, 0.5, 0.99] {
+        h.state_mut().state.settings.score_threshold = t;
+        h.run_steps(3);
+        let s = &h.state().state;
+        let scan = s.selected().unwrap();
+        let dense = scan.dense.iter().filter(|d| d.score >= t).count();
+        let pruned = s.pruned.as_ref().unwrap();
+        let pruned = pruned.detections.iter().filter(|d| d.score >= t).count();
+        let drawn = h
+            .state()
+            .view
+            .boxes()
+            .iter()
+            .filter(|b| b.color == DENSE_COLOR)
+            .count();
+        assert_eq!(drawn, dense);
+        h.get_by_label_contains(&format!("boxes with score >= {t:.2}: dense {dense} ("));
+        h.get_by_label_contains(&format!("pruned {pruned} ("));
+    }
+    // A frontier that failed, with nothing running: said so, not "preparing".
+    let s = &mut h.state_mut().state;
+    s.planner = None;
+    s.current = None;
+    h.run_steps(2);
+    h.get_by_label_contains("pruned: no frontier (see Messages)");
+    h.get_by_label_contains("No frontier: its job failed");
+    assert!(
+        h.query_by_label_contains("Preparing the frontier")
+            .is_none()
+    );
+    // Replanning brings the allocation back.
+    h.state_mut().state.replan();
+    step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+}
+
+/// Files that fail say so, in the app: a file dialog that cannot open says why and opens
+/// the path field, which opens what is typed; scans given without a model, or with a model
+/// that does not load, wait for the next model; bad YAMLs are named; dropped non-finite
+/// points are reported; curves from a near-empty scan warn; two `000000.bin` are told
+/// apart by their folders.
+#[test]
+fn files_that_fail_say_so() {
+    use egui::accesskit::Role;
+    let dir = TempDir::new("files");
+    let app = PruneviewApp::new(
+        Settings {
+            auto_curves: false,
+            ..settings()
+        },
+        &egui::Context::default(),
+    );
+    let mut h = harness(app, screenshots::render_state(), egui::vec2(1280.0, 800.0));
+    h.state_mut()
+        .state
+        .set_file_dialog(std::sync::Arc::new(|_| {
+            Err("Failed to connect to session bus: no DBUS_SESSION_BUS_ADDRESS".into())
+        }));
+    let demo = demo_subset(1).unwrap();
+    let scan = demo.scans[0].clone();
+
+    // Scans before any model wait for one.
+    h.state_mut().state.dropped(vec![scan.clone()]);
+    h.run_steps(2);
+    h.get_by_label_contains("1 scan path(s) wait for a model");
+
+    // File > Open model: no dialog can open; the message says so, the path field opens.
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Open model (.safetensors)...").click();
+    step_until(&mut h, LONG, "the dialog's failure", |a| {
+        a.state.path_prompt.is_some()
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label_contains("the file dialog could not open (Failed to connect");
+    let field = h.get_by_role(Role::TextInput);
+    field.focus();
+    field.type_text(&demo.weights.display().to_string());
+    h.run_steps(2);
+    h.get_by_label("Open").click();
+    step_until(&mut h, LONG, "the model and its waiting scan", |a| {
+        a.state.scans.len() == 1 && a.state.jobs.is_idle()
+    })
+    .unwrap();
+    assert!(h.state().state.path_prompt.is_none());
+    assert!(h.state().state.pending_scans.is_empty());
+    assert_eq!(
+        h.state().state.model.as_ref().unwrap().weights_path,
+        demo.weights
+    );
+    h.state_mut().state.messages.clear();
+
+    // A bad model dropped with good scans: named, and the scans wait for the next model.
+    let truncated = dir.join("truncated.safetensors");
+    let good = std::fs::read(&demo.weights).unwrap();
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let other = demo.scans[1].clone();
+    h.state_mut()
+        .state
+        .dropped(vec![truncated.clone(), other.clone()]);
+    step_until(&mut h, LONG, "the error", |a| a.state.jobs.is_idle()).unwrap();
+    h.run_steps(2);
+    let e = errors(&h);
+    assert!(
+        e.iter().any(|m| m.contains("truncated.safetensors")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|m| m.contains("wait for a model")), "{e:?}");
+    assert_eq!(h.state().state.pending_scans, vec![other.clone()]);
+    h.state_mut().state.dropped(vec![demo.weights.clone()]);
+    step_until(&mut h, LONG, "the model with the waiting scan", |a| {
+        a.state.jobs.is_idle() && a.state.scans.len() == 1
+    })
+    .unwrap();
+    assert_eq!(h.state().state.scans[0].path, other);
+
+    // Bad YAMLs, each named.
+    for (name, text) in [
+        ("syntax.yaml", &b"MODEL: [unclosed\n"[..]),
+        ("empty.yaml", &b""[..]),
+        ("garbage.yaml", &[0xff, 0xfe, 0x00, 0x81][..]),
+        ("other.yaml", &b"foo: 1\n"[..]),
+    ] {
+        h.state_mut().state.messages.clear();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        h.state_mut().state.dropped(vec![path]);
+        step_until(&mut h, LONG, "the error", |a| a.state.jobs.is_idle()).unwrap();
+        let e = errors(&h);
+        assert!(e.iter().any(|m| m.contains(name)), "{name}: {e:?}");
+        assert_eq!(
+            h.state().state.model.as_ref().unwrap().weights_path,
+            demo.weights
+        );
+    }
+
+    // Two scans of one name in different folders, one with a NaN point; a near-empty one.
+    h.state_mut().state.messages.clear();
+    let mut bytes = std::fs::read(&scan).unwrap();
+    let (a, b) = (dir.join("a/velodyne"), dir.join("b/velodyne"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("000000.bin"), &bytes).unwrap();
+    bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(b.join("000000.bin"), &bytes).unwrap();
+    let tiny = dir.join("tiny.bin");
+    std::fs::write(&tiny, &bytes[16..16 + 20 * 16]).unwrap();
+    let s = &mut h.state_mut().state;
+    s.remove_scan(0);
+    s.add_scans(vec![a.join("000000.bin"), b.join("000000.bin")]);
+    step_until(&mut h, LONG, "the scans", |a| a.state.scans.len() == 2).unwrap();
+    h.run_steps(2);
+    h.get_by_label("a/velodyne/000000.bin");
+    h.get_by_label("b/velodyne/000000.bin");
+    let infos: Vec<String> = h
+        .state()
+        .state
+        .messages
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert!(
+        infos
+            .iter()
+            .any(|m| m.contains("b/velodyne/000000.bin: dropped 1 points with NaN")),
+        "{infos:?}"
+    );
+    h.get_by_label_contains("17.5 k !");
+
+    let s = &mut h.state_mut().state;
+    s.remove_scan(1);
+    s.remove_scan(0);
+    s.add_scans(vec![tiny]);
+    step_until(&mut h, LONG, "the tiny scan", |a| a.state.scans.len() == 1).unwrap();
+    h.state_mut().state.compute_curves();
+    step_until(&mut h, LONG, "the frontier", |a| a.state.current.is_some()).unwrap();
+    h.run_steps(2);
+    // In the budget panel, next to the allocation (and in the messages).
+    let budget = h.state().panel_rects().right;
+    let warned = h
+        .query_all_by_label_contains("1 near-empty scan(s) (tiny.bin; at most 20 points")
+        .filter(|n| budget.contains_rect(n.rect()))
+        .count();
+    assert_eq!(warned, 1);
+}
+
+/// Consistency: with no model (or no scans) the buttons that need them are disabled and say
+/// why; the model panel, the layer table, the budget panel and report.csv count the same
+/// FLOPs; "save screenshot" writes the 3D view as drawn, box labels and legend included.
+#[test]
+fn panels_agree_buttons_wait_and_screenshots_show_what_is_drawn() {
+    use egui::accesskit::Role;
+    use egui_kittest::kittest::NodeT;
+    let dir = TempDir::new("consistency");
+    let app = PruneviewApp::new(
+        Settings {
+            auto_curves: false,
+            ..settings()
+        },
+        &egui::Context::default(),
+    );
+    let mut h = harness(app, screenshots::render_state(), screenshots::WINDOW);
+    h.run_steps(2);
+    let disabled = |h: &Harness<'_, PruneviewApp>, label: &str| {
+        h.get_by_role_and_label(Role::Button, label)
+            .accesskit_node()
+            .is_disabled()
+    };
+    for label in ["Compute curves", "Measure curves", "Evaluate", "Export..."] {
+        assert!(disabled(&h, label), "{label} is enabled without a model");
+        h.get_by_role_and_label(Role::Button, label).click();
+        h.run_steps(2);
+    }
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+
+    // The model without scans: the VFE's FLOPs are unknown, not 0%.
+    let mut req = demo_subset(4).unwrap();
+    let scans = std::mem::take(&mut req.scans);
+    h.state_mut().state.open(req);
+    step_until(&mut h, LONG, "the model", |a| a.state.model.is_some()).unwrap();
+    h.run_steps(2);
+    assert!(disabled(&h, "Compute curves"));
+    let f = h.state().state.layer_flops().unwrap();
+    assert_eq!(f.share(0), "-");
+    assert!(f.source.contains("no scans"), "{}", f.source);
+
+    h.state_mut().state.add_scans(scans);
+    step_until(&mut h, LONG, "the scans", |a| a.state.jobs.is_idle()).unwrap();
+    h.run_steps(2);
+    assert!(!disabled(&h, "Compute curves"));
+    h.get_by_label("Compute curves").click();
+    step_until(&mut h, LONG, "pruned detections", |a| {
+        a.state.pruned_is_current()
+    })
+    .unwrap();
+    h.run_steps(3);
+    assert!(!disabled(&h, "Evaluate") && !disabled(&h, "Export..."));
+
+    // One FLOPs count everywhere.
+    let label = |h: &Harness<'_, PruneviewApp>, part: &str| {
+        let n = h.get_by_label_contains(part);
+        let text = n.accesskit_node().label().map(|l| l.to_string());
+        text.or_else(|| n.value()).unwrap_or_default()
+    };
+    let number = |text: &str, before: &str| -> f64 {
+        let at = text.find(before).unwrap();
+        let tail: String = text[..at]
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        tail.parse().unwrap()
+    };
+    let model = label(&h, "GFLOPs (prunable layers)");
+    let budget = label(&h, "GFLOPs per scan");
+    assert_eq!(
+        number(&model, "GFLOPs"),
+        number(&budget, "GFLOPs"),
+        "{model} | {budget}"
+    );
+    let s = &mut h.state_mut().state;
+    s.settings.export.dir = dir.to_path_buf();
+    s.export();
+    step_until(&mut h, LONG, "the export", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    let csv = std::fs::read_to_string(dir.join("report.csv")).unwrap();
+    let rows: Vec<(String, f64)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[3].parse().unwrap())
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    let f = h.state().state.layer_flops().unwrap();
+    let layers = h.state().state.model.as_ref().unwrap().layers.clone();
+    for (i, l) in layers.iter().enumerate() {
+        let (_, flops) = rows.iter().find(|r| r.0 == l.name).unwrap();
+        assert_eq!(
+            f.share(i),
+            format!("{:.1}%", 100.0 * flops / total),
+            "{}",
+            l.name
+        );
+    }
+    assert!(f.share(0) != "0.0%", "the VFE's share is {}", f.share(0));
+    assert!(h.query_all_by_label(&f.share(0)).next().is_some());
+
+    // The screenshot is the view as drawn: its labels and legend are in the file.
+    h.state_mut().state.messages.clear();
+    h.get_by_label("save screenshot").click();
+    step_until(&mut h, LONG, "the screenshot", |a| {
+        a.state.messages.iter().any(|m| m.text.starts_with("wrote"))
+    })
+    .unwrap();
+    assert!(errors(&h).is_empty(), "{:?}", errors(&h));
+    let view = h.state().panel_rects().view;
+    let legend = h.get_by_label_contains("pruned model: DP at").rect();
+    assert!(view.contains_rect(legend), "{legend:?} outside {view:?}");
+    let path = dir.join("screenshot-000000_bin.png");
+    let saved = screenshots::image::open(&path).unwrap().to_rgba8();
+    assert_eq!(
+        (saved.width() as f32, saved.height() as f32),
+        (view.width().round(), view.height().round())
+    );
+    let frame = h.render().unwrap();
+    let (x0, y0) = (view.min.x.round() as u32, view.min.y.round() as u32);
+    let differ = saved
+        .enumerate_pixels()
+        .filter(|(x, y, p)| {
+            let q = frame.get_pixel(x0 + x, y0 + y);
+            p.0.iter().zip(q.0).any(|(a, b)| a.abs_diff(b) > 8)
+        })
+        .count();
+    assert!(
+        differ * 200 < (saved.width() * saved.height()) as usize,
+        "{differ} pixels differ from the view on screen"
     );
 }

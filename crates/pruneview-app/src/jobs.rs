@@ -34,6 +34,13 @@ impl JobKind {
     pub fn supersedes(self) -> bool {
         !matches!(self, JobKind::Export | JobKind::Dialog)
     }
+
+    /// Whether each progress step redraws the window. Not for the pruned forward: it is
+    /// over in well under a second, and a redraw per BatchNorm it repairs took CPU from it
+    /// (the jobs panel still moves with the periodic redraw while jobs run).
+    pub fn wakes_on_progress(self) -> bool {
+        !matches!(self, JobKind::PrunedForward)
+    }
 }
 
 /// Progress shared between a job's thread and the UI.
@@ -71,6 +78,8 @@ pub struct JobCtl {
     pub cancel: Arc<AtomicBool>,
     pub progress: Arc<Progress>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    /// Whether [`Self::step`] wakes the UI ([`JobKind::wakes_on_progress`]).
+    wake_on_step: bool,
 }
 
 impl JobCtl {
@@ -81,6 +90,7 @@ impl JobCtl {
             cancel: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(Progress::default()),
             wake: Arc::new(|| {}),
+            wake_on_step: false,
         }
     }
 
@@ -88,10 +98,12 @@ impl JobCtl {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    /// Reports progress and asks the UI to redraw.
+    /// Reports progress and asks the UI to redraw (for kinds that [`JobKind::wakes_on_progress`]).
     pub fn step(&self, done: usize, total: usize, message: &str) {
         self.progress.set(done, total, message);
-        (self.wake)();
+        if self.wake_on_step {
+            (self.wake)();
+        }
     }
 
     /// `Err(Cancelled)` once the job was cancelled.
@@ -203,6 +215,7 @@ impl<T: Send + 'static> Jobs<T> {
             cancel: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(Progress::default()),
             wake: self.wake.clone(),
+            wake_on_step: kind.wakes_on_progress(),
         };
         let (tx, rx) = channel();
         let thread_ctl = ctl.clone();

@@ -4,6 +4,8 @@
 //! wgpu device.
 
 pub mod cache;
+pub mod dialogs;
+pub mod input;
 pub mod jobs;
 pub mod plots;
 pub mod screenshots;

@@ -16,6 +16,9 @@ use super::ui::PruneviewApp;
 use super::view3d::Projection;
 use super::work::OpenRequest;
 
+/// The image crate the harness renders with (tests read the PNGs the app writes with it).
+pub use image;
+
 /// The window size the screenshots and tests use.
 pub const WINDOW: egui::Vec2 = egui::vec2(1600.0, 1000.0);
 
@@ -70,6 +73,58 @@ pub fn step_until(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Where a pointer on the horizontal slider labelled `label` asks for `fraction` of its range
+/// (0 its minimum, 1 its maximum): egui's rail is the widget less a handle radius (a 2.5th of
+/// its height) at each end.
+pub fn slider_point(h: &Harness<'_, PruneviewApp>, label: &str, fraction: f32) -> egui::Pos2 {
+    use egui_kittest::kittest::Queryable;
+    let rect = h
+        .get_by_role_and_label(egui::accesskit::Role::Slider, label)
+        .rect();
+    let r = rect.height() / 2.5;
+    egui::pos2(
+        egui::lerp(
+            (rect.left() + r)..=(rect.right() - r),
+            fraction.clamp(0.0, 1.0),
+        ),
+        rect.center().y,
+    )
+}
+
+/// Drags the slider labelled `label` with the pointer from its handle at `from` to `to` (both
+/// fractions of its range) over a few frames, and releases it there. `after_release` are
+/// events in the release's frame after it (a fast release: the pointer already moving on).
+pub fn drag_slider(
+    h: &mut Harness<'_, PruneviewApp>,
+    label: &str,
+    from: f32,
+    to: f32,
+    after_release: &[egui::Event],
+) {
+    let button = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::default(),
+    };
+    let start = slider_point(h, label, from);
+    h.input_mut().events.push(egui::Event::PointerMoved(start));
+    h.step();
+    h.input_mut().events.push(button(start, true));
+    h.step();
+    let steps = 6;
+    let mut end = start;
+    for i in 1..=steps {
+        let f = from + (to - from) * i as f32 / steps as f32;
+        end = slider_point(h, label, f);
+        h.input_mut().events.push(egui::Event::PointerMoved(end));
+        h.step();
+    }
+    h.input_mut().events.push(button(end, false));
+    h.input_mut().events.extend(after_release.iter().cloned());
+    h.step();
 }
 
 /// The demo with only the first `n` bundled synthetic scans (quicker curves) and the real

@@ -33,8 +33,10 @@ use super::work::{
     PREVIEW_SCANS, PrunedDetections, PrunedModel, RecoveredModel,
 };
 
-/// How long the budget must stay still before the pruned detections are recomputed.
-pub const SETTLE: Duration = Duration::from_millis(250);
+/// How long the budget must stay still (moved by keys, or by a pointer still held) before
+/// the pruned detections are recomputed: longer than a held key's repeat, so holding one
+/// does not start a forward per step. Letting the slider go starts it at once.
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// What persists between runs (eframe storage): the last files and every user choice.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -160,7 +162,15 @@ pub enum Output {
     Recovered(Box<RecoveredModel>),
     Exported(Vec<PathBuf>, Option<String>),
     Picked(Pick, Vec<PathBuf>),
+    /// No dialog could open (why).
+    DialogFailed(Pick, String),
+    /// The model of this request did not load (why, naming the file).
+    ModelFailed(OpenRequest, String),
 }
+
+/// How a file dialog is shown: the native one ([`crate::dialogs::native`]), or a stand-in in
+/// tests. `Ok(vec![])` is a cancel; `Err` says why no dialog opened.
+pub type FileDialog = Arc<dyn Fn(Pick) -> Result<Vec<PathBuf>, String> + Send + Sync>;
 
 /// A job's value and the model generation it belongs to (`None`: any, e.g. a file dialog).
 pub struct Tagged {
@@ -192,6 +202,122 @@ pub struct Current {
     pub warnings: Vec<String>,
 }
 
+/// How far the pipeline has got towards an allocation: what the budget panel and the 3D
+/// view's status line say, from the jobs actually running (never "preparing" when nothing
+/// is).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlanStatus {
+    NoModel,
+    ModelLoading,
+    NoScans,
+    ScansLoading,
+    /// Scans are open, no curves and no curves job (auto curves off, or it failed).
+    NoCurves,
+    CurvesRunning,
+    /// Curves, but no frontier and no frontier job (it failed).
+    NoFrontier,
+    FrontierRunning,
+    /// The frontier has no allocation at this budget (why).
+    NoAllocation(String),
+    Ready,
+}
+
+impl PlanStatus {
+    /// The budget panel's sentence.
+    pub fn explain(&self) -> String {
+        match self {
+            PlanStatus::NoModel => "Open a model (File > Open model) to plan an allocation.".into(),
+            PlanStatus::ModelLoading => "Loading the model...".into(),
+            PlanStatus::NoScans => "Add calibration scans: the curves are computed on them.".into(),
+            PlanStatus::ScansLoading => "Reading the scans...".into(),
+            PlanStatus::NoCurves => "No curves yet: press Compute curves.".into(),
+            PlanStatus::CurvesRunning => {
+                "The allocation appears when the curves are ready (see Jobs).".into()
+            }
+            PlanStatus::NoFrontier => "No frontier: its job failed (see Messages). Change the \
+                 constraints or the group weights, or recompute the curves."
+                .into(),
+            PlanStatus::FrontierRunning => "Preparing the frontier...".into(),
+            PlanStatus::NoAllocation(e) => format!("No allocation at this budget: {e}"),
+            PlanStatus::Ready => String::new(),
+        }
+    }
+
+    /// The same, in a few words (the 3D view's status line).
+    pub fn short(&self) -> String {
+        match self {
+            PlanStatus::NoModel => "no model".into(),
+            PlanStatus::ModelLoading => "waiting for the model".into(),
+            PlanStatus::NoScans => "no scans".into(),
+            PlanStatus::ScansLoading => "waiting for the scans".into(),
+            PlanStatus::NoCurves => "no curves (Compute curves)".into(),
+            PlanStatus::CurvesRunning => "waiting for the curves".into(),
+            PlanStatus::NoFrontier => "no frontier (see Messages)".into(),
+            PlanStatus::FrontierRunning => "waiting for the frontier".into(),
+            PlanStatus::NoAllocation(_) => "no allocation at this budget".into(),
+            PlanStatus::Ready => "ready".into(),
+        }
+    }
+}
+
+/// Where the pruned detections of the current allocation are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PrunedStatus {
+    /// No allocation yet.
+    Waiting(PlanStatus),
+    /// Shown.
+    Shown,
+    /// Being computed, or about to be once the budget rests.
+    Updating,
+    /// The forward for this allocation failed or was cancelled; a new budget retries.
+    NotComputed,
+}
+
+/// What a button asks for; [`State::unavailable`] says why it cannot be done yet, so the
+/// button is disabled with the reason on hover instead of failing when pressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    ComputeCurves,
+    MeasureCurves,
+    Evaluate,
+    Export,
+    /// Opening a config: it is read with the weights, so they come first.
+    OpenConfig,
+}
+
+/// Per-layer FLOPs as the panels show them (see [`State::layer_flops`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerFlops {
+    /// In [`LoadedModel::layers`] order; `None` where they depend on scans and none is open.
+    pub flops: Vec<Option<f64>>,
+    /// Where they come from, for the model panel.
+    pub source: String,
+}
+
+impl LayerFlops {
+    /// The known FLOPs' sum.
+    pub fn total(&self) -> f64 {
+        self.flops.iter().flatten().sum()
+    }
+
+    /// Layer `i`'s share of the total, as the layer table prints it.
+    pub fn share(&self, i: usize) -> String {
+        let total = self.total();
+        match self.flops.get(i).copied().flatten() {
+            None => "-".into(),
+            Some(_) if total <= 0.0 => "-".into(),
+            Some(f) => {
+                let pct = 100.0 * f / total;
+                if pct > 0.0 && pct < 0.05 {
+                    "<0.1%".into()
+                } else {
+                    format!("{pct:.1}%")
+                }
+            }
+        }
+    }
+}
+
 /// The whole app state (without egui or GPU handles, so tests can drive it).
 pub struct State {
     pub settings: Settings,
@@ -220,6 +346,16 @@ pub struct State {
     /// The last folder or simulator set evaluated on, as the model reads it.
     eval_set: Option<(EvalSource, Arc<EvalSet>)>,
     pub messages: Vec<Message>,
+    /// [`scan_labels`] of the scans.
+    labels: Vec<String>,
+    /// Scans given with a model that did not load (or before any model): they load with the
+    /// next model opened.
+    pub pending_scans: Vec<PathBuf>,
+    /// What the path field is asked for: shown after a dialog failed, or from the File menu.
+    pub path_prompt: Option<Pick>,
+    /// What the curves warn of (near-empty calibration scans), for the budget panel.
+    pub curves_warnings: Vec<String>,
+    file_dialog: FileDialog,
 }
 
 impl State {
@@ -245,6 +381,11 @@ impl State {
             cache_entry: None,
             eval_set: None,
             messages: Vec::new(),
+            labels: Vec::new(),
+            pending_scans: Vec::new(),
+            path_prompt: None,
+            curves_warnings: Vec::new(),
+            file_dialog: Arc::new(super::dialogs::native),
         }
     }
 
@@ -282,9 +423,42 @@ impl State {
     pub fn open(&mut self, req: OpenRequest) {
         let title = format!("load {}", req.weights.display());
         self.spawn(JobKind::LoadModel, title, move |ctl| {
-            let m = work::load_model(&req, ctl)?;
-            Ok(Output::Model(Box::new(m), req))
+            match work::load_model(&req, ctl) {
+                Ok(m) => Ok(Output::Model(Box::new(m), req)),
+                // The request comes back with the error: its scans must not vanish with it.
+                Err(JobError::Failed(e)) => Ok(Output::ModelFailed(req, e)),
+                Err(e) => Err(e),
+            }
         });
+    }
+
+    /// A model did not load: say why, and keep the scans that came with it (those not open
+    /// already) for the next model.
+    fn model_failed(&mut self, req: OpenRequest, error: String) {
+        self.error(format!("load {}: {error}", req.weights.display()));
+        let open: Vec<&PathBuf> = self.scans.iter().map(|s| &s.path).collect();
+        let waiting: Vec<PathBuf> = req
+            .scans
+            .into_iter()
+            .filter(|p| !open.contains(&p))
+            .collect();
+        if !waiting.is_empty() {
+            self.error(format!(
+                "the {} scan path(s) given with it wait for a model: open one (File > Open \
+                 model) and they load with it",
+                waiting.len()
+            ));
+            self.hold_scans(waiting);
+        }
+    }
+
+    /// Keeps scans for the next model (no duplicates).
+    fn hold_scans(&mut self, paths: Vec<PathBuf>) {
+        for p in paths {
+            if !self.pending_scans.contains(&p) {
+                self.pending_scans.push(p);
+            }
+        }
     }
 
     /// Replaces what is open by a freshly loaded model, then loads the request's scans.
@@ -297,8 +471,10 @@ impl State {
         self.clear_curves();
         self.eval_points.clear();
         self.eval_set = None;
-        if !req.scans.is_empty() {
-            self.add_scans(req.scans.clone());
+        let mut scans = req.scans.clone();
+        scans.extend(std::mem::take(&mut self.pending_scans));
+        if !scans.is_empty() {
+            self.add_scans(scans);
         }
         self.settings.open = Some(req);
     }
@@ -306,6 +482,7 @@ impl State {
     fn clear_curves(&mut self) {
         self.cache_entry = None;
         self.curves = None;
+        self.curves_warnings.clear();
         self.orders = None;
         self.curves_scans.clear();
         self.planner = None;
@@ -315,10 +492,16 @@ impl State {
         self.recovered = None;
     }
 
-    /// Adds scans (files or folders) to the calibration set.
+    /// Adds scans (files or folders) to the calibration set; without a model they wait for
+    /// one.
     pub fn add_scans(&mut self, paths: Vec<PathBuf>) {
         let Some(model) = &self.model else {
-            self.error("open a model before adding scans");
+            self.error(format!(
+                "no model is open: the {} scan path(s) load with the next model opened (File > \
+                 Open model)",
+                paths.len()
+            ));
+            self.hold_scans(paths);
             return;
         };
         let det = model.det.clone();
@@ -333,8 +516,7 @@ impl State {
         if index < self.scans.len() {
             self.scans.remove(index);
             self.selected_scan = self.selected_scan.min(self.scans.len().saturating_sub(1));
-            self.remember_scans();
-            self.refresh_layer_flops();
+            self.scans_changed();
         }
     }
 
@@ -361,8 +543,42 @@ impl State {
         self.curves.is_some() && self.curves_scans != self.scan_ids()
     }
 
+    /// The scans' identities ([`scan_key`]: two `000000.bin` from different folders differ).
     fn scan_ids(&self) -> Vec<String> {
-        self.scans.iter().map(|s| s.id.clone()).collect()
+        self.scans.iter().map(scan_key).collect()
+    }
+
+    /// The name the UI gives scan `i`: its file name, with its folders when another scan
+    /// shares that name (see [`scan_labels`]).
+    pub fn scan_label(&self, i: usize) -> String {
+        self.scan_labels().into_iter().nth(i).unwrap_or_default()
+    }
+
+    /// [`Self::scan_label`] of every scan (kept from the last change of the scans).
+    pub fn scan_labels(&self) -> Vec<String> {
+        if self.labels.len() == self.scans.len() {
+            return self.labels.clone();
+        }
+        scan_labels(
+            &self
+                .scans
+                .iter()
+                .map(|s| s.path.clone())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The scans changed: their labels, the path list that reopens them, the layer FLOPs.
+    fn scans_changed(&mut self) {
+        self.labels = scan_labels(
+            &self
+                .scans
+                .iter()
+                .map(|s| s.path.clone())
+                .collect::<Vec<_>>(),
+        );
+        self.remember_scans();
+        self.refresh_layer_flops();
     }
 
     fn calib_scans(&self) -> Vec<CalibScan> {
@@ -396,10 +612,13 @@ impl State {
             files: self.scans.iter().map(|s| s.path.clone()).collect(),
             read: read_cache,
         });
+        let keys = self.scan_ids();
         let (probes, weighting) = (self.settings.probes, self.settings.weighting);
         let title = format!("curves: {} scans x {probes} probes", scans.len());
         self.spawn(JobKind::Curves, title, move |ctl| {
-            let r = work::compute_curves(&model, &scans, probes, weighting, cache, ctl)?;
+            let mut r = work::compute_curves(&model, &scans, probes, weighting, cache, ctl)?;
+            // Staleness is judged by path: the curves file keeps the scans' file names.
+            r.scan_ids = keys;
             Ok(Output::Curves(Box::new(r)))
         });
     }
@@ -456,6 +675,128 @@ impl State {
         self.jobs.is_running(JobKind::Frontier)
     }
 
+    /// Why `action` cannot be done now (`None`: it can).
+    pub fn unavailable(&self, action: Action) -> Option<String> {
+        let no_model = || "open a model first (File > Open model)".to_string();
+        match action {
+            Action::ComputeCurves if self.model.is_none() => Some(no_model()),
+            Action::ComputeCurves if self.scans.is_empty() => {
+                Some("add calibration scans first: the curves are computed on them".into())
+            }
+            Action::MeasureCurves if self.curves.is_none() => {
+                Some("compute the curves first: they are measured at their sparsities".into())
+            }
+            Action::Evaluate | Action::Export if self.current_dp().is_err() => {
+                Some(match self.plan_status() {
+                    PlanStatus::Ready => "no allocation at this budget".into(),
+                    p => p.explain(),
+                })
+            }
+            Action::Evaluate if !self.scans.iter().any(|s| s.kitti.is_some()) => Some(
+                "no labelled scans: evaluation needs scans in a KITTI layout (velodyne/ with \
+                 label_2/ and calib/ beside it)"
+                    .into(),
+            ),
+            Action::OpenConfig
+                if self
+                    .settings
+                    .open
+                    .as_ref()
+                    .is_none_or(|o| o.weights.as_os_str().is_empty()) =>
+            {
+                Some("open the weights (.safetensors) first: the config is read with them".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Per-layer FLOPs for the model panel and the layer table, from one source so that
+    /// they agree with the budget panel and report.csv: the curves' (the mean over the
+    /// scans they were computed on, what the allocation counts) once there are curves, else
+    /// the mean over the open scans. `None` without a model.
+    pub fn layer_flops(&self) -> Option<LayerFlops> {
+        let m = self.model.as_ref()?;
+        if let Some(c) = &self.curves {
+            return Some(LayerFlops {
+                flops: m
+                    .layers
+                    .iter()
+                    .map(|l| Some(c.layer(&l.name).map_or(l.flops, |cl| cl.flops)))
+                    .collect(),
+                source: format!(
+                    "mean of the {} scans the curves were computed on",
+                    c.calibration.scans
+                ),
+            });
+        }
+        if self.scans.is_empty() {
+            // The VFE's and the sparse convs' cost is a scan's: unknown until one is open.
+            return Some(LayerFlops {
+                flops: m
+                    .layers
+                    .iter()
+                    .map(|l| (l.flops > 0.0).then_some(l.flops))
+                    .collect(),
+                source: "no scans yet: layers whose cost depends on the scan show -".into(),
+            });
+        }
+        Some(LayerFlops {
+            flops: m.layers.iter().map(|l| Some(l.flops)).collect(),
+            source: format!("mean of the {} open scans", self.scans.len()),
+        })
+    }
+
+    /// How far the pipeline has got towards an allocation (see [`PlanStatus`]).
+    pub fn plan_status(&self) -> PlanStatus {
+        let running = |k| self.jobs.is_running(k);
+        if self.model.is_none() {
+            return if running(JobKind::LoadModel) {
+                PlanStatus::ModelLoading
+            } else {
+                PlanStatus::NoModel
+            };
+        }
+        if self.curves.is_none() {
+            return if running(JobKind::Curves) {
+                PlanStatus::CurvesRunning
+            } else if running(JobKind::LoadScans) {
+                PlanStatus::ScansLoading
+            } else if self.scans.is_empty() {
+                PlanStatus::NoScans
+            } else {
+                PlanStatus::NoCurves
+            };
+        }
+        let Some(cur) = self.current.as_ref().filter(|_| self.planner.is_some()) else {
+            return if running(JobKind::Frontier) || self.planner.is_some() {
+                PlanStatus::FrontierRunning
+            } else {
+                PlanStatus::NoFrontier
+            };
+        };
+        match &cur.dp {
+            Ok(_) => PlanStatus::Ready,
+            Err(e) => PlanStatus::NoAllocation(e.clone()),
+        }
+    }
+
+    /// Where the pruned detections of the current allocation are (see [`PrunedStatus`]).
+    pub fn pruned_status(&self) -> PrunedStatus {
+        match self.plan_status() {
+            PlanStatus::Ready => {}
+            p => return PrunedStatus::Waiting(p),
+        }
+        if self.pruned_is_current() {
+            PrunedStatus::Shown
+        } else if self.jobs.is_running(JobKind::PrunedForward)
+            || self.pruned_target != self.pruned_target()
+        {
+            PrunedStatus::Updating
+        } else {
+            PrunedStatus::NotComputed
+        }
+    }
+
     // ------------------------------------------------------------------------------------
     // per frame
 
@@ -485,11 +826,13 @@ impl State {
                 for e in errors {
                     self.error(e);
                 }
+                for s in scans.iter().filter(|s| s.non_finite_dropped > 0) {
+                    self.info(scans::non_finite_warning(&s.path, s.non_finite_dropped));
+                }
                 let known: Vec<PathBuf> = self.scans.iter().map(|s| s.path.clone()).collect();
                 self.scans
                     .extend(scans.into_iter().filter(|s| !known.contains(&s.path)));
-                self.remember_scans();
-                self.refresh_layer_flops();
+                self.scans_changed();
                 if self.settings.auto_curves && self.curves.is_none() && !self.scans.is_empty() {
                     self.compute_curves();
                 }
@@ -528,6 +871,16 @@ impl State {
                 self.cache_entry = entry;
                 self.curves = Some(Arc::new(predicted.curves));
                 self.orders = Some(Arc::new(predicted.orders));
+                let counts: Vec<(String, usize)> = self
+                    .scans
+                    .iter()
+                    .filter(|s| scan_ids.contains(&scan_key(s)))
+                    .map(|s| (s.id.clone(), s.points.len() / s.num_features.max(1)))
+                    .collect();
+                self.curves_warnings = scans::thin_calibration(&counts).into_iter().collect();
+                for w in self.curves_warnings.clone() {
+                    self.error(format!("warning: {w}"));
+                }
                 self.curves_scans = scan_ids;
                 self.planner = None;
                 self.replan();
@@ -600,6 +953,13 @@ impl State {
                 self.info(format!("wrote {}", names.join(", ")));
             }
             Output::Picked(pick, paths) => self.picked(pick, paths),
+            Output::DialogFailed(pick, why) => {
+                self.error(format!(
+                    "the file dialog could not open ({why}): type the path instead"
+                ));
+                self.path_prompt = Some(pick);
+            }
+            Output::ModelFailed(req, e) => self.model_failed(req, e),
         }
     }
 
@@ -608,39 +968,63 @@ impl State {
             return;
         };
         match pick {
-            Pick::Model => {
-                let mut req = self.settings.open.clone().unwrap_or_default();
-                req.weights = first;
-                self.open(req);
-            }
-            Pick::Config => {
-                let mut req = self.settings.open.clone().unwrap_or_default();
-                if req.weights.as_os_str().is_empty() {
-                    self.error("pick the weights (.safetensors) first");
-                    return;
-                }
-                req.config = Some(first);
-                self.open(req);
-            }
+            Pick::Model => self.open_files(Some(first), None, Vec::new()),
+            Pick::Config => self.open_files(None, Some(first), Vec::new()),
             Pick::Scans | Pick::ScanFolder => self.add_scans(paths),
             Pick::ExportDir => self.settings.export.dir = first,
             Pick::EvalFolder => self.set_eval_source(EvalSource::Folder(first)),
         }
     }
 
-    /// Dropped files: weights open a model, a YAML reopens it with that config, scans and
-    /// folders are added.
+    /// Opens the model again with new weights and / or a new config, and with `scans`: the
+    /// given ones and those waiting for a model, or else the ones open now.
+    fn open_files(
+        &mut self,
+        weights: Option<PathBuf>,
+        config: Option<PathBuf>,
+        scans: Vec<PathBuf>,
+    ) {
+        let mut req = self.settings.open.clone().unwrap_or_default();
+        if let Some(w) = weights {
+            req.weights = w;
+        }
+        if config.is_some() {
+            req.config = config;
+        }
+        if req.weights.as_os_str().is_empty() {
+            self.error("pick the weights (.safetensors) first: the config is read with them");
+            self.hold_scans(scans);
+            return;
+        }
+        let mut given = std::mem::take(&mut self.pending_scans);
+        for p in scans {
+            if !given.contains(&p) {
+                given.push(p);
+            }
+        }
+        if !given.is_empty() {
+            req.scans = given;
+        }
+        self.open(req);
+    }
+
+    /// Dropped files: weights and a YAML open one model together (with the dropped scans,
+    /// if any); scans and folders alone are added to the open model.
     pub fn dropped(&mut self, paths: Vec<PathBuf>) {
         let ext = |p: &PathBuf| {
             p.extension()
                 .map(|e| e.to_string_lossy().to_lowercase())
                 .unwrap_or_default()
         };
-        let mut scans = Vec::new();
+        let (mut weights, mut config, mut scans) = (None, None, Vec::new());
         for p in paths {
             match ext(&p).as_str() {
-                "safetensors" => self.picked(Pick::Model, vec![p]),
-                "yaml" | "yml" => self.picked(Pick::Config, vec![p]),
+                "safetensors" if weights.is_none() => weights = Some(p),
+                "yaml" | "yml" if config.is_none() => config = Some(p),
+                "safetensors" | "yaml" | "yml" => self.error(format!(
+                    "{}: not opened: one model (weights and config) at a time",
+                    p.display()
+                )),
                 _ if p.is_dir() || is_scan_file(&p) => scans.push(p),
                 _ => self.error(format!(
                     "{}: not a model (.safetensors), config (.yaml) or scan (.bin, .pcd)",
@@ -648,39 +1032,67 @@ impl State {
                 )),
             }
         }
-        if !scans.is_empty() {
+        if weights.is_some() || config.is_some() {
+            self.open_files(weights, config, scans);
+        } else if !scans.is_empty() {
             self.add_scans(scans);
         }
     }
 
-    /// Opens a native file dialog on a job thread (the sync dialog would block the UI).
+    /// Opens a file dialog on a job thread (the native one blocks until it closes).
     pub fn pick(&mut self, pick: Pick) {
+        let dialog = self.file_dialog.clone();
         self.jobs.spawn(JobKind::Dialog, "file dialog", move |_| {
-            let d = rfd::FileDialog::new();
-            let paths = match pick {
-                Pick::Model => d
-                    .add_filter("safetensors", &["safetensors"])
-                    .pick_file()
-                    .into_iter()
-                    .collect(),
-                Pick::Config => d
-                    .add_filter("OpenPCDet config", &["yaml", "yml"])
-                    .pick_file()
-                    .into_iter()
-                    .collect(),
-                Pick::Scans => d
-                    .add_filter("scans", &["bin", "pcd"])
-                    .pick_files()
-                    .unwrap_or_default(),
-                Pick::ScanFolder | Pick::ExportDir | Pick::EvalFolder => {
-                    d.pick_folder().into_iter().collect()
-                }
+            let output = match dialog(pick) {
+                Ok(paths) => Output::Picked(pick, paths),
+                Err(why) => Output::DialogFailed(pick, why),
             };
             Ok(Tagged {
                 generation: None,
-                output: Output::Picked(pick, paths),
+                output,
             })
         });
+    }
+
+    /// Writes a picture (RGBA rows) to `path` as a PNG in a job; says "wrote" when done.
+    pub fn write_picture(&mut self, path: PathBuf, width: u32, height: u32, rgba: Vec<u8>) {
+        self.jobs
+            .spawn(JobKind::Export, "save screenshot", move |_| {
+                work::write_png(&path, width, height, rgba)?;
+                Ok(Tagged {
+                    generation: None,
+                    output: Output::Exported(vec![path], None),
+                })
+            });
+    }
+
+    /// Replaces the native file dialog (tests use a stand-in).
+    pub fn set_file_dialog(&mut self, dialog: FileDialog) {
+        self.file_dialog = dialog;
+    }
+
+    /// A path typed for `pick` (the path field): used as a dialog's choice once it is one
+    /// (true), else the error says why not (false, the field stays).
+    pub fn typed_path(&mut self, pick: Pick, text: &str) -> bool {
+        let Some(path) = super::dialogs::typed_path(text) else {
+            self.error("type a path first");
+            return false;
+        };
+        let problem = match pick {
+            Pick::ExportDir if path.is_file() => Some("is a file, not a folder"),
+            Pick::ExportDir => None,
+            _ if !path.exists() => Some("no such file or folder"),
+            Pick::Model | Pick::Config if path.is_dir() => Some("is a folder, not a file"),
+            Pick::ScanFolder if !path.is_dir() => Some("is not a folder"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            self.error(format!("{}: {problem}", path.display()));
+            return false;
+        }
+        self.path_prompt = None;
+        self.picked(pick, vec![path]);
+        true
     }
 
     /// The budget, lambdas or constraints changed.
@@ -695,6 +1107,16 @@ impl State {
             self.settings.constraints.clear();
             self.planning_inputs_changed();
         }
+    }
+
+    /// The budget slider was let go: the pruned forward starts at once instead of after
+    /// [`SETTLE`] (which is for a budget that moves by keys or a held pointer).
+    pub fn budget_released(&mut self) {
+        self.last_change = Instant::now()
+            .checked_sub(SETTLE)
+            .unwrap_or(self.last_change);
+        self.update_current();
+        self.schedule_pruned();
     }
 
     pub fn planning_inputs_changed(&mut self) {
@@ -779,7 +1201,7 @@ impl State {
     fn pruned_target(&self) -> Option<PrunedTarget> {
         let (scan, sol) = self.pruned_goal()?;
         Some(PrunedTarget {
-            scan_id: scan.id.clone(),
+            scan_id: scan_key(scan),
             recovery: self.effective_recovery(&sol.sparsity),
             sparsity: sol.sparsity.clone(),
         })
@@ -988,6 +1410,45 @@ impl State {
             Ok(Output::Exported(files, warning))
         });
     }
+}
+
+/// A scan's identity in the app: its path (file names repeat across datasets).
+pub fn scan_key(scan: &ScanEntry) -> String {
+    scan.path.to_string_lossy().into_owned()
+}
+
+/// Names that tell `paths` apart: each file name, with as many of its folders as it takes
+/// to differ from every other path's (`kitti/velodyne/000000.bin` and
+/// `synthetic/velodyne/000000.bin`; a unique name stays bare).
+pub fn scan_labels(paths: &[PathBuf]) -> Vec<String> {
+    let parts: Vec<Vec<String>> = paths
+        .iter()
+        .map(|p| {
+            p.components()
+                .rev()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        })
+        .collect();
+    let label = |j: usize, n: usize| {
+        let p = &parts[j];
+        let mut v: Vec<&str> = p[..n.min(p.len())].iter().map(String::as_str).collect();
+        v.reverse();
+        v.join("/")
+    };
+    (0..parts.len())
+        .map(|i| {
+            let mut n = 1;
+            loop {
+                let mine = label(i, n);
+                let clash = (0..parts.len()).any(|j| j != i && label(j, n) == mine);
+                if !clash || n >= parts[i].len() {
+                    return mine;
+                }
+                n += 1;
+            }
+        })
+        .collect()
 }
 
 /// What a pruned forward shows: a scan, an allocation and a recovery.

@@ -22,7 +22,10 @@ use super::cache::{Cache, Entry};
 use super::jobs::{JobCtl, JobResult};
 
 /// Calibration scans the statistics preview re-estimates BatchNorm on (the first ones): a
-/// preview within about a second of the slider resting; Evaluate and Export use them all.
+/// preview within half a second of letting go of the slider on the demo (fewer scans are
+/// faster and further from what Export writes: at 35% kept, 6% of the boxes differ from the
+/// repair on all 16 demo scans with one preview scan, 1% with four); Evaluate and Export use
+/// them all.
 pub const PREVIEW_SCANS: usize = 4;
 
 /// What to open: a model (weights, optionally a YAML config) and calibration scans.
@@ -387,4 +390,16 @@ pub fn export(
     };
     let written = ctl.with_control(|c| session::export::write(&from, &files, c))?;
     Ok((written, warning))
+}
+
+/// Writes an RGBA picture (`width x height`, unpremultiplied, row-major) as a PNG, atomically
+/// (a screenshot of the 3D view; the encoding takes too long for the UI thread).
+pub fn write_png(path: &std::path::Path, width: u32, height: u32, rgba: Vec<u8>) -> JobResult<()> {
+    let img = image::RgbaImage::from_raw(width, height, rgba)
+        .ok_or_else(|| format!("{}: the picture's size does not match", path.display()))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    pruneview_core::io::write_atomic(path, png.get_ref(), &[]).map_err(session::fail)?;
+    Ok(())
 }

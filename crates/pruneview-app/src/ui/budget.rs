@@ -7,8 +7,9 @@ use pruneview_core::prune::alloc::KindName;
 use pruneview_core::session::plan::BASELINES;
 use pruneview_core::session::recover::Recovery;
 
-use super::{PruneviewApp, help};
+use super::{PruneviewApp, action_button, help};
 use crate::plots;
+use crate::state::Action;
 
 impl PruneviewApp {
     pub(super) fn budget_panel(&mut self, ui: &mut egui::Ui) {
@@ -35,13 +36,17 @@ impl PruneviewApp {
             s.keep = (pct / 100.0).clamp(0.01, 1.0);
             self.state.budget_changed();
         }
+        if slider.drag_stopped() {
+            // Let go: the budget rests now, no need to wait for it to keep still.
+            self.state.budget_released();
+        }
         ui.label(format!(
             "{:.2}x fewer {}",
             1.0 / self.state.settings.keep.max(1e-6),
             KindName(self.state.settings.budget_kind)
         ));
         if let Some(c) = &self.state.current {
-            for w in &c.warnings {
+            for w in self.state.curves_warnings.iter().chain(&c.warnings) {
                 ui.colored_label(
                     egui::Color32::from_rgb(255, 170, 60),
                     format!("warning: {w}"),
@@ -101,9 +106,11 @@ impl PruneviewApp {
         if replan {
             self.state.planning_inputs_changed();
         }
-        if self.state.is_planning() {
-            ui.label("updating the frontier...");
-        }
+        // Its room is kept when hidden, so the panel does not jump when a replan starts.
+        ui.add_visible(
+            self.state.is_planning(),
+            egui::Label::new("updating the frontier..."),
+        );
         ui.separator();
         self.recovery_control(ui);
         ui.separator();
@@ -112,22 +119,23 @@ impl PruneviewApp {
         self.allocation_chart(ui);
         ui.separator();
         ui.horizontal(|ui| {
-            if ui
-                .button("Evaluate")
-                .on_hover_text(format!(
+            if action_button(
+                ui,
+                "Evaluate",
+                &format!(
                     "KITTI AP of the dense and the pruned model on {} (choose the set in the \
                      Evaluation window)",
                     self.state.settings.eval_source
-                ))
-                .clicked()
-            {
+                ),
+                self.state.unavailable(Action::Evaluate),
+            ) {
                 self.state.evaluate();
                 self.ui.eval.open = true;
             }
             if ui.button("Evaluation...").clicked() {
                 self.ui.eval.open = true;
             }
-            if ui.button("Export...").clicked() {
+            if action_button(ui, "Export...", "", self.state.unavailable(Action::Export)) {
                 self.ui.export_open = true;
             }
         });
@@ -205,11 +213,7 @@ impl PruneviewApp {
 
     fn totals(&self, ui: &mut egui::Ui) {
         let Some(cur) = &self.state.current else {
-            ui.label(if self.state.curves.is_none() {
-                "The allocation appears when the curves are ready."
-            } else {
-                "Preparing the frontier..."
-            });
+            ui.label(self.state.plan_status().explain());
             return;
         };
         let dense_flops = self

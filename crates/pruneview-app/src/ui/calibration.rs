@@ -3,8 +3,8 @@
 use eframe::egui;
 use pruneview_core::prune::Weighting;
 
-use super::{PruneviewApp, help, si};
-use crate::state::Pick;
+use super::{PruneviewApp, action_button, help, si};
+use crate::state::{Action, Pick};
 
 impl PruneviewApp {
     pub(super) fn calibration_panel(&mut self, ui: &mut egui::Ui) {
@@ -17,6 +17,22 @@ impl PruneviewApp {
                 self.state.pick(Pick::ScanFolder);
             }
         });
+        if !self.state.pending_scans.is_empty() {
+            let names: Vec<String> = self
+                .state
+                .pending_scans
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            ui.colored_label(
+                egui::Color32::YELLOW,
+                format!(
+                    "{} scan path(s) wait for a model: they load with the next one opened",
+                    names.len()
+                ),
+            )
+            .on_hover_text(names.join("\n"));
+        }
         let mut remove = None;
         egui::ScrollArea::vertical()
             .id_salt("scan-list")
@@ -39,16 +55,26 @@ impl PruneviewApp {
                 ui.label("labels");
                 ui.label("");
                 ui.end_row();
-                for (i, s) in self.state.scans.iter().enumerate() {
+                let labels = self.state.scan_labels();
+                for (i, (s, label)) in self.state.scans.iter().zip(&labels).enumerate() {
                     let selected = self.state.selected_scan == i;
                     if ui
-                        .selectable_label(selected, &s.id)
+                        .selectable_label(selected, label)
                         .on_hover_text(s.path.display().to_string())
                         .clicked()
                     {
                         self.state.selected_scan = i;
                     }
-                    ui.label(si((s.points.len() / s.num_features.max(1)) as f64));
+                    let points = si((s.points.len() / s.num_features.max(1)) as f64);
+                    if s.non_finite_dropped > 0 {
+                        ui.colored_label(egui::Color32::YELLOW, format!("{points} !"))
+                            .on_hover_text(format!(
+                                "{} points with NaN or infinite values were dropped",
+                                s.non_finite_dropped
+                            ));
+                    } else {
+                        ui.label(points);
+                    }
                     ui.label(s.pillars.to_string());
                     ui.label(s.gt.as_ref().map_or("-".into(), |g| g.len().to_string()));
                     if ui.small_button("x").on_hover_text("remove").clicked() {
@@ -77,22 +103,33 @@ impl PruneviewApp {
                 .on_hover_text(help::RAW);
         });
         ui.horizontal(|ui| {
-            if self.state.curves.is_some() {
-                if ui
-                    .button("Recompute curves")
-                    .on_hover_text("compute afresh, replacing the cached curves")
-                    .clicked()
-                {
+            let recompute = self.state.curves.is_some();
+            let (label, hover) = if recompute {
+                (
+                    "Recompute curves",
+                    "compute afresh, replacing the cached curves",
+                )
+            } else {
+                ("Compute curves", "")
+            };
+            if action_button(
+                ui,
+                label,
+                hover,
+                self.state.unavailable(Action::ComputeCurves),
+            ) {
+                if recompute {
                     self.state.recompute_curves();
+                } else {
+                    self.state.compute_curves();
                 }
-            } else if ui.button("Compute curves").clicked() {
-                self.state.compute_curves();
             }
-            if ui
-                .button("Measure curves")
-                .on_hover_text("prune each layer alone at 10..90% and re-run the scans (slow)")
-                .clicked()
-            {
+            if action_button(
+                ui,
+                "Measure curves",
+                "prune each layer alone at 10..90% and re-run the scans (slow)",
+                self.state.unavailable(Action::MeasureCurves),
+            ) {
                 self.state.measure_curves();
             }
         });

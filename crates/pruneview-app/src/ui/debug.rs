@@ -4,32 +4,62 @@ use eframe::egui;
 
 use super::PruneviewApp;
 
+/// What the debug overlay shows, as numbers (the app benchmark reads the same figures).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DebugFigures {
+    /// Median and worst CPU milliseconds of the last `frames` frames (eframe's measure; none
+    /// outside eframe, e.g. in a test harness).
+    pub frame_median_ms: Option<f32>,
+    pub frame_worst_ms: Option<f32>,
+    pub frames: usize,
+    /// Milliseconds the last [`PruneviewApp::show`] took (all panels and the 3D view's render
+    /// call).
+    pub ui_ms: f32,
+    /// Milliseconds of the last 3D render (CPU side), if any.
+    pub render_ms: Option<f64>,
+    pub jobs: usize,
+}
+
 impl PruneviewApp {
-    pub(super) fn debug_overlay(&self, ctx: &egui::Context) {
+    pub fn debug_figures(&self) -> DebugFigures {
         let mut times: Vec<f32> = self.ui.frame_times.iter().copied().collect();
         times.sort_by(f32::total_cmp);
-        let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
-        let worst = times.last().copied().unwrap_or(0.0);
+        DebugFigures {
+            frame_median_ms: times.get(times.len() / 2).copied(),
+            frame_worst_ms: times.last().copied(),
+            frames: times.len(),
+            ui_ms: self.ui.ui_ms,
+            render_ms: self.view.last_render_seconds().map(|s| s * 1e3),
+            jobs: self.state.jobs.running().len(),
+        }
+    }
+
+    pub(super) fn debug_overlay(&self, ctx: &egui::Context) {
+        let f = self.debug_figures();
+        // In the 3D view's lower left corner: over the point cloud, never over a control.
+        let corner = self.ui.panels.central.left_bottom() + egui::vec2(8.0, -8.0);
         egui::Area::new(egui::Id::unique("debug-overlay"))
-            .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 32.0))
+            .fixed_pos(corner)
+            .pivot(egui::Align2::LEFT_BOTTOM)
+            .interactable(false)
             .show(ctx, |ui| {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
-                    if !times.is_empty() {
+                    if let (Some(median), Some(worst)) = (f.frame_median_ms, f.frame_worst_ms) {
                         ui.monospace(format!(
                             "frame CPU {median:5.1} ms median, {worst:5.1} ms worst (last {})",
-                            times.len()
+                            f.frames
                         ));
                     }
-                    ui.monospace(format!("ui code {:5.1} ms", self.ui.ui_ms));
-                    if let Some(r) = self.view.last_render_seconds() {
-                        ui.monospace(format!("3D render {:5.1} ms", r * 1e3));
+                    ui.monospace(format!("ui code {:5.1} ms", f.ui_ms));
+                    if let Some(r) = f.render_ms {
+                        ui.monospace(format!("3D render {r:5.1} ms"));
                     }
                     if self.state.settings.comparison == crate::state::Comparison::SideBySide
                         && let Some(r) = self.pruned_view.last_render_seconds()
                     {
                         ui.monospace(format!("pruned view render {:5.1} ms", r * 1e3));
                     }
-                    ui.monospace(format!("jobs running {}", self.state.jobs.running().len()));
+                    ui.monospace(format!("jobs running {}", f.jobs));
                 });
             });
     }

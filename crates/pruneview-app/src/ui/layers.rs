@@ -18,7 +18,9 @@ pub(super) enum SortKey {
 
 impl PruneviewApp {
     pub(super) fn layer_table(&mut self, ui: &mut egui::Ui, m: &LoadedModel) {
-        let total_flops: f64 = m.layers.iter().map(|l| l.flops).sum::<f64>().max(1e-9);
+        // The FLOPs the budget panel and report.csv count (see State::layer_flops).
+        let flops = self.state.layer_flops();
+        let flops_of = |i: usize| flops.as_ref().and_then(|f| f.flops[i]).unwrap_or(0.0);
         let sparsity = self.current_sparsity();
         let mut rows: Vec<usize> = (0..m.layers.len()).collect();
         let key = |i: &usize| -> f64 {
@@ -26,7 +28,7 @@ impl PruneviewApp {
             match self.ui.sort {
                 SortKey::Order | SortKey::Name => *i as f64,
                 SortKey::Params => l.params as f64,
-                SortKey::Flops => l.flops,
+                SortKey::Flops => flops_of(*i),
                 SortKey::Sparsity => sparsity.as_ref().map_or(0.0, |s| s[*i]),
             }
         };
@@ -95,7 +97,7 @@ impl PruneviewApp {
                         self.ui.selected_layer = if selected { None } else { Some(i) };
                     }
                     ui.label(si(l.params as f64));
-                    ui.label(format!("{:.1}%", 100.0 * l.flops / total_flops));
+                    ui.label(flops.as_ref().map_or("-".into(), |f| f.share(i)));
                     ui.label(
                         sparsity
                             .as_ref()
@@ -114,12 +116,10 @@ impl PruneviewApp {
                     ui.end_row();
                 }
             });
-        if let Some(i) = self.ui.selected_layer.filter(|&i| i < m.layers.len()) {
-            self.constraint_editor(ui, &m.layers[i].name);
-        }
     }
 
-    fn constraint_editor(&mut self, ui: &mut egui::Ui, name: &str) {
+    /// The selected layer's constraints (drawn at the foot of the left panel).
+    pub(super) fn constraint_editor(&mut self, ui: &mut egui::Ui, name: &str) {
         ui.group(|ui| {
             ui.label(format!("Constraints of {name}"));
             let mut c = self

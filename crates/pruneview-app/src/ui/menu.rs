@@ -3,8 +3,8 @@
 
 use eframe::egui;
 
-use super::{PruneviewApp, demo_request};
-use crate::state::Pick;
+use super::{PruneviewApp, action_button, demo_request};
+use crate::state::{Action, Pick};
 
 impl PruneviewApp {
     pub(super) fn menu_bar(&mut self, ui: &mut egui::Ui) {
@@ -13,7 +13,12 @@ impl PruneviewApp {
                 if ui.button("Open model (.safetensors)...").clicked() {
                     self.state.pick(Pick::Model);
                 }
-                if ui.button("Open config (.yaml)...").clicked() {
+                if action_button(
+                    ui,
+                    "Open config (.yaml)...",
+                    "",
+                    self.state.unavailable(Action::OpenConfig),
+                ) {
                     self.state.pick(Pick::Config);
                 }
                 if ui.button("Add scans...").clicked() {
@@ -22,6 +27,15 @@ impl PruneviewApp {
                 if ui.button("Add scan folder...").clicked() {
                     self.state.pick(Pick::ScanFolder);
                 }
+                if ui
+                    .button("Type a path...")
+                    .on_hover_text(
+                        "For a model, config, scans or the export folder, without a dialog",
+                    )
+                    .clicked()
+                {
+                    self.state.path_prompt = Some(Pick::Model);
+                }
                 if ui.button("Open the demo").clicked() {
                     match demo_request() {
                         Some(r) => self.state.open(r),
@@ -29,7 +43,7 @@ impl PruneviewApp {
                     }
                 }
                 ui.separator();
-                if ui.button("Export...").clicked() {
+                if action_button(ui, "Export...", "", self.state.unavailable(Action::Export)) {
                     self.ui.export_open = true;
                 }
             });

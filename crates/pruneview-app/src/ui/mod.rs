@@ -4,7 +4,9 @@
 //!
 //! One file per panel: `menu.rs`, `model.rs`, `calibration.rs` and `layers.rs` (left),
 //! `budget.rs` (right), `jobs_panel.rs` and `plots_panel.rs` (bottom), `scene.rs` (the 3D view
-//! and its toolbar), `export.rs` (the export dialog) and `debug.rs` (the frame-time overlay).
+//! and its toolbar), `view_shot.rs` (its legend and screenshots), `export.rs` (the export
+//! dialog), `path_prompt.rs` (the path field, for when no file dialog opens) and `debug.rs`
+//! (the frame-time overlay).
 //! Each is an `impl PruneviewApp` block; this file holds the app, its UI-only state, the layout
 //! ([`PruneviewApp::show`]) and the helpers the panels share.
 
@@ -18,8 +20,10 @@ mod jobs_panel;
 mod layers;
 mod menu;
 mod model;
+mod path_prompt;
 mod plots_panel;
 mod scene;
+mod view_shot;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ use super::work::OpenRequest;
 use layers::SortKey;
 use pruneview_core::session::scans::expand_scan_paths;
 
+pub use debug::DebugFigures;
 pub use help::{LAMBDA_OFF_RATIO, switched_off_groups};
 pub use scene::{DENSE_COLOR, GT_COLOR, MATCHED_COLOR, MISSED_COLOR, NEW_COLOR, PRUNED_COLOR};
 
@@ -55,7 +60,50 @@ struct UiState {
     show_deltas: bool,
     eval: evaluation::EvalUi,
     help: help::HelpUi,
+    /// Where the panels were drawn in the last frame.
+    panels: PanelRects,
+    /// Whether the input fix-ups ([`crate::input`]) are on this context.
+    input_fixes: bool,
+    /// The path field's text.
+    path_text: String,
+    /// Where the 3D view was drawn in the last frame.
+    view_rect: egui::Rect,
+    /// A screenshot of the view asked for and not yet written.
+    shot: Option<view_shot::Shot>,
 }
+
+/// Where each panel was drawn (screen points), for the overlay's place and for tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PanelRects {
+    /// Model, calibration scans and layers.
+    pub left: egui::Rect,
+    /// Budget.
+    pub right: egui::Rect,
+    /// The 3D view and its toolbar.
+    pub central: egui::Rect,
+    /// The 3D view itself (what "save screenshot" writes).
+    pub view: egui::Rect,
+    pub plots: egui::Rect,
+    /// Jobs and messages.
+    pub jobs: egui::Rect,
+}
+
+impl Default for PanelRects {
+    fn default() -> Self {
+        let r = egui::Rect::NOTHING;
+        PanelRects {
+            left: r,
+            right: r,
+            central: r,
+            view: r,
+            plots: r,
+            jobs: r,
+        }
+    }
+}
+
+/// Height the jobs and messages panel starts with (it keeps it, however many rows it holds).
+const JOBS_HEIGHT: f32 = 130.0;
 
 /// The app: its state, the 3D view and the UI's own bits.
 pub struct PruneviewApp {
@@ -94,6 +142,11 @@ impl PruneviewApp {
                 show_deltas: false,
                 eval: evaluation::EvalUi::default(),
                 help: help::HelpUi::default(),
+                panels: PanelRects::default(),
+                input_fixes: false,
+                path_text: String::new(),
+                view_rect: egui::Rect::NOTHING,
+                shot: None,
             },
         }
     }
@@ -107,9 +160,18 @@ impl PruneviewApp {
         self.ui.eval.open = open;
     }
 
+    /// Where the panels were drawn in the last frame.
+    pub fn panel_rects(&self) -> PanelRects {
+        self.ui.panels
+    }
+
     /// Draws the whole window into `ui`. `rs` is eframe's wgpu state (the 3D view needs it).
     pub fn show(&mut self, ui: &mut egui::Ui, rs: Option<&RenderState>) {
         let start = Instant::now();
+        if !self.ui.input_fixes {
+            ui.ctx().add_plugin(crate::input::ReleaseFirst::default());
+            self.ui.input_fixes = true;
+        }
         let dropped: Vec<std::path::PathBuf> = ui.ctx().input(|i| {
             i.raw
                 .dropped_files
@@ -132,37 +194,79 @@ impl PruneviewApp {
         }
 
         egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
-        egui::Panel::bottom("jobs")
+        // Panels keep the size they were given (or dragged to): their contents scroll
+        // inside instead of growing them, so a job row, a message or a wide table never
+        // moves the rest of the window.
+        let jobs = egui::Panel::bottom("jobs")
             .resizable(true)
-            .default_size(130.0)
-            .show(ui, |ui| self.jobs_panel(ui));
-        egui::Panel::left("model")
+            .default_size(JOBS_HEIGHT)
+            .min_size(60.0)
+            .show(ui, |ui| self.jobs_panel(ui))
+            .response
+            .rect;
+        let left = egui::Panel::left("model")
             .resizable(true)
             .default_size(400.0)
-            .max_size(560.0)
+            .min_size(200.0)
+            .max_size(800.0)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| {
-                    self.model_panel(ui);
-                    ui.separator();
-                    self.calibration_panel(ui);
-                    ui.separator();
-                    if let Some(m) = self.state.model.clone() {
-                        self.layer_table(ui, &m);
-                    }
-                });
-            });
-        egui::Panel::right("budget")
+                let m = self.state.model.clone();
+                // The selected layer's constraints stay at the panel's foot, in view however
+                // far the table is scrolled.
+                if let Some(m) = &m
+                    && let Some(i) = self.ui.selected_layer.filter(|&i| i < m.layers.len())
+                {
+                    egui::Panel::bottom("constraints")
+                        .show(ui, |ui| self.constraint_editor(ui, &m.layers[i].name));
+                }
+                egui::ScrollArea::both()
+                    .id_salt("left")
+                    .auto_shrink(false)
+                    .show(ui, |ui| {
+                        self.model_panel(ui);
+                        ui.separator();
+                        self.calibration_panel(ui);
+                        ui.separator();
+                        if let Some(m) = &m {
+                            self.layer_table(ui, m);
+                        }
+                    });
+            })
+            .response
+            .rect;
+        let right = egui::Panel::right("budget")
             .resizable(true)
             .default_size(340.0)
-            .max_size(480.0)
+            .min_size(220.0)
+            .max_size(800.0)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| self.budget_panel(ui));
-            });
-        egui::Panel::bottom("plots")
+                egui::ScrollArea::both()
+                    .id_salt("budget")
+                    .auto_shrink(false)
+                    .show(ui, |ui| self.budget_panel(ui));
+            })
+            .response
+            .rect;
+        let plots = egui::Panel::bottom("plots")
             .resizable(true)
             .default_size(280.0)
-            .show(ui, |ui| self.plots(ui));
-        egui::CentralPanel::default().show(ui, |ui| self.scene(ui, rs));
+            .min_size(80.0)
+            .show(ui, |ui| self.plots(ui))
+            .response
+            .rect;
+        let central = egui::CentralPanel::default()
+            .show(ui, |ui| self.scene(ui, rs))
+            .response
+            .rect;
+        self.finish_view_shot(ui.ctx().pixels_per_point());
+        self.ui.panels = PanelRects {
+            left,
+            right,
+            central,
+            view: self.ui.view_rect,
+            plots,
+            jobs,
+        };
 
         if self.ui.export_open {
             self.export_dialog(ui.ctx());
@@ -173,6 +277,7 @@ impl PruneviewApp {
         if self.ui.help.help || self.ui.help.about {
             self.help_windows(ui.ctx());
         }
+        self.path_prompt(ui.ctx());
         self.ui.ui_ms = start.elapsed().as_secs_f32() * 1e3;
         if self.state.settings.debug_overlay {
             self.debug_overlay(ui.ctx());
@@ -225,6 +330,18 @@ pub fn demo_request() -> Option<OpenRequest> {
         weights,
         scans,
     })
+}
+
+/// A button that is disabled, with the reason on hover, while `why_not` says it cannot be
+/// used (instead of failing when pressed); `hover` explains it otherwise.
+fn action_button(ui: &mut egui::Ui, label: &str, hover: &str, why_not: Option<String>) -> bool {
+    let response = ui.add_enabled(why_not.is_none(), egui::Button::new(label));
+    let response = match why_not {
+        Some(why) => response.on_disabled_hover_text(why),
+        None if !hover.is_empty() => response.on_hover_text(hover),
+        None => response,
+    };
+    response.clicked()
 }
 
 fn file_name(p: &std::path::Path) -> String {

@@ -35,7 +35,7 @@ impl PruneviewApp {
                     ui.end_row();
                 }
                 let prunable: usize = m.layers.iter().map(|l| l.params).sum();
-                let flops: f64 = m.layers.iter().map(|l| l.flops).sum();
+                let flops = self.state.layer_flops();
                 ui.label("params");
                 ui.label(format!(
                     "{} ({} in {} prunable layers)",
@@ -44,9 +44,12 @@ impl PruneviewApp {
                     m.layers.len()
                 ));
                 ui.end_row();
-                ui.label("FLOPs / scan");
-                ui.label(format!("{}FLOPs (prunable layers, mean scan)", si(flops)));
-                ui.end_row();
+                if let Some(f) = flops {
+                    ui.label("FLOPs / scan");
+                    ui.label(format!("{}FLOPs (prunable layers)", si(f.total())))
+                        .on_hover_text(format!("prunable layers, {}", f.source));
+                    ui.end_row();
+                }
             });
     }
 }

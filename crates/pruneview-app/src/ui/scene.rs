@@ -10,7 +10,7 @@ use pruneview_core::detect::Detection;
 use pruneview_core::session::compare::{DetectionDiff, Status};
 
 use super::PruneviewApp;
-use crate::state::Comparison;
+use crate::state::{Comparison, PrunedStatus};
 use crate::view3d::{Box3d, ColorBy, HEIGHT_RANGE, Projection, height_ramp, intensity_ramp};
 
 /// Colours of the three box sets in the 3D view (and their legend).
@@ -32,8 +32,8 @@ impl PruneviewApp {
         let mut changed_view = false;
         let side_by_side = self.state.settings.comparison == Comparison::SideBySide;
         ui.horizontal_wrapped(|ui| {
+            let names = self.state.scan_labels();
             let s = &mut self.state.settings;
-            let names: Vec<String> = self.state.scans.iter().map(|s| s.id.clone()).collect();
             let sel = &mut self.state.selected_scan;
             egui::ComboBox::from_id_salt("scan")
                 .selected_text(names.get(*sel).cloned().unwrap_or("no scan".into()))
@@ -84,14 +84,27 @@ impl PruneviewApp {
                     egui::RichText::new("pruned").color(PRUNED_COLOR),
                 );
             }
+            // A slider is a row of widgets, which egui does not wrap as a whole: give it a
+            // new row when this one is too short, or it runs on under the Budget panel.
+            let slider_width = ui.spacing().slider_width + 110.0;
+            if ui.available_size_before_wrap().x < slider_width {
+                ui.end_row();
+            }
             ui.add(
                 egui::Slider::new(&mut s.score_threshold, 0.0..=1.0)
                     .text("score")
                     .fixed_decimals(2),
             )
             .on_hover_text("detections scoring below this are hidden (and not compared)");
-            if ui.button("save screenshot").clicked() {
-                self.save_screenshot(rs);
+            if ui
+                .add_enabled(
+                    self.state.selected().is_some(),
+                    egui::Button::new("save screenshot"),
+                )
+                .on_hover_text("The 3D view as shown, labels and legend included, as a PNG in the export folder")
+                .clicked()
+            {
+                self.request_view_shot(ui.ctx());
             }
         });
         if changed_view {
@@ -108,30 +121,36 @@ impl PruneviewApp {
         };
         self.sync_view(diff.as_ref());
         if let Some(s) = self.state.selected() {
-            let pruned = if self.state.pruned_is_current() {
-                let p = self.state.pruned.as_ref().map_or(0, |p| p.detections.len());
-                let ms = self.state.pruned.as_ref().map_or(0.0, |p| p.ms);
-                format!("pruned {p} boxes ({ms:.0} ms)")
-            } else if self.state.current.is_some() {
-                "pruned: updating...".into()
-            } else {
-                "pruned: waiting for the curves".into()
+            // Counted as drawn: the boxes at or above the score threshold.
+            let t = self.state.settings.score_threshold;
+            let above =
+                |d: &[pruneview_core::detect::Detection]| d.iter().filter(|d| d.score >= t).count();
+            let pruned = match self.state.pruned_status() {
+                PrunedStatus::Shown => self.state.pruned.as_ref().map_or(String::new(), |p| {
+                    format!("pruned {} ({:.0} ms)", above(&p.detections), p.ms)
+                }),
+                PrunedStatus::Updating => "pruned: updating...".into(),
+                PrunedStatus::NotComputed => "pruned: not computed (see Messages)".into(),
+                PrunedStatus::Waiting(p) => format!("pruned: {}", p.short()),
             };
-            ui.label(format!(
-                "{}: {} points, dense {} boxes ({:.0} ms), {}",
-                s.id,
+            let text = format!(
+                "{}: {} points | boxes with score >= {t:.2}: dense {} ({:.0} ms), {pruned}",
+                self.state.scan_label(self.state.selected_scan),
                 s.points.len() / s.num_features.max(1),
-                s.dense.len(),
+                above(&s.dense),
                 s.dense_ms,
-                pruned
-            ));
+            );
+            // One line, whatever its length: a wrapped status would move the view.
+            ui.add(egui::Label::new(&text).truncate())
+                .on_hover_text(&text);
         }
         self.legend(ui, diff.as_ref());
-        if side_by_side {
-            self.side_by_side(ui, rs, diff.as_ref());
+        self.ui.view_rect = if side_by_side {
+            self.side_by_side(ui, rs, diff.as_ref())
         } else {
-            self.view.ui(ui, rs);
-        }
+            self.view.ui(ui, rs).rect
+        };
+        self.view_legend(ui.ctx(), self.ui.view_rect);
     }
 
     /// What the colours mean: the point ramp, and the box sets (with the comparison's counts
@@ -189,13 +208,13 @@ impl PruneviewApp {
     }
 
     /// Dense (left) and pruned (right) views from one camera: whichever the user moved this
-    /// frame gives its camera to the other.
+    /// frame gives its camera to the other. Returns where the two views were drawn.
     fn side_by_side(
         &mut self,
         ui: &mut egui::Ui,
         rs: Option<&RenderState>,
         diff: Option<&DetectionDiff>,
-    ) {
+    ) -> egui::Rect {
         let reserve = if self.ui.show_deltas {
             DELTAS_HEIGHT
         } else {
@@ -207,7 +226,7 @@ impl PruneviewApp {
             ((avail.x - gap) / 2.0).max(1.0),
             (avail.y - reserve).max(120.0),
         );
-        ui.horizontal_top(|ui| {
+        let views = ui.horizontal_top(|ui| {
             let before = self.view.camera_state();
             ui.allocate_ui(size, |ui| {
                 ui.vertical(|ui| {
@@ -233,6 +252,7 @@ impl PruneviewApp {
         if self.ui.show_deltas {
             self.deltas_table(ui, diff);
         }
+        views.response.rect
     }
 
     /// Every compared box: matched ones by score change (largest drop first), then the
@@ -348,7 +368,7 @@ impl PruneviewApp {
             .state
             .pruned
             .as_ref()
-            .filter(|p| p.scan_id == scan.id)
+            .filter(|p| p.scan_id == crate::state::scan_key(scan))
             .map(|p| p.detections.as_slice());
         let label = |d: &Detection| format!("{} {:.2}", class(d.label), d.score);
         let shown = |d: &Detection| d.score >= s.score_threshold;
@@ -406,27 +426,6 @@ impl PruneviewApp {
         if boxes != self.ui.view_boxes {
             self.view.set_boxes(boxes.clone());
             self.ui.view_boxes = boxes;
-        }
-    }
-
-    fn save_screenshot(&mut self, rs: Option<&RenderState>) {
-        let Some(rs) = rs else {
-            self.state.error("screenshots need the wgpu renderer");
-            return;
-        };
-        let id = self
-            .state
-            .selected()
-            .map_or("view".into(), |s| s.id.clone());
-        let dir = self.state.settings.export.dir.clone();
-        let path = dir.join(format!("screenshot-{}.png", id.replace('.', "_")));
-        let result = self.view.render_image(rs, 1600, 900).and_then(|img| {
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            img.save(&path).map_err(|e| e.to_string())
-        });
-        match result {
-            Ok(()) => self.state.info(format!("saved {}", path.display())),
-            Err(e) => self.state.error(format!("{}: {e}", path.display())),
         }
     }
 }

@@ -117,6 +117,7 @@ pub fn calibration_scans(
     let mut scans = Vec::with_capacity(files.len());
     let mut warnings = Vec::new();
     let mut unfiltered = 0;
+    let mut counts = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         ctl.check()?;
         let fov = reading.fov(det, f);
@@ -129,11 +130,12 @@ pub fn calibration_scans(
         }
         let dropped = prepared.scan.report().non_finite_dropped;
         if dropped > 0 {
-            warnings.push(format!(
-                "{}: dropped {dropped} points with NaN or infinite values",
-                f.display()
-            ));
+            warnings.push(non_finite_warning(f, dropped));
         }
+        counts.push((
+            scan_id(f),
+            prepared.points.len() / prepared.num_features.max(1),
+        ));
         scans.push(CalibScan {
             id: scan_id(f),
             points: prepared.points,
@@ -147,7 +149,43 @@ pub fn calibration_scans(
             files.len()
         ));
     }
+    warnings.extend(thin_calibration(&counts));
     Ok(CalibrationScans { scans, warnings })
+}
+
+/// What the CLI and the app say of a scan whose non-finite points were dropped.
+pub fn non_finite_warning(path: &Path, dropped: usize) -> String {
+    format!(
+        "{}: dropped {dropped} points with NaN or infinite values",
+        path.display()
+    )
+}
+
+/// A scan with fewer points than this is near-empty: a LiDAR sweep has tens of thousands,
+/// and a handful of pillars say little about how pruning moves detections.
+pub const FEW_POINTS: usize = 1000;
+
+/// The warning for calibration scans that are all near-empty ([`FEW_POINTS`]; `counts` are
+/// (scan, points) as the model sees them): curves from them give an allocation close to
+/// arbitrary, which nothing else would flag.
+pub fn thin_calibration(counts: &[(String, usize)]) -> Option<String> {
+    let most = counts.iter().map(|c| c.1).max()?;
+    (most < FEW_POINTS).then(|| {
+        let names: Vec<&str> = counts.iter().take(4).map(|c| c.0.as_str()).collect();
+        let more = if counts.len() > names.len() {
+            ", ..."
+        } else {
+            ""
+        };
+        format!(
+            "the curves come from {} near-empty scan(s) ({}{more}; at most {most} points, a \
+             LiDAR sweep has tens of thousands): they say little about how pruning moves \
+             detections, so the allocation from them is close to arbitrary; calibrate on \
+             typical scans",
+            counts.len(),
+            names.join(", ")
+        )
+    })
 }
 
 /// A labelled ground-truth box in the LiDAR frame.
@@ -168,6 +206,8 @@ pub struct ScanEntry {
     pub num_features: usize,
     /// Points the camera-FOV filter removed (KITTI layout and `FOV_POINTS_ONLY`).
     pub fov_removed: usize,
+    /// Points dropped for NaN or infinite values (see [`non_finite_warning`]).
+    pub non_finite_dropped: usize,
     /// Pillars (voxels for voxel models) the BEV map was built from.
     pub pillars: usize,
     /// What the units' FLOPs on this scan depend on.
@@ -229,6 +269,7 @@ pub fn load_scan(det: &Detector, path: &Path) -> Result<ScanEntry> {
         num_features: prepared.num_features,
         points: Arc::new(prepared.points),
         fov_removed: prepared.fov_removed,
+        non_finite_dropped: prepared.scan.report().non_finite_dropped,
         pillars: out.bev_sources().0,
         cost: crate::detect::ScanCost::of(&out),
         kitti: layout.filter(|_| gt.is_some()),
@@ -258,4 +299,21 @@ pub fn load_scans(
     }
     ctl.step(files.len(), files.len(), "done");
     Ok((scans, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_empty_calibration_is_named() {
+        let c = |n: &str, p: usize| (n.to_string(), p);
+        let w = thin_calibration(&[c("000000.bin", 37)]).unwrap();
+        assert!(
+            w.contains("1 near-empty scan(s) (000000.bin; at most 37 points"),
+            "{w}"
+        );
+        assert!(thin_calibration(&[c("a.bin", 37), c("b.bin", FEW_POINTS)]).is_none());
+        assert!(thin_calibration(&[]).is_none());
+    }
 }
