@@ -939,6 +939,8 @@ fn every_control_is_reachable_and_the_layout_holds_still() {
             p.central.contains_rect(overlay) && !overlay.intersects(p.right),
             "{size:?}: the debug overlay {overlay:?} covers a panel"
         );
+        let legend = h.get_by_label("dense model").rect();
+        assert!(!overlay.intersects(legend), "{size:?}: over the legend");
 
         // The last layer's constraints, selected from the bottom of the table.
         let last = h.state().state.model.as_ref().unwrap().layers.len() - 1;

@@ -36,11 +36,17 @@ impl PruneviewApp {
 
     pub(super) fn debug_overlay(&self, ctx: &egui::Context) {
         let f = self.debug_figures();
-        // In the 3D view's lower left corner: over the point cloud, never over a control.
-        let corner = self.ui.panels.central.left_bottom() + egui::vec2(8.0, -8.0);
+        // In the 3D view's upper left corner: over the point cloud (the legend is in the
+        // lower right one), never over a control.
+        let view = if self.ui.view_rect.is_positive() {
+            self.ui.view_rect
+        } else {
+            self.ui.panels.central
+        };
+        let corner = view.left_top() + egui::vec2(8.0, 8.0);
         egui::Area::new(egui::Id::unique("debug-overlay"))
             .fixed_pos(corner)
-            .pivot(egui::Align2::LEFT_BOTTOM)
+            .pivot(egui::Align2::LEFT_TOP)
             .interactable(false)
             .show(ctx, |ui| {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
