@@ -496,7 +496,7 @@ impl State {
     /// one.
     pub fn add_scans(&mut self, paths: Vec<PathBuf>) {
         let Some(model) = &self.model else {
-            self.error(format!(
+            self.info(format!(
                 "no model is open: the {} scan path(s) load with the next model opened (File > \
                  Open model)",
                 paths.len()
