@@ -1153,7 +1153,10 @@ impl State {
     /// boxes shown), when there are pruned detections of that scan.
     pub fn detection_diff(&self) -> Option<DetectionDiff> {
         let scan = self.selected()?;
-        let pruned = self.pruned.as_ref().filter(|p| p.scan_id == scan_key(scan))?;
+        let pruned = self
+            .pruned
+            .as_ref()
+            .filter(|p| p.scan_id == scan_key(scan))?;
         Some(compare::match_detections(
             &scan.dense,
             &pruned.detections,
